@@ -1,0 +1,280 @@
+"""Policy model → one Rego v1 module, plus what each tool's rules read (for the decision cache).
+
+Stages, in order, each a small function:
+
+1. ``_settings``: the policy as plain data — per tool, its rules with conditions precompiled (``eq``
+   matchers, portable regexes, globs as anchored regexes). Doing this here keeps the Rego library
+   generic, so a decision costs the same at 10 tools as at 1,000.
+2. ``_reads``: the top-level arguments each tool key's rules look at, and whether they read the schema.
+3. ``_emit``: the module text — a header naming the source, ``settings := {...}`` with a comment giving
+   the YAML line of every tool and rule, and ``decision := lib.decide(settings)``.
+
+Output is deterministic: the same YAML gives byte-identical Rego.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from regoguard.policy.model import WILDCARD, Condition, Policy, Rule, ToolPolicy
+from regoguard.policy.regex_check import glob_to_regex, portable_regex
+
+LIB_PACKAGE = "regoguard.lib"
+SETTINGS_PACKAGE = "regoguard"
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What a tool key's rules (with the ``"*"`` rules) read: top-level argument names and the schema."""
+
+    args: frozenset[str] = frozenset()
+    schema: bool = False
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    module: str
+    settings: dict[str, Any]
+    reads: dict[str, Reads] = field(default_factory=dict)
+    wildcard_reads: Reads = Reads()
+    source: str = ""
+
+    @property
+    def revision(self) -> str:
+        """A short hash of the module text: it changes whenever the compiled policy does."""
+        return hashlib.sha256(self.module.encode()).hexdigest()[:16]
+
+    @property
+    def filename(self) -> str:
+        """``payments.yaml`` compiles to ``payments.rego``."""
+        stem = Path(self.source).stem if self.source and not self.source.startswith("<") else "policy"
+        return stem + ".rego"
+
+
+def compile_policy(policy: Policy) -> CompiledPolicy:
+    """Compile a validated policy into its Rego module and engine data."""
+    settings = _settings(policy)
+    reads = {t.key: _reads(t.rules, policy) for t in policy.tools if not t.is_wildcard}
+    module = _emit(policy, settings)
+    return CompiledPolicy(
+        module=module,
+        settings=settings,
+        reads=reads,
+        wildcard_reads=_reads((), policy),
+        source=policy.source,
+    )
+
+
+# --- stage 1: settings ------------------------------------------------------------------------------
+
+
+def _settings(policy: Policy) -> dict[str, Any]:
+    """The policy as the library reads it: one entry per tool name, looked up in O(1).
+
+    An entry is ``{"rules": [...]}``, ``{"hidden": true}`` or ``{"unlisted": true}`` (denied under
+    ``default: deny``); ``unlisted`` is the entry of every name no key matches.
+    """
+    hidden = {"hidden": True}
+    tools: dict[str, Any] = {}
+    globs: list[dict[str, Any]] = []
+    wildcard: list[dict[str, Any]] = []
+    for t in policy.tools:
+        rules = [_rule(r) for r in t.rules]
+        if t.is_wildcard:
+            wildcard = rules
+        elif policy.hide_all:
+            continue
+        elif t.is_glob:
+            globs.append({"key": t.key, "regex": glob_to_regex(t.key), "entry": {"rules": rules}})
+        else:
+            tools[t.key] = hidden if t.key in policy.hide else {"rules": rules}
+    if not policy.hide_all:
+        for name in policy.hide:
+            tools.setdefault(name, hidden)
+    if policy.hide_all:
+        unlisted: dict[str, Any] = hidden
+    elif policy.default == "deny":
+        unlisted = {"unlisted": True}
+    else:
+        unlisted = {"rules": []}
+    return {
+        "source": Path(policy.source).name,
+        "default": policy.default,
+        "tools": tools,
+        "globs": globs,
+        "unlisted": unlisted,
+        "wildcard": wildcard,
+    }
+
+
+def _rule(r: Rule) -> dict[str, Any]:
+    limit = None
+    if r.limit is not None:
+        lim = r.limit
+        limit = {
+            "counter": lim.counter,
+            "scope": lim.scope,
+            "capacity": lim.capacity,
+            "window": lim.window,
+            "strict": lim.strict,
+            "cost": lim.cost,
+        }
+        if lim.cost_path:  # absent, not null: a null field is "true" in a Rego body
+            limit["cost_from"] = {"text": "args." + ".".join(lim.cost_path), **_path(lim.cost_path)}
+    return {
+        "id": r.id,
+        "action": r.action,
+        "message": r.message,
+        "conditions": [_condition(c) for c in r.conditions],
+        "validate_required": r.validate_required,
+        "limit": limit,
+    }
+
+
+def _path(segs: tuple[str, ...]) -> dict[str, list[str | int]]:
+    """``path`` for ``object.get``, digit segments as list indexes; ``key_path`` (all strings) when those
+    digits may also be object keys."""
+    path: list[str | int] = [int(s) if s.isdigit() and len(s) < 16 else s for s in segs]
+    return {"path": path, "key_path": list(segs)}
+
+
+def _condition(c: Condition) -> dict[str, Any]:
+    out: dict[str, Any] = {"text": _condition_text(c), **_path(c.path), "op": c.op}
+    if c.op in ("eq", "neq"):
+        out["match"] = eq_matcher(c.value)
+    elif c.op in ("in", "not_in"):
+        out["matches"] = [eq_matcher(v) for v in c.value]
+    elif c.op == "contains":
+        out["value"] = c.value
+        out["match"] = eq_matcher(c.value)
+    elif c.op in ("regex", "not_regex"):
+        out["regex"] = portable_regex(c.value)
+    elif c.op == "glob":
+        out["regex"] = glob_to_regex(c.value)
+    else:
+        out["value"] = c.value
+    return out
+
+
+def _condition_text(c: Condition) -> str:
+    return f"args.{'.'.join(c.path)} {c.op} {json.dumps(c.value, ensure_ascii=False)}"
+
+
+def number_text(n: float) -> str:
+    """How a number reads when compared with a string: whole numbers without a decimal point."""
+    if isinstance(n, int) or (math.isfinite(n) and n.is_integer() and abs(n) < 2**53):
+        return str(int(n))
+    return repr(float(n))
+
+
+_NUMBER_RE = re.compile(r"-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?")
+
+
+def eq_matcher(value: Any) -> dict[str, Any]:
+    """Precompute how ``value`` compares under ``eq`` with a number, a string, a boolean or anything else."""
+    if isinstance(value, bool):
+        return {"bool": value, "text": "true" if value else "false"}
+    if isinstance(value, int | float):
+        return {"num": value, "text": number_text(value)}
+    if isinstance(value, str):
+        m: dict[str, Any] = {"text": value}
+        if _NUMBER_RE.fullmatch(value):
+            n = float(value) if any(ch in value for ch in ".eE") else int(value)
+            if math.isfinite(n) and number_text(n) == value:
+                m["num"] = n
+        if value in ("true", "false"):
+            m["bool"] = value == "true"
+        return m
+    return {"value": value}
+
+
+# --- stage 2: reads ---------------------------------------------------------------------------------
+
+
+def _reads(rules: tuple[Rule, ...], policy: Policy) -> Reads:
+    wildcard = next((t.rules for t in policy.tools if t.is_wildcard), ())
+    names: set[str] = set()
+    schema = False
+    for r in (*rules, *wildcard):
+        names.update(c.path[0] for c in r.conditions)
+        if r.limit is not None and r.limit.cost_path:
+            names.add(r.limit.cost_path[0])
+        schema = schema or r.validate_required
+    return Reads(frozenset(names), schema)
+
+
+# --- stage 3: emit ----------------------------------------------------------------------------------
+
+
+def _j(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _emit_rules(lines: list[str], tool: ToolPolicy, rules: list[dict[str, Any]], indent: str) -> None:
+    for r, compiled in zip(tool.rules, rules, strict=True):
+        label = f"rules[{r.index}]" + (f" {json.dumps(r.name, ensure_ascii=False)}" if r.name else "")
+        lines.append(f"{indent}# {label} (line {r.line})")
+        lines.append(f"{indent}{_j(compiled)},")
+
+
+def _emit(policy: Policy, settings: dict[str, Any]) -> str:
+    src = Path(policy.source).name
+    lines = [
+        f"# Generated by regoguard from {src}. Do not edit: change the YAML and run `regoguard compile`.",
+    ]
+    if policy.description:
+        lines.extend(f"# {ln}".rstrip() for ln in policy.description.splitlines())
+    lines += [
+        "#",
+        f"# The policy as data. The rules that decide a call from it are in {LIB_PACKAGE} (rego/regoguard/lib.rego):",
+        f"#   opa eval -d lib.rego -d {Path(src).stem}.rego -i call.json data.{LIB_PACKAGE}.decision",
+        f"package {SETTINGS_PACKAGE}",
+        "",
+        "import rego.v1",
+        "",
+        "settings := {",
+        f'\t"source": {_j(settings["source"])},',
+        f'\t"default": {_j(settings["default"])},',
+        '\t"tools": {',
+    ]
+    by_key = {t.key: t for t in policy.tools}
+    for key, entry in settings["tools"].items():
+        t = by_key.get(key)
+        if "hidden" in entry:
+            lines.append(f"\t\t# tools.{key}: hidden (hide)")
+            lines.append(f"\t\t{_j(key)}: {_j(entry)},")
+            continue
+        assert t is not None
+        lines.append(f"\t\t# tools.{key} (line {t.line})")
+        if not entry["rules"]:
+            lines.append(f'\t\t{_j(key)}: {{"rules": []}},')
+            continue
+        lines.append(f'\t\t{_j(key)}: {{"rules": [')
+        _emit_rules(lines, t, entry["rules"], "\t\t\t")
+        lines.append("\t\t]},")
+    lines.append("\t},")
+    lines.append('\t"globs": [')
+    for g in settings["globs"]:
+        t = by_key[g["key"]]
+        lines.append(f"\t\t# tools.{g['key']} (line {t.line})")
+        lines.append(f'\t\t{{"key": {_j(g["key"])}, "regex": {_j(g["regex"])}, "entry": {{"rules": [')
+        _emit_rules(lines, t, g["entry"]["rules"], "\t\t\t")
+        lines.append("\t\t]}},")
+    lines.append("\t],")
+    lines.append("\t# every other tool")
+    lines.append(f'\t"unlisted": {_j(settings["unlisted"])},')
+    if WILDCARD in by_key and settings["wildcard"]:
+        lines.append(f'\t# tools."*" (line {by_key[WILDCARD].line}): rules on every call, after the tool\'s own')
+        lines.append('\t"wildcard": [')
+        _emit_rules(lines, by_key[WILDCARD], settings["wildcard"], "\t\t")
+        lines.append("\t],")
+    else:
+        lines.append('\t"wildcard": [],')
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,86 @@
+"""The typed policy model: what a YAML policy means once both dialects are read.
+
+Every object keeps the line it came from so the compiler can name it in the Rego it writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+WINDOWS: dict[str, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+"""Named windows of Intercept's ``rate_limit: N/<window>`` and ``state.window``, in seconds."""
+
+SCOPES = ("global", "principal", "session")
+
+WILDCARD = "*"
+GLOBAL_SCOPE_NAME = "_global"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``args.<path> <op> value``. ``path`` holds the segments after ``args``."""
+
+    path: tuple[str, ...]
+    op: str
+    value: Any
+    line: int
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A token bucket a rule charges: ``capacity`` per ``window`` seconds."""
+
+    counter: str
+    capacity: float
+    window: int
+    strict: bool
+    scope: str
+    cost: float = 1
+    cost_path: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    name: str | None
+    index: int
+    action: str  # "evaluate" | "deny"
+    message: str
+    line: int
+    conditions: tuple[Condition, ...] = ()
+    limit: Limit | None = None
+    validate_required: bool = False
+    explicit_allow: bool = False
+
+
+@dataclass(frozen=True)
+class ToolPolicy:
+    """The rules under one key of ``tools``: an exact name, a glob, or ``"*"``."""
+
+    key: str
+    rules: tuple[Rule, ...]
+    line: int
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.key == WILDCARD
+
+    @property
+    def is_glob(self) -> bool:
+        return not self.is_wildcard and any(c in self.key for c in "*?[")
+
+
+@dataclass(frozen=True)
+class Policy:
+    source: str
+    default: str = "allow"
+    description: str | None = None
+    version: str | None = None
+    hide: tuple[str, ...] = ()
+    tools: tuple[ToolPolicy, ...] = ()
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def hide_all(self) -> bool:
+        return WILDCARD in self.hide

@@ -1,0 +1,360 @@
+"""Property test: the compiled Rego decides exactly as a plain Python reading of the YAML does.
+
+Hypothesis draws small valid policies (exact keys, globs, ``"*"``, ``default``, ``hide``, every condition
+operator, both forms of ``rate_limit``, ``state`` counters, ``validate``) and a handful of calls for each.
+Each policy is dumped to YAML, loaded and compiled by regoguard, and decided by one Engine; the oracle in
+``reference_semantics.py`` reads the same YAML text with ``yaml.safe_load`` and decides the same calls.
+The allow bit, the ordered failing rule ids and the charges (less ``rule``/``message``) must agree.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import regoguard
+from reference_semantics import PYTHON_REGEX, WINDOWS, reference_decide
+
+# --- names -----------------------------------------------------------------------------------------
+
+TOOL_POOL = ["create_charge", "read_file", "browser_open", "browser_close", "delete_repo"]
+UNKNOWN_TOOLS = ["write_file", "browser_", "browser_x", "Browser_open", "create_charge2", "delete_rep"]
+GLOB_KEYS = ["browser_*", "*_file", "browser_?lose", "[cd]*"]
+ARG_PATHS = [
+    "args.amount",
+    "args.count",
+    "args.name",
+    "args.path",
+    "args.meta.tag",
+    "args.meta.cost",
+    "args.items.0",
+    "args.items.1",
+]
+NUMERIC_PATHS = ["args.amount", "args.count", "args.meta.cost", "args.items.0"]
+TOP_ARG_NAMES = ["amount", "count", "name", "path", "meta", "items"]
+REGEXES = sorted(PYTHON_REGEX)
+GLOBS = ["*", "a*", "*.txt", "a?c", "[ab]*", "*b*", "?", "a[0-9]c"]
+
+# --- argument values ---------------------------------------------------------------------------------
+
+SPECIAL_STRINGS = [
+    "",
+    "5",
+    "5.0",
+    "0.5",
+    "-1",
+    "1e-07",
+    "true",
+    "false",
+    "null",
+    "a",
+    "b",
+    "ab",
+    "abc",
+    "xab",
+    "ab\n",
+    "a.c",
+    "a\nc",
+    "a/b.txt",
+    "abc.txt",
+    ".txt",
+    "a5c",
+    "ABC",
+    "é",
+    "\u0663",
+]
+SPECIAL_FLOATS = [0.0, -0.0, 0.5, 5.0, -1.5, 2.5, 0.1, 1e-07, 1e16, 1.5e300, 123456789.125]
+
+ints = st.integers(min_value=-3, max_value=12)
+big_ints = st.sampled_from([2**53, 2**53 + 1, -(2**60), 10**20])
+floats = st.sampled_from(SPECIAL_FLOATS) | st.floats(allow_nan=False, allow_infinity=False)
+numbers = st.one_of(ints, ints, floats, big_ints)
+strings = st.sampled_from(SPECIAL_STRINGS) | st.text(alphabet="ab5.*/\n é", max_size=5)
+scalars = st.one_of(st.none(), st.booleans(), numbers, strings, strings)
+values = st.one_of(
+    scalars,
+    scalars,
+    scalars,
+    st.lists(scalars, max_size=3),
+    st.dictionaries(st.sampled_from(["tag", "cost", "x"]), scalars, max_size=2),
+)
+meta_values = values | st.fixed_dictionaries({}, optional={"tag": values, "cost": values, "x": values})
+items_values = values | st.lists(values, min_size=1, max_size=3)
+
+arguments = st.fixed_dictionaries(
+    {},
+    optional={
+        "amount": values,
+        "count": values,
+        "name": values,
+        "path": values,
+        "meta": meta_values,
+        "items": items_values,
+        "other": values,
+    },
+)
+
+schemas = st.none() | st.fixed_dictionaries(
+    {"type": st.just("object")},
+    optional={"required": st.lists(st.sampled_from(TOP_ARG_NAMES), unique=True, max_size=3)},
+)
+
+calls = st.tuples(st.sampled_from(TOOL_POOL + UNKNOWN_TOOLS), arguments, schemas)
+
+# --- conditions --------------------------------------------------------------------------------------
+
+cond_scalars = st.one_of(st.booleans(), ints, floats, strings)
+
+
+def condition_values(op: str) -> st.SearchStrategy[Any]:
+    if op in ("eq", "neq"):
+        return st.one_of(
+            cond_scalars,
+            cond_scalars,
+            st.lists(cond_scalars, max_size=2),
+            st.dictionaries(st.sampled_from(["tag", "x"]), cond_scalars, max_size=1),
+        )
+    if op in ("in", "not_in"):
+        return st.lists(cond_scalars, min_size=1, max_size=3)
+    if op in ("lt", "lte", "gt", "gte"):
+        return st.one_of(ints, st.sampled_from([0.5, 5.0, 2.5, -1.5]))
+    if op in ("regex", "not_regex"):
+        return st.sampled_from(REGEXES)
+    if op == "contains":
+        return st.one_of(st.sampled_from(["a", "b", "5", ".", "true"]), ints, st.booleans())
+    if op in ("starts_with", "ends_with"):
+        return st.sampled_from(["a", "ab", "/", ".txt", "5", "b"])
+    if op == "glob":
+        return st.sampled_from(GLOBS)
+    if op in ("len_lte", "len_gte"):
+        return st.integers(min_value=0, max_value=4)
+    if op == "exists":
+        return st.booleans()
+    raise AssertionError(op)
+
+
+OPS = [
+    "eq",
+    "neq",
+    "in",
+    "not_in",
+    "lt",
+    "lte",
+    "gt",
+    "gte",
+    "regex",
+    "not_regex",
+    "contains",
+    "starts_with",
+    "ends_with",
+    "glob",
+    "len_lte",
+    "len_gte",
+    "exists",
+]
+
+
+@st.composite
+def arg_conditions(draw: st.DrawFn) -> dict[str, Any]:
+    op = draw(st.sampled_from(OPS))
+    path = draw(st.sampled_from(ARG_PATHS))
+    return {"path": path, "op": op, "value": draw(condition_values(op))}
+
+
+# --- rules ---------------------------------------------------------------------------------------------
+
+RULE_KINDS = [
+    *["cond"] * 2,
+    "deny",
+    "allow",
+    *["rate_str"] * 2,
+    *["rate_dict"] * 2,
+    *["state"] * 2,
+    "validate",
+]
+MESSAGES = st.sampled_from(["no", "denied: over the limit", "not allowed here"])
+
+
+def owner(key: str) -> str:
+    return "_global" if key == "*" else key
+
+
+@st.composite
+def tool_rules(draw: st.DrawFn, key: str) -> list[dict[str, Any]]:
+    """The rules of one key; names, counters and rate windows are unique within the key."""
+    n = draw(st.integers(min_value=0, max_value=3))
+    rules: list[dict[str, Any]] = []
+    used_windows: set[str] = set()
+    for i in range(n):
+        kind = draw(st.sampled_from(RULE_KINDS))
+        named = draw(st.booleans())
+        rule: dict[str, Any] = {}
+        if kind == "cond":
+            if named:
+                rule["name"] = f"r{i}"
+            action = draw(st.sampled_from([None, "evaluate", "allow"]))
+            if action:
+                rule["action"] = action
+            rule["conditions"] = draw(st.lists(arg_conditions(), min_size=1, max_size=2))
+            if draw(st.booleans()):
+                rule["on_deny"] = draw(MESSAGES)
+        elif kind == "deny":
+            rule["action"] = "deny"
+            if named:
+                rule["name"] = f"r{i}"
+                if draw(st.booleans()):
+                    rule["on_deny"] = draw(MESSAGES)
+            elif draw(st.booleans()):
+                rule["reason"] = draw(MESSAGES)
+        elif kind == "allow":
+            rule["action"] = "allow"
+        elif kind == "rate_str":
+            free = [w for w in WINDOWS if w not in used_windows]
+            if not free:
+                continue
+            window = draw(st.sampled_from(free))
+            used_windows.add(window)
+            if named:
+                rule["name"] = f"r{i}"
+            rule["rate_limit"] = f"{draw(st.integers(min_value=1, max_value=100))}/{window}"
+            if draw(st.booleans()):
+                rule["scope"] = draw(st.sampled_from(["global", "principal", "session"]))
+        elif kind == "rate_dict":
+            seconds = draw(st.sampled_from([1, 60, 90, 3600]))
+            if f"{seconds}s" in used_windows:
+                continue
+            used_windows.add(f"{seconds}s")
+            rule["rate_limit"] = {"max": draw(st.integers(min_value=1, max_value=100)), "window": seconds}
+            if draw(st.booleans()):
+                rule["scope"] = draw(st.sampled_from(["global", "principal", "session"]))
+            if draw(st.booleans()):
+                rule["reason"] = draw(MESSAGES)
+            if draw(st.booleans()):
+                rule["validate"] = {"required_args": True}
+        elif kind == "state":
+            counter = f"c{i}"
+            if named:
+                rule["name"] = f"r{i}"
+            state_cond = {
+                "path": f"state.{owner(key)}.{counter}",
+                "op": draw(st.sampled_from(["lte", "lt"])),
+                "value": draw(st.one_of(st.integers(min_value=0, max_value=100), st.just(1000000))),
+            }
+            others = draw(st.lists(arg_conditions(), max_size=1))
+            at = draw(st.integers(min_value=0, max_value=len(others)))
+            rule["conditions"] = [*others[:at], state_cond, *others[at:]]
+            state: dict[str, Any] = {"counter": counter, "window": draw(st.sampled_from(list(WINDOWS)))}
+            how = draw(st.sampled_from(["default", "increment", "increment_from"]))
+            if how == "increment":
+                state["increment"] = draw(st.sampled_from([1, 2, 5, 2.5]))
+            elif how == "increment_from":
+                state["increment_from"] = draw(st.sampled_from(NUMERIC_PATHS))
+            rule["state"] = state
+            if draw(st.booleans()):
+                rule["scope"] = draw(st.sampled_from(["global", "principal", "session"]))
+        elif kind == "validate":
+            rule["validate"] = {"required_args": True}
+            if draw(st.booleans()):
+                rule["reason"] = draw(MESSAGES)
+        rules.append(rule)
+    return rules
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> dict[str, Any]:
+    exact = draw(st.lists(st.sampled_from(TOOL_POOL), unique=True, max_size=4))
+    globs = draw(st.lists(st.sampled_from(GLOB_KEYS), unique=True, max_size=2))
+    keys = exact + globs + (["*"] if draw(st.booleans()) else [])
+    if not keys:
+        keys = [draw(st.sampled_from(TOOL_POOL))]
+    keys = list(draw(st.permutations(keys)))
+
+    policy: dict[str, Any] = {}
+    if draw(st.booleans()):
+        policy["version"] = "1"
+    if draw(st.booleans()):
+        policy["description"] = "generated"
+    default = draw(st.sampled_from([None, "allow", "deny"]))
+    if default:
+        policy["default"] = default
+    hide = draw(
+        st.sampled_from(["none", "none", "some", "some", "all"]).flatmap(
+            lambda h: {
+                "none": st.just(None),
+                "some": st.lists(st.sampled_from(TOOL_POOL + UNKNOWN_TOOLS), unique=True, max_size=2),
+                "all": st.just(["*"]),
+            }[h]
+        )
+    )
+    if hide is not None:
+        policy["hide"] = hide
+    policy["tools"] = {key: {"rules": draw(tool_rules(key))} for key in keys}
+    return policy
+
+
+# --- the comparison --------------------------------------------------------------------------------------
+
+
+def _typed(x: Any) -> tuple[str, Any]:
+    """A charge field tagged by JSON type, so that ``1 == True`` cannot pass; numbers compare by value."""
+    if isinstance(x, bool):
+        return ("bool", x)
+    if isinstance(x, int | float):
+        return ("number", float(x))
+    return (type(x).__name__, x)
+
+
+def _charges(charges: list[dict[str, Any]]) -> list[dict[str, tuple[str, Any]]]:
+    return [{k: _typed(v) for k, v in c.items() if k not in ("rule", "message")} for c in charges]
+
+
+def build_engine(text: str) -> regoguard.Engine:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "generated.yaml")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        policy = regoguard.load_policy(path)
+    return regoguard.Engine(regoguard.compile_policy(policy))
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(policy=policies(), call_list=st.lists(calls, min_size=1, max_size=6))
+def test_compiled_rego_decides_as_the_reference(policy, call_list):
+    text = yaml.safe_dump(policy, sort_keys=False, allow_unicode=True)
+    raw = yaml.safe_load(text)
+    try:
+        engine = build_engine(text)
+    except regoguard.PolicyLoadError as e:
+        raise AssertionError(f"a valid generated policy was rejected:\n{text}\n{e}") from e
+
+    for tool, args, schema in call_list:
+        want = reference_decide(raw, tool, args, schema)
+        doc: dict[str, Any] = {"tool": {"name": tool, "arguments": args}}
+        if schema is not None:
+            doc["schema"] = schema
+        decision = engine.evaluate(doc)
+        got = {
+            "allow": decision.allow,
+            "rules": [r.rule for r in decision.reasons],
+            "charges": [c.to_json() for c in decision.charges],
+        }
+        same = (
+            got["allow"] is want["allow"]
+            and got["rules"] == want["rules"]
+            and _charges(got["charges"]) == _charges(want["charges"])
+        )
+        assert same, (
+            f"engine and reference disagree\n--- policy ---\n{text}--- call ---\n"
+            f"tool={tool!r}\nargs={args!r}\nschema={schema!r}\n"
+            f"--- reference ---\n{want}\n--- engine ---\n{got}\n--- engine decision ---\n"
+            f"{decision.to_json()}"
+        )
