@@ -243,7 +243,7 @@ def tool_rules(draw: st.DrawFn, key: str) -> list[dict[str, Any]]:
             state_cond = {
                 "path": f"state.{owner(key)}.{counter}",
                 "op": draw(st.sampled_from(["lte", "lt"])),
-                "value": draw(st.one_of(st.integers(min_value=0, max_value=100), st.just(1000000))),
+                "value": draw(st.one_of(st.integers(min_value=1, max_value=100), st.just(1000000))),
             }
             others = draw(st.lists(arg_conditions(), max_size=1))
             at = draw(st.integers(min_value=0, max_value=len(others)))

@@ -75,10 +75,23 @@ reasons := [{
 	"detail": ["the tool is not listed under tools"],
 }] if entry.unlisted
 
-reasons := [{"rule": r.id, "message": r.message, "detail": failures(r)} |
+reasons := [{"rule": r.id, "message": reason_message(r), "detail": failures(r)} |
 	some r in rules
 	fails(r)
 ] if entry.rules
+
+# The rule's own on_deny/reason; without one, say what failed.
+reason_message(r) := r.message if r.custom_message
+
+reason_message(r) := concat("", ["Policy rule \"", r.id, "\" denied the call: ", failures(r)[0]]) if {
+	not r.custom_message
+	r.action != "deny"
+}
+
+reason_message(r) := r.message if {
+	not r.custom_message
+	r.action == "deny"
+}
 
 # --- why a rule fails -----------------------------------------------------------------------------
 

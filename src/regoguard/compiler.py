@@ -131,6 +131,7 @@ def _rule(r: Rule) -> dict[str, Any]:
         "id": r.id,
         "action": r.action,
         "message": r.message,
+        "custom_message": r.custom_message,
         "conditions": [_condition(c) for c in r.conditions],
         "validate_required": r.validate_required,
         "limit": limit,

@@ -232,8 +232,10 @@ class Engine:
                 return None
             parts.append(text)
         if reads.schema:
+            # validate: {required_args: true} reads the schema's required list and which arguments are present
             schema = doc.get("schema")
             parts.append(json.dumps(schema.get("required", _MISSING) if isinstance(schema, dict) else _MISSING))
+            parts.append(tuple(sorted(args)))
         return tuple(parts)
 
     # -- evaluation ------------------------------------------------------------------------------------

@@ -387,13 +387,14 @@ def _read_rule(r: _Reader, tool_key: str, index: int, node: Node, path: str) -> 
         for k in ("conditions", "rate_limit", "state", "validate"):
             if k in entries:
                 r.error(entries[k].pos, _join(path, k), f"a deny rule takes no {k}: it always denies")
-    elif not explicit_allow and not (conditions or state_conditions or "rate_limit" in entries or validate
-                                     or "state" in entries):
+    elif not explicit_allow and not (_nonempty_list(entries.get("conditions")) or "rate_limit" in entries
+                                     or "validate" in entries or "state" in entries):
         r.error(node.pos, path, "an evaluate rule needs at least one condition (or a rate_limit or validate)",
                 "add conditions, or use `action: deny` to block the tool")
 
     if len(r.errors) != n_errors:
         return None
+    custom_message = message is not None
     if message is None:
         message = _default_message(rule_id, action, limit)
     return Rule(
@@ -407,15 +408,28 @@ def _read_rule(r: _Reader, tool_key: str, index: int, node: Node, path: str) -> 
         limit=limit,
         validate_required=validate,
         explicit_allow=explicit_allow,
+        custom_message=custom_message,
     )
 
 
+def _nonempty_list(node: Node | None) -> bool:
+    return node is not None and isinstance(node.value, list) and len(node.value) > 0
+
+
 def _default_message(rule_id: str, action: str, limit: Limit | None) -> str:
-    if limit is not None and limit.cost_path is None and limit.counter.split(".")[-1].startswith("_rate_"):
-        word = next((w for w, s in WINDOWS.items() if s == limit.window), f"{limit.window}s")
-        per = f"per {word}" if word in WINDOWS else f"per {limit.window} seconds"
-        return f"Rate limit of {_num_text(limit.capacity)} {per} reached. Try again later."
-    return f"Denied by policy rule {rule_id!r}"
+    """The message of a rule without ``on_deny``/``reason``: a limit's own words, or a generic denial.
+
+    (When such a rule fails its conditions, the library says which condition failed instead.)
+    """
+    if limit is not None:
+        word = next((w for w, s in WINDOWS.items() if s == limit.window), None)
+        per = f"per {word}" if word else f"per {limit.window} seconds"
+        if limit.counter.split(".")[-1].startswith("_rate_"):
+            return f"Rate limit of {_num_text(limit.capacity)} calls {per} reached. Try again later."
+        return f"Limit of {_num_text(limit.capacity)} {per} on {limit.counter} reached. Try again later."
+    if action == "deny":
+        return f'Denied by policy rule "{rule_id}"'
+    return f'Policy rule "{rule_id}" denied the call'
 
 
 def _num_text(v: float) -> str:

@@ -52,6 +52,7 @@ class Rule:
     limit: Limit | None = None
     validate_required: bool = False
     explicit_allow: bool = False
+    custom_message: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,5 @@
+import sys
+
+from regoguard.cli import main
+
+sys.exit(main())

@@ -1,0 +1,247 @@
+"""The ``regoguard`` command line: check, compile, eval (and run, once the proxy lands).
+
+Exit codes: 0 success (valid / allowed), 1 invalid policy or denied call, 2 usage or policy error in
+``eval``. Errors go to stderr; only each command's own output reaches stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from regoguard import __version__
+from regoguard.audit import configure_logging
+from regoguard.compiler import CompiledPolicy, compile_policy
+from regoguard.engine import Engine, run_with_large_stack
+from regoguard.errors import PolicyLoadError, RegoguardError
+from regoguard.policy import Policy, load_policy
+from regoguard.stdout_guard import claim_stdout
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+
+
+def _print_errors(exc: PolicyLoadError) -> None:
+    for err in exc.errors:
+        print(err, file=sys.stderr)
+    n = len(exc.errors)
+    print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+
+
+def _load_all(paths: Sequence[str]) -> tuple[list[Policy], bool]:
+    policies: list[Policy] = []
+    ok = True
+    for p in paths:
+        try:
+            policies.append(load_policy(p))
+        except PolicyLoadError as exc:
+            _print_errors(exc)
+            ok = False
+    return policies, ok
+
+
+def cmd_check(args: argparse.Namespace, out: BinaryIO) -> int:
+    policies, ok = _load_all(args.policy)
+    for policy in policies:
+        for warning in policy.warnings:
+            print(warning, file=sys.stderr)
+        tools = sum(1 for t in policy.tools)
+        rules = sum(len(t.rules) for t in policy.tools)
+        out.write(f"{policy.source}: ok ({tools} tool keys, {rules} rules)\n".encode())
+    return EXIT_OK if ok else EXIT_FAIL
+
+
+def cmd_compile(args: argparse.Namespace, out: BinaryIO) -> int:
+    policies, ok = _load_all(args.policy)
+    if not ok:
+        return EXIT_FAIL
+    compiled = [compile_policy(p) for p in policies]
+    names = [c.filename for c in compiled]
+    if len(set(names)) != len(names):
+        print("error: two policies compile to the same file name; compile them into separate directories",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.output is None:
+        if args.check:
+            print("error: --check needs -o DIR (the directory holding the committed Rego)", file=sys.stderr)
+            return EXIT_USAGE
+        for c in compiled:
+            out.write(c.module.encode())
+        return EXIT_OK
+    outdir = Path(args.output)
+    if args.check:
+        stale = [c for c in compiled if _read(outdir / c.filename) != c.module]
+        for c in stale:
+            print(f"{outdir / c.filename}: stale: regenerate with `regoguard compile {c.source} -o {outdir}`",
+                  file=sys.stderr)
+        if not stale:
+            out.write(f"{len(compiled)} compiled polic{'y is' if len(compiled) == 1 else 'ies are'} "
+                      "up to date\n".encode())
+        return EXIT_FAIL if stale else EXIT_OK
+    outdir.mkdir(parents=True, exist_ok=True)
+    for c in compiled:
+        target = outdir / c.filename
+        target.write_text(c.module, encoding="utf-8")
+        out.write(f"wrote {target}\n".encode())
+    return EXIT_OK
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
+def _json_arg(text: str, what: str) -> Any:
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc}") from exc
+
+
+def cmd_eval(args: argparse.Namespace, out: BinaryIO) -> int:
+    try:
+        arguments = _json_arg(args.args, "--args")
+        schema = _json_arg(args.schema, "--schema") if args.schema else None
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not isinstance(arguments, dict):
+        print("error: --args must be a JSON object", file=sys.stderr)
+        return EXIT_USAGE
+    if schema is not None and not isinstance(schema, dict):
+        print("error: --schema must be a JSON object (the tool's inputSchema)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        compiled: CompiledPolicy = compile_policy(load_policy(args.config))
+    except PolicyLoadError as exc:
+        _print_errors(exc)
+        return EXIT_USAGE
+    engine = Engine(compiled)
+    try:
+        doc: dict[str, Any] = {
+            "tool": {"name": args.tool, "arguments": arguments},
+            "server": {"name": args.server_name},
+            "session": {"id": "cli", "client": {"name": "regoguard-eval", "version": __version__}},
+            "principal": {"id": args.principal, "claims": {}},
+        }
+        if schema is not None:
+            doc["schema"] = schema
+        decision = engine.evaluate(doc)
+    finally:
+        engine.close()
+    result = decision.to_json()
+    details = decision.extra.get("details", {})
+    for reason in result["reasons"]:
+        reason["detail"] = details.get(reason["rule"], [])
+    out.write((json.dumps(result, indent=2 if args.pretty else None) + "\n").encode())
+    return EXIT_OK if decision.allow else EXIT_FAIL
+
+
+def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
+    import asyncio
+    import getpass
+
+    from regoguard.guard import Guard
+    from regoguard.proxy.stdio import ProxyOptions, StdioProxy, default_server_name
+
+    command = list(args.server_command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("error: give the MCP server's command after --, e.g. regoguard run -c p.yaml -- npx server",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        policy = load_policy(args.config)
+    except PolicyLoadError as exc:
+        _print_errors(exc)
+        return EXIT_USAGE
+    for warning in policy.warnings:
+        print(warning, file=sys.stderr)
+    engine = Engine(compile_policy(policy))
+    options = ProxyOptions(
+        server_name=args.server_name or default_server_name(command),
+        principal=args.principal or getpass.getuser(),
+        max_message_bytes=args.max_message_bytes,
+    )
+    proxy = StdioProxy(Guard(engine), command, options, sys.stdin.buffer, out, signals=args.signal_relay)
+    try:
+        return asyncio.run(proxy.run())
+    finally:
+        engine.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regoguard", description="Policy-enforcing proxy for MCP: YAML policy, Rego decisions."
+    )
+    parser.add_argument("--version", action="version", version=f"regoguard {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", help="validate policy files; errors as file:line:column")
+    p.add_argument("policy", nargs="+")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("compile", help="write the Rego module of each policy")
+    p.add_argument("policy", nargs="+")
+    p.add_argument("-o", "--output", metavar="DIR", help="directory to write <policy>.rego into (default stdout)")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 if the Rego in DIR is stale (for CI and pre-commit)")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("eval", help="decide one tool call and print the decision as JSON")
+    p.add_argument("-c", "--config", required=True, metavar="POLICY")
+    p.add_argument("--tool", required=True, help="the tool name")
+    p.add_argument("--args", default="{}", help="the arguments as a JSON object (or @file.json)")
+    p.add_argument("--schema", help="the tool's inputSchema as JSON (or @file.json)")
+    p.add_argument("--principal", default="cli", help="principal id in the input document")
+    p.add_argument("--server-name", default="cli", help="server name in the input document")
+    p.add_argument("--pretty", action="store_true", help="indent the JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("run", help="run an MCP server behind the guard: regoguard run -c POLICY -- COMMAND ...")
+    p.add_argument("-c", "--config", required=True, metavar="POLICY")
+    p.add_argument("--server-name", help="server name in the input document (default: from the command)")
+    p.add_argument("--principal", help="principal id in the input document (default: the OS user)")
+    p.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024,
+                   help="largest client message accepted (default 16 MiB)")
+    p.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    out = claim_stdout()
+    configure_logging()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: usage errors exit 2, --help/--version exit 0
+        return int(exc.code or 0)
+    args.signal_relay = None
+    if args.command == "run":
+        from regoguard.proxy.stdio import SignalRelay
+
+        args.signal_relay = SignalRelay()
+        args.signal_relay.install()  # handlers run on the main thread; the proxy runs on a large-stack thread
+    try:
+        code: int = run_with_large_stack(lambda: args.func(args, out))
+    except RegoguardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The one door every tool call goes through: engine decision (+ limits, + decision log, later).
+
+Transports call :meth:`Guard.decide` and act on the :class:`Verdict`; they never look at policy
+themselves. The guard fails closed: whatever goes wrong while deciding is a deny.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from regoguard.decision import Decision
+from regoguard.engine import Engine
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A decision with the id that names it in denials and in the decision log."""
+
+    decision_id: str
+    decision: Decision
+
+    @property
+    def allow(self) -> bool:
+        return self.decision.allow
+
+    def meta(self) -> dict[str, Any]:
+        """What a denial carries in ``_meta["regoguard/decision"]``."""
+        return {
+            "decision_id": self.decision_id,
+            "rule": self.decision.rule,
+            "reason": self.decision.message,
+        }
+
+
+class Guard:
+    """Decides tool calls for one loaded policy."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        settings = engine.compiled.settings
+        self._tools: dict[str, Any] = settings["tools"]
+        self._globs = [(re.compile(g["regex"], re.DOTALL), g["entry"]) for g in settings["globs"]]
+        self._unlisted: dict[str, Any] = settings["unlisted"]
+
+    def _entry(self, name: str) -> dict[str, Any]:
+        entry = self._tools.get(name)
+        if entry is not None:
+            return entry
+        for rx, glob_entry in self._globs:
+            if rx.fullmatch(name):
+                return glob_entry  # type: ignore[no-any-return]
+        return self._unlisted
+
+    def is_hidden(self, name: str) -> bool:
+        """True when the policy hides ``name`` from ``tools/list``."""
+        return bool(self._entry(name).get("hidden"))
+
+    def needs_schema(self, name: str) -> bool:
+        """True when deciding a call to ``name`` reads the tool's ``inputSchema``."""
+        compiled = self.engine.compiled
+        reads = compiled.reads.get(name)
+        if reads is None:
+            return any(r.get("validate_required") for r in self._entry(name).get("rules", [])) or any(
+                r.get("validate_required") for r in compiled.settings["wildcard"]
+            )
+        return reads.schema
+
+    def reject(self, rule: str, message: str) -> Verdict:
+        """A denial the transport makes before the policy can look (e.g. params that do not parse)."""
+        return Verdict(str(uuid.uuid4()), Decision.deny(rule, message))
+
+    def decide(self, doc: dict[str, Any], size_hint: int | None = None) -> Verdict:
+        """Decide one call. Never raises: an unexpected failure is a deny."""
+        decision_id = str(uuid.uuid4())
+        try:
+            decision = self.engine.evaluate(doc, size_hint)
+        except Exception as exc:  # the engine does not raise by contract; if it ever does, deny
+            decision = Decision.deny("guard/error", f"the guard could not decide: {exc}")
+        return Verdict(decision_id, decision)
