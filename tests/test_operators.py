@@ -471,8 +471,17 @@ def test_list_index_into_list_of_scalars():
 def test_exists_on_nested_and_indexed_paths():
     assert decide(policy("exists", True, "args.meta.tag"), "t", {"meta": {"tag": 0}}).allow
     assert not decide(policy("exists", True, "args.meta.tag"), "t", {"meta": {"tag": None}}).allow
-    assert decide(policy("exists", False, "args.items.3"), "t", {"items": [1, 2]}).allow
     assert not decide(policy("exists", False, "args.items.1"), "t", {"items": [1, 2]}).allow
+    assert decide(policy("exists", False, "args.items.1"), "t", {"items": {"0": 1}}).allow
+
+
+def test_out_of_range_list_index_is_a_missing_argument():
+    # An index past the end of the list is absent: exists false holds, other operators fail their rule.
+    d = decide(policy("exists", False, "args.items.3"), "t", {"items": [1, 2]})
+    assert d.allow, d
+    d = decide(policy("exists", True, "args.items.3"), "t", {"items": [1, 2]})
+    assert not d.allow
+    assert d.rule == "t/check", d
 
 
 def test_neq_on_a_missing_nested_argument_denies():

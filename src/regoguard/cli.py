@@ -18,6 +18,7 @@ from regoguard.audit import configure_logging
 from regoguard.compiler import CompiledPolicy, compile_policy
 from regoguard.engine import Engine, run_with_large_stack
 from regoguard.errors import PolicyLoadError, RegoguardError
+from regoguard.limits import Limiter, MemoryStore, StoreError, open_store
 from regoguard.policy import Policy, load_policy
 from regoguard.stdout_guard import claim_stdout
 
@@ -167,17 +168,68 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
         return EXIT_USAGE
     for warning in policy.warnings:
         print(warning, file=sys.stderr)
+    try:
+        store = open_store(args.state, args.state_prefix)
+    except StoreError as exc:
+        if not args.fail_open:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"warning: {exc}; limits are not enforced (--fail-open)", file=sys.stderr)
+        store = MemoryStore()
     engine = Engine(compile_policy(policy))
     options = ProxyOptions(
         server_name=args.server_name or default_server_name(command),
         principal=args.principal or getpass.getuser(),
         max_message_bytes=args.max_message_bytes,
+        refund_on_tool_error=args.refund_on_tool_error,
     )
-    proxy = StdioProxy(Guard(engine), command, options, sys.stdin.buffer, out, signals=args.signal_relay)
+    guard = Guard(engine, Limiter(store, fail_open=args.fail_open))
+    proxy = StdioProxy(guard, command, options, sys.stdin.buffer, out, signals=args.signal_relay)
     try:
         return asyncio.run(proxy.run())
     finally:
         engine.close()
+        store.close()
+
+
+def _state_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state", metavar="PATH|redis://...",
+                   help="where limits live: a SQLite file (default ~/.local/state/regoguard/state.db), "
+                        "redis://host:port/db, or memory")
+    p.add_argument("--state-prefix", default="regoguard:", help="key prefix in Redis (default regoguard:)")
+
+
+def cmd_state(args: argparse.Namespace, out: BinaryIO) -> int:
+    import time
+
+    try:
+        store = open_store(args.state, args.state_prefix)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        prefix = args.counter or ""
+        if args.action == "reset":
+            n = store.reset(prefix)
+            out.write(f"reset {n} counter{'s' if n != 1 else ''}\n".encode())
+            return EXIT_OK
+        rows = store.snapshot(prefix)
+        if args.json:
+            out.write((json.dumps({k: {"tokens": v.tokens, "updated": v.updated} for k, v in rows.items()})
+                       + "\n").encode())
+            return EXIT_OK
+        if not rows:
+            out.write(b"no counters\n")
+        now = time.time()
+        for key, state in rows.items():
+            age = max(0.0, now - state.updated)
+            out.write(f"{key}  tokens={state.tokens:g}  updated {age:.0f}s ago\n".encode())
+        return EXIT_OK
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        store.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,8 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--principal", help="principal id in the input document (default: the OS user)")
     p.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024,
                    help="largest client message accepted (default 16 MiB)")
+    _state_options(p)
+    p.add_argument("--fail-open", action="store_true",
+                   help="if the state store fails, allow calls instead of denying them (default: deny)")
+    p.add_argument("--refund-on-tool-error", action="store_true",
+                   help="also give tokens back when the tool answers with isError (JSON-RPC errors always are)")
     p.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("state", help="show or reset rate-limit counters")
+    p.add_argument("action", choices=("show", "reset"))
+    p.add_argument("counter", nargs="?", help="a key prefix, e.g. global//payments/create_charge.daily_spend")
+    p.add_argument("--json", action="store_true", help="print JSON (show)")
+    _state_options(p)
+    p.set_defaults(func=cmd_state)
     return parser
 
 

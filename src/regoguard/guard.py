@@ -11,8 +11,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from regoguard.decision import Decision
+from regoguard.decision import Decision, Reason
 from regoguard.engine import Engine
+from regoguard.limits.limiter import Limiter, LimitDenial, Taken
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class Verdict:
 
     decision_id: str
     decision: Decision
+    taken: Taken | None = None
 
     @property
     def allow(self) -> bool:
@@ -38,8 +40,9 @@ class Verdict:
 class Guard:
     """Decides tool calls for one loaded policy."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, limiter: Limiter | None = None) -> None:
         self.engine = engine
+        self.limiter = limiter
         settings = engine.compiled.settings
         self._tools: dict[str, Any] = settings["tools"]
         self._globs = [(re.compile(g["regex"], re.DOTALL), g["entry"]) for g in settings["globs"]]
@@ -79,4 +82,30 @@ class Guard:
             decision = self.engine.evaluate(doc, size_hint)
         except Exception as exc:  # the engine does not raise by contract; if it ever does, deny
             decision = Decision.deny("guard/error", f"the guard could not decide: {exc}")
-        return Verdict(decision_id, decision)
+        if not decision.allow or not decision.charges or self.limiter is None:
+            return Verdict(decision_id, decision)
+        outcome = self.limiter.take(decision.charges, *_who(doc))
+        if isinstance(outcome, LimitDenial):
+            denied = Decision(False, "deny", (Reason(outcome.rule, outcome.message),), (),
+                              decision.cached, decision.eval_ns, {"retry_after": outcome.retry_after})
+            return Verdict(decision_id, denied)
+        return Verdict(decision_id, decision, outcome)
+
+    def refund(self, verdict: Verdict) -> None:
+        """Give back what an allowed call took: the server answered it with an error."""
+        if self.limiter is not None and verdict.taken is not None:
+            self.limiter.refund(verdict.taken)
+
+    def end_session(self, session_id: str) -> None:
+        """Session-scoped buckets go with their session."""
+        if self.limiter is not None:
+            self.limiter.forget_session(session_id)
+
+
+def _who(doc: dict[str, Any]) -> tuple[str, str, str]:
+    def get(section: str, key: str) -> str:
+        value = doc.get(section)
+        value = value.get(key) if isinstance(value, dict) else None
+        return value if isinstance(value, str) else ""
+
+    return get("server", "name"), get("principal", "id"), get("session", "id")

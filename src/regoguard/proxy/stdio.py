@@ -41,6 +41,7 @@ class ProxyOptions:
     principal: str
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     shutdown_grace: float = 5.0
+    refund_on_tool_error: bool = False
 
 
 _FORWARD = ("forward", None)
@@ -102,7 +103,8 @@ class StdioProxy:
         self._signals = signals
         self._proc: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._inflight: dict[str, Any] = {}  # id key -> id, client requests the server has not answered
+        # client requests the server has not answered: id key -> (id, the verdict of an allowed tools/call)
+        self._inflight: dict[str, tuple[Any, Verdict | None]] = {}
         self._list_ids: set[str] = set()  # client tools/list requests whose answers we filter
         self._internal: dict[str, asyncio.Future[Any]] = {}
         self._internal_ids = itertools.count(1)
@@ -135,6 +137,7 @@ class StdioProxy:
         server_task = asyncio.create_task(self._pump_server())
         await server_task  # the server's stdout closed: it is exiting
         await self._fail_inflight()
+        self.guard.end_session(self.session.id)
         returncode = await self._proc.wait()
         client_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -165,8 +168,10 @@ class StdioProxy:
                 continue
 
     async def _fail_inflight(self) -> None:
-        for id_ in list(self._inflight.values()):
+        for id_, verdict in list(self._inflight.values()):
             self._send_client(jsonrpc.error(id_, jsonrpc.INTERNAL_ERROR, "the MCP server exited before answering"))
+            if verdict is not None:
+                self.guard.refund(verdict)
         self._inflight.clear()
         for fut in self._internal.values():
             if not fut.done():
@@ -255,7 +260,7 @@ class StdioProxy:
             elif method == "tools/list":
                 self._list_ids.add(key)
             self.session.note_meta(msg)
-            self._inflight[key] = msg["id"]
+            self._inflight[key] = (msg["id"], None)
         return _FORWARD
 
     async def _on_tools_call(self, msg: dict[str, Any], size: int) -> tuple[str, Any]:
@@ -278,7 +283,7 @@ class StdioProxy:
         schema = await self._schema_for(name, msg) if self.guard.needs_schema(name) else None
         verdict = self.guard.decide(self.session.input_document(name, arguments, schema), size)
         if verdict.allow:
-            self._inflight[jsonrpc.id_key(msg["id"])] = msg["id"]
+            self._inflight[jsonrpc.id_key(msg["id"])] = (msg["id"], verdict)
             return _FORWARD
         log.info("denied", tool=name, rule=verdict.decision.rule, reason=verdict.decision.message,
                  decision_id=verdict.decision_id)
@@ -381,11 +386,20 @@ class StdioProxy:
             if not fut.done():
                 fut.set_result(msg)
             return None
-        self._inflight.pop(key, None)
+        _, verdict = self._inflight.pop(key, (None, None))
+        if verdict is not None and self._failed(msg):
+            self.guard.refund(verdict)
         if key in self._list_ids:
             self._list_ids.discard(key)
             return self._filter_tools_list(msg)
         return msg
+
+    def _failed(self, msg: dict[str, Any]) -> bool:
+        """A JSON-RPC error gets its tokens back; a tool result with isError too, if the user chose so."""
+        if "error" in msg:
+            return True
+        result = msg.get("result")
+        return self.options.refund_on_tool_error and isinstance(result, dict) and result.get("isError") is True
 
     def _filter_tools_list(self, msg: dict[str, Any]) -> Any:
         result = msg.get("result")

@@ -1,0 +1,71 @@
+"""Token-bucket arithmetic, pure: no clock, no storage.
+
+A bucket of ``capacity`` tokens refills at ``capacity / window`` tokens a second. A call of ``cost``
+fits while ``cost <= available`` (``cost < available`` for a strict limit, Intercept's ``lt``), which is
+Intercept's "the counter after this call stays within the limit", with a smooth refill instead of a
+calendar reset. A new bucket starts full.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class BucketState:
+    """What a store keeps per bucket: tokens available at ``updated`` (seconds)."""
+
+    tokens: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class Spec:
+    capacity: float
+    window: float
+    cost: float
+    strict: bool = False
+
+    @property
+    def rate(self) -> float:
+        return self.capacity / self.window
+
+
+def available(state: BucketState | None, spec: Spec, now: float) -> float:
+    """Tokens available at ``now``: the stored amount plus the refill since, capped at capacity."""
+    if state is None:
+        return spec.capacity
+    elapsed = max(0.0, now - state.updated)
+    return min(spec.capacity, state.tokens + elapsed * spec.rate)
+
+
+def fits(tokens: float, spec: Spec) -> bool:
+    if spec.strict:
+        return spec.cost < tokens - EPSILON
+    return spec.cost <= tokens + EPSILON
+
+
+def retry_after(tokens: float, spec: Spec) -> float | None:
+    """Seconds until the call would fit, or None if it never can (cost beyond capacity)."""
+    need = spec.cost - tokens
+    if spec.cost > spec.capacity or (spec.strict and spec.cost >= spec.capacity):
+        return None
+    if spec.strict:
+        need += EPSILON * 10
+    return max(0.0, need / spec.rate)
+
+
+def take(state: BucketState | None, spec: Spec, now: float) -> tuple[bool, BucketState, float | None]:
+    """Try to take ``spec.cost`` tokens. Returns (fitted, new state, retry-after seconds if not)."""
+    tokens = available(state, spec, now)
+    if fits(tokens, spec):
+        return True, BucketState(tokens - spec.cost, now), None
+    return False, BucketState(tokens, now), retry_after(tokens, spec)
+
+
+def give_back(state: BucketState | None, spec: Spec, now: float) -> BucketState:
+    """Return ``spec.cost`` tokens (a refunded call), never beyond capacity."""
+    tokens = available(state, spec, now)
+    return BucketState(min(spec.capacity, tokens + spec.cost), now)

@@ -1,0 +1,659 @@
+"""Every validation error the loader reports: where (file, line, column, key path), what, and the hint.
+
+Each case is a whole policy file and the complete list of errors expected from it, so a case also checks
+that nothing else is reported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import regoguard
+from helpers_policy import dedent, load_errors
+from regoguard import PolicyLoadError
+
+
+def errors_of(yaml_text: str) -> list[tuple[int, int, str]]:
+    return [(e.line, e.column, e.key_path) for e in load_errors(yaml_text)]
+
+
+def assert_errors(yaml_text: str, expected: list[tuple[int, int, str, str, str | None]]) -> None:
+    """``expected``: (line, column, key_path, a fragment of the message, a fragment of the hint or None)."""
+    errors = load_errors(dedent(yaml_text))
+    got = [(e.line, e.column, e.key_path) for e in errors]
+    assert got == [(line, col, path) for line, col, path, _, _ in expected], "\n".join(map(str, errors))
+    for e, (_, _, _, message, hint) in zip(errors, expected, strict=True):
+        assert e.file == "policy.yaml"
+        assert e.severity == "error"
+        assert message in e.message, str(e)
+        if hint is None:
+            assert e.hint is None, str(e)
+        else:
+            assert e.hint is not None and hint in e.hint, str(e)
+
+
+def wrap_condition(cond: str) -> str:
+    """A policy whose only condition is ``cond`` (at line 5, column 9: tools.t.rules[0].conditions[0])."""
+    return f"tools:\n  t:\n    rules:\n      - conditions:\n          - {cond}\n"
+
+
+COND = "tools.t.rules[0].conditions[0]"
+
+
+# --- unknown and misspelt keys ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        (
+            """
+            defualt: deny
+            tools: {}
+            """,
+            [(1, 1, "defualt", "unknown key 'defualt' in the policy", "did you mean 'default'?")],
+        ),
+        (
+            """
+            tool:
+              t: {rules: []}
+            """,
+            [
+                (1, 1, "tool", "unknown key 'tool' in the policy", "did you mean 'tools'?"),
+                # and without `tools:` the policy does nothing
+                (1, 1, "tools", "policy has no `tools:`", None),
+            ],
+        ),
+        (
+            """
+            tools: {}
+            colour: blue
+            """,
+            [(2, 1, "colour", "unknown key 'colour' in the policy", "allowed keys: version, description")],
+        ),
+        (
+            """
+            tools:
+              t:
+                rule: []
+            """,
+            [
+                (3, 5, "tools.t.rule", "unknown key 'rule' in tool 't'", "did you mean 'rules'?"),
+                (3, 5, "tools.t", "a tool needs `rules:`", "use `rules: []`"),
+            ],
+        ),
+        (
+            """
+            tools:
+              t:
+                rules:
+                  - conditons:
+                      - {path: args.a, op: eq, value: 1}
+            """,
+            [
+                (4, 9, "tools.t.rules[0]", "an evaluate rule needs at least one condition", "action: deny"),
+                (4, 9, "tools.t.rules[0].conditons", "unknown key 'conditons' in a rule", "did you mean 'conditions'?"),
+            ],
+        ),
+        (
+            """
+            tools:
+              t:
+                rules:
+                  - action: deny
+                    on_deney: no
+            """,
+            [(5, 9, "tools.t.rules[0].on_deney", "unknown key 'on_deney' in a rule", "did you mean 'on_deny'?")],
+        ),
+        (
+            """
+            tools:
+              t:
+                rules:
+                  - conditions:
+                      - {path: args.a, op: eq, valeu: 1}
+            """,
+            [
+                (5, 11, COND, "a condition needs `value`", None),
+                (5, 37, COND + ".valeu", "unknown key 'valeu' in a condition", "did you mean 'value'?"),
+            ],
+        ),
+        (
+            """
+            tools:
+              t:
+                rules:
+                  - state: {counter: c, window: day, incremnt: 2}
+                    conditions:
+                      - {path: state.t.c, op: lte, value: 10}
+            """,
+            [(4, 44, "tools.t.rules[0].state.incremnt", "unknown key 'incremnt' in state", "did you mean 'increment'?")],
+        ),
+        (
+            """
+            tools:
+              t:
+                rules:
+                  - rate_limit: {max: 5, window: 60, windw: 2}
+            """,
+            [(4, 42, "tools.t.rules[0].rate_limit.windw", "unknown key 'windw' in rate_limit", "did you mean 'window'?")],
+        ),
+        (
+            """
+            tools:
+              t:
+                rules:
+                  - validate: {required: true}
+            """,
+            [
+                (4, 19, "tools.t.rules[0].validate", "validate needs `required_args: true`", None),
+                (4, 20, "tools.t.rules[0].validate.required", "unknown key 'required' in validate",
+                 "did you mean 'required_args'?"),
+            ],
+        ),
+    ],
+)
+def test_unknown_keys_with_did_you_mean(yaml_text, expected):
+    assert_errors(yaml_text, expected)
+
+
+# --- wrong types and bad values -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("- tools\n", [(1, 1, "", "the policy must be a mapping, not a list", None)]),
+        ("just text\n", [(1, 1, "", "the policy must be a mapping, not a string", None)]),
+        ('version: "2"\ntools: {}\n', [(1, 10, "version", 'version must be "1"', None)]),
+        ("version: 1.0\ntools: {}\n", [(1, 10, "version", 'version must be "1"', None)]),
+        ("description: [a]\ntools: {}\n", [(1, 14, "description", "description must be a string, not a list", None)]),
+        ("default: denny\ntools: {}\n", [(1, 10, "default", "default must be one of allow, deny; got 'denny'",
+                                          "did you mean 'deny'?")]),
+        ("default: true\ntools: {}\n", [(1, 10, "default", "default must be a string, not a boolean", None)]),
+        ("hide: delete_repo\n", [(1, 7, "hide", "hide must be a list of tool names, not a string", None)]),
+        ("hide: [a, 5, '', a]\n", [
+            (1, 11, "hide[1]", "a hidden tool name must be a string, not a number", None),
+            (1, 14, "hide[2]", "a hidden tool name must not be empty", None),
+            (1, 18, "hide[3]", "duplicate entry 'a' in hide", None),
+        ]),
+        ("tools: [a, b]\n", [(1, 8, "tools", "tools must be a mapping, not a list", None)]),
+        ("description: nothing\n", [(1, 1, "tools", "policy has no `tools:` (and hides nothing)", None)]),
+        ("tools:\n  '':\n    rules: []\n", [(2, 3, 'tools[""]', "tool name must not be empty", None)]),
+        ("tools:\n  t:\n", [(2, 5, "tools.t", "a tool needs `rules:`", "use `rules: []`")]),
+        ("tools:\n  t: [a]\n", [(2, 6, "tools.t", "tool 't' must be a mapping, not a list", None)]),
+        ("tools:\n  t: {}\n", [(2, 6, "tools.t", "a tool needs `rules:`", None)]),
+        ("tools:\n  t:\n    rules: {a: 1}\n", [(3, 12, "tools.t.rules", "rules must be a list, not a mapping", None)]),
+        ("tools:\n  t:\n    rules: [deny]\n", [(3, 13, "tools.t.rules[0]", "a rule must be a mapping, not a string", None)]),
+        ("tools:\n  'a[z-b]':\n    rules: []\n", [(2, 3, 'tools["a[z-b]"]', "tool glob 'a[z-b]' is not valid", None)]),
+        # rule fields
+        ("tools:\n  t:\n    rules:\n      - {name: 5, action: deny}\n",
+         [(4, 16, "tools.t.rules[0].name", "rule name must be a string, not a number", None)]),
+        ("tools:\n  t:\n    rules:\n      - {name: '', action: deny}\n",
+         [(4, 16, "tools.t.rules[0].name", "rule name must not be empty", None)]),
+        ("tools:\n  t:\n    rules:\n      - {action: alow}\n",
+         [(4, 18, "tools.t.rules[0].action", "action must be one of evaluate, allow, deny; got 'alow'",
+           "did you mean 'allow'?")]),
+        ("tools:\n  t:\n    rules:\n      - {action: deny, on_deny: [x]}\n",
+         [(4, 33, "tools.t.rules[0].on_deny", "on_deny must be a string, not a list", None)]),
+        ("tools:\n  t:\n    rules:\n      - {action: deny, reason: ''}\n",
+         [(4, 32, "tools.t.rules[0].reason", "reason must not be empty", None)]),
+        ("tools:\n  t:\n    rules:\n      - {rate_limit: 5/minute, scope: sesion}\n",
+         [(4, 40, "tools.t.rules[0].scope", "scope must be one of global, principal, session; got 'sesion'",
+           "did you mean 'session'?")]),
+        ("tools:\n  t:\n    rules:\n      - {action: deny, scope: global}\n",
+         [(4, 31, "tools.t.rules[0].scope", "scope applies to a rule's limit", None)]),
+        ("tools:\n  t:\n    rules:\n      - {conditions: {path: args.a}}\n",
+         [(4, 22, "tools.t.rules[0].conditions", "conditions must be a list, not a mapping", None)]),
+        ("tools:\n  t:\n    rules:\n      - {validate: true}\n",
+         [(4, 20, "tools.t.rules[0].validate", "validate must be a mapping, not a boolean", None)]),
+        ("tools:\n  t:\n    rules:\n      - {validate: {required_args: yes please}}\n",
+         [(4, 36, "tools.t.rules[0].validate.required_args", "required_args must be true or false, not a string",
+           None)]),
+    ],
+)
+def test_wrong_types_and_values(yaml_text, expected):
+    assert_errors(yaml_text, expected)
+
+
+# --- conditions ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cond", "expected"),
+    [
+        ("x", [(5, 13, COND, "a condition must be a mapping, not a string", None)]),
+        ("{op: eq, value: 1}", [(5, 13, COND, "a condition needs `path`", None)]),
+        ("{path: args.a, value: 1}", [(5, 13, COND, "a condition needs `op`", None)]),
+        ("{path: args.a, op: eq}", [(5, 13, COND, "a condition needs `value`", None)]),
+        ("{path: 5, op: eq, value: 1}", [(5, 20, COND + ".path", "path must be a string, not a number", None)]),
+        ("{path: args.a, op: regx, value: a}",
+         [(5, 32, COND + ".op", "op must be one of eq, neq", "did you mean 'regex'?")]),
+        ("{path: args.a, op: equals, value: 1}", [(5, 32, COND + ".op", "got 'equals'", None)]),
+        ("{path: arg.a, op: eq, value: 1}", [(5, 20, COND + ".path", 'path must be "args.<key>[.<key>...]"', None)]),
+        ("{path: args., op: eq, value: 1}", [(5, 20, COND + ".path", 'path must be "args.<key>', None)]),
+        ("{path: args.a..b, op: eq, value: 1}", [(5, 20, COND + ".path", 'path must be "args.<key>', None)]),
+        ("{path: args.a.b.c.d.e.f.g.h.i, op: eq, value: 1}",
+         [(5, 20, COND + ".path", "(at most 8 keys)", None)]),
+        ("{path: state.t, op: lte, value: 1}", [(5, 20, COND + ".path", 'a state path is "state.<tool>.<counter>"',
+                                                 None)]),
+        ("{path: state.t.c, op: lte, value: many}",
+         [(5, 45, COND + ".value", "a state condition needs a number, got 'many'", None)]),
+        ("{path: state.t.c, op: lte, value: 0}", [(5, 45, COND + ".value", "a state limit must be positive", None)]),
+        ("{path: args.a, op: in, value: usd}", [(5, 41, COND + ".value", "operator 'in' needs a list value", None)]),
+        ("{path: args.a, op: not_in, value: {a: 1}}",
+         [(5, 45, COND + ".value", "operator 'not_in' needs a list value, got a mapping", None)]),
+        ('{path: args.a, op: lte, value: "5"}',
+         [(5, 42, COND + ".value", "operator 'lte' needs a number, got a string", "numbers must be unquoted")]),
+        ("{path: args.a, op: gt, value: true}",
+         [(5, 41, COND + ".value", "operator 'gt' needs a number, got a boolean", None)]),
+        ("{path: args.a, op: len_lte, value: -1}",
+         [(5, 46, COND + ".value", "operator 'len_lte' needs a non-negative integer", None)]),
+        ("{path: args.a, op: len_gte, value: 2.5}",
+         [(5, 46, COND + ".value", "operator 'len_gte' needs a non-negative integer", None)]),
+        ("{path: args.a, op: exists, value: yes}",
+         [(5, 45, COND + ".value", "operator 'exists' needs true or false, got a string", None)]),
+        ("{path: args.a, op: starts_with, value: 5}",
+         [(5, 50, COND + ".value", "operator 'starts_with' needs a string, got a number", None)]),
+        ("{path: args.a, op: glob, value: [a]}", [(5, 43, COND + ".value", "operator 'glob' needs a string", None)]),
+        ("{path: args.a, op: glob, value: 'a[z-b]'}", [(5, 43, COND + ".value", "bad glob 'a[z-b]'", None)]),
+    ],
+)
+def test_condition_errors(cond, expected):
+    assert_errors(wrap_condition(cond), expected)
+
+
+# --- regular expressions ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [
+        ("(a+)+", "nested unbounded quantifiers"),
+        ("(a*)*b", "nested unbounded quantifiers"),
+        ("(?:ab+)*", "nested unbounded quantifiers"),
+        ("(a|b+)+", "nested unbounded quantifiers"),
+        ("((a+)x)+", "nested unbounded quantifiers"),
+        ("foo(?=bar)", "look-ahead"),
+        ("foo(?!bar)", "look-ahead"),
+        ("(?<=a)b", "look-behind"),
+        ("(?<!a)b", "look-behind"),
+        ("(a)\\1", "back-references"),
+        ("\\Aabc", "not portable; use ^ and $"),
+        ("abc\\z", "not portable; use ^ and $"),
+        ("(?P<x>a)", "named groups"),
+        ("(?<x>a)", "named groups"),
+        ("a(?i)b", "inline flags"),
+        ("(?s)a.b", "inline flags"),
+        ("(?i)(?m)a", "inline flags"),
+        ("a++", "possessive"),
+        ("\\p{L}", "\\p{...}"),
+        ("(unclosed", "invalid regular expression"),
+        ("[z-a]", "invalid regular expression"),
+        ("*a", "invalid regular expression"),
+    ],
+)
+def test_bad_regex(pattern, why):
+    for op in ("regex", "not_regex"):
+        quoted = "'" + pattern.replace("'", "''") + "'"
+        (e,) = load_errors(wrap_condition(f"{{path: args.a, op: {op}, value: {quoted}}}"))
+        assert (e.line, e.key_path) == (5, COND + ".value")
+        assert e.column == 33 + len(op), str(e)
+        assert e.message.startswith(f"bad regex {pattern!r}: "), str(e)
+        assert why in e.message, str(e)
+
+
+@pytest.mark.parametrize("pattern", ["(ab)+", "a{2,5}", "(a{1,3})+", "^[a-z]+$", "\\(a+\\)+", "[(]a+[)]+", "(?i)abc",
+                                     "a+b+c*", "(foo|bar)", "\\d{3}-\\d{4}"])
+def test_portable_regexes_are_accepted(pattern):
+    quoted = "'" + pattern.replace("'", "''") + "'"
+    regoguard.load_policy_text(wrap_condition(f"{{path: args.a, op: regex, value: {quoted}}}"))
+
+
+def test_case_insensitive_regex_is_translated_and_matches_both_cases():
+    from helpers_policy import compiled_for, decide
+
+    yaml_text = wrap_condition("{path: args.a, op: regex, value: '(?i)^hello [a-c]+$'}")
+    cond = compiled_for(yaml_text).settings["tools"]["t"]["rules"][0]["conditions"][0]
+    assert "(?i)" not in cond["regex"]
+    assert cond["regex"] == "^[hH][eE][lL][lL][oO] [a-cA-C]+$"
+    for text in ("hello abc", "HELLO ABC", "HeLLo cBa"):
+        assert decide(yaml_text, "t", {"a": text}).allow, text
+    assert not decide(yaml_text, "t", {"a": "hello abd"}).allow
+
+
+# --- rate_limit, state and validate -------------------------------------------------------------------
+
+
+def rule(body: str) -> str:
+    """A policy with one rule under tool ``create_charge`` whose mapping starts at line 4, column 9."""
+    return "tools:\n  create_charge:\n    rules:\n      - " + body.replace("\n", "\n        ") + "\n"
+
+
+R0 = "tools.create_charge.rules[0]"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("rate_limit: 5/fortnight",
+         [(4, 21, R0 + ".rate_limit", "rate_limit window must be one of second, minute, hour, day; got 'fortnight'",
+           None)]),
+        ("rate_limit: 5/minutes",
+         [(4, 21, R0 + ".rate_limit", "got 'minutes'", "did you mean 'minute'?")]),
+        ("rate_limit: 5 per minute", [(4, 21, R0 + ".rate_limit", 'rate_limit must look like "5/minute"', None)]),
+        ("rate_limit: 0/minute", [(4, 21, R0 + ".rate_limit", "count must be a positive integer, got 0", None)]),
+        ("rate_limit: 5", [(4, 21, R0 + ".rate_limit", "rate_limit must be a mapping, not a number", None)]),
+        ("rate_limit: {window: 60}", [(4, 21, R0 + ".rate_limit", "rate_limit needs `max`", None)]),
+        ("rate_limit: {max: 10}", [(4, 21, R0 + ".rate_limit", "rate_limit needs `window`", None)]),
+        ("rate_limit: {max: 0, window: 60}", [(4, 27, R0 + ".rate_limit.max", "max must be a positive integer", None)]),
+        ("rate_limit: {max: 2.5, window: 60}",
+         [(4, 27, R0 + ".rate_limit.max", "max must be a positive integer, got 2.5", None)]),
+        ("rate_limit: {max: 10, window: 0}",
+         [(4, 39, R0 + ".rate_limit.window", "window must be a positive number of seconds, got 0", None)]),
+        ("rate_limit: {max: 10, window: weekly}",
+         [(4, 39, R0 + ".rate_limit.window", "window must be one of second, minute, hour, day or a number of seconds",
+           None)]),
+        ("rate_limit: {max: 10, window: minut}",
+         [(4, 39, R0 + ".rate_limit.window", "got 'minut'", "did you mean 'minute'?")]),
+        ("rate_limit: 5/minute\nconditions:\n  - {path: args.a, op: eq, value: 1}",
+         [(4, 21, R0 + ".rate_limit", "rate_limit cannot be combined with conditions or state", "separate rule")]),
+        # state
+        ("conditions:\n  - {path: state.create_charge.spend, op: lte, value: 100}",
+         [(6, 13, R0 + ".conditions[0].path", "has no `state: {counter: spend}` block", "declare the counter")]),
+        ("state: {counter: spend, window: day}\nconditions:\n  - {path: state.create_charge.spend, op: gt, value: 100}",
+         [(6, 13, R0 + ".conditions[0].op", "a state condition limits its counter with lte or lt, not gt", None)]),
+        ("state: {counter: spend, window: day}\nconditions:\n  - {path: state.other.spend, op: lte, value: 100}",
+         [(6, 13, R0 + ".conditions[0].path",
+           "counters of tool 'create_charge' are read as state.create_charge.spend, not state.other.spend", None)]),
+        ("state: {counter: spend, window: day}\nconditions:\n  - {path: args.a, op: eq, value: 1}",
+         [(4, 16, R0 + ".state", "state counter 'spend' is never limited", "op: lte")]),
+        ("state: {counter: spend, window: day}\nconditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}"
+         "\n  - {path: state.create_charge.spend, op: lt, value: 9}",
+         [(7, 13, R0 + ".conditions[1]", "counter 'spend' is limited twice in one rule", None)]),
+        ("state: {window: day}\nconditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}",
+         [(4, 16, R0 + ".state", "state needs `counter`", None),
+          (6, 13, R0 + ".conditions[0].path", "has no `state: {counter: spend}` block", None)]),
+        ("state: {counter: spend}\nconditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}",
+         [(4, 16, R0 + ".state", "state needs `window` (minute, hour or day)", None)]),
+        ("state: {counter: 'a b', window: day}\nconditions:\n  - {path: args.a, op: eq, value: 1}",
+         [(4, 26, R0 + ".state.counter", "counter 'a b' may hold only letters, digits, _ and -", None)]),
+        ("state: {counter: spend, window: 60}\nconditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}",
+         [(4, 40, R0 + ".state.window", "window must be one of second, minute, hour, day; got 60", None)]),
+        ("state: {counter: spend, window: day, increment: 2, increment_from: args.amount}\n"
+         "conditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}",
+         [(4, 75, R0 + ".state.increment_from", "state takes `increment` or `increment_from`, not both", None)]),
+        ("state: {counter: spend, window: day, increment: -2}\n"
+         "conditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}",
+         [(4, 56, R0 + ".state.increment", "increment must be a positive number, got -2", None)]),
+        ("state: {counter: spend, window: day, increment_from: amount}\n"
+         "conditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}",
+         [(4, 61, R0 + ".state.increment_from",
+           'increment_from must be an argument path like "args.amount", got \'amount\'', None)]),
+        ("state: {counter: spend, window: day, increment_from: state.create_charge.spend}\n"
+         "conditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}",
+         [(4, 61, R0 + ".state.increment_from", "increment_from must be an argument path", None)]),
+        ("state: [spend]\nconditions:\n  - {path: args.a, op: eq, value: 1}",
+         [(4, 16, R0 + ".state", "state must be a mapping, not a list", None)]),
+        # evaluate/deny rule shape
+        ("name: nothing", [(4, 9, R0, "an evaluate rule needs at least one condition (or a rate_limit or validate)",
+                            "use `action: deny` to block the tool")]),
+        ("name: nothing\nconditions: []", [(4, 9, R0, "an evaluate rule needs at least one condition", None)]),
+        ("action: evaluate", [(4, 9, R0, "an evaluate rule needs at least one condition", None)]),
+        ("action: deny\nconditions:\n  - {path: args.a, op: eq, value: 1}",
+         [(5, 9, R0 + ".conditions", "a deny rule takes no conditions: it always denies", None)]),
+        ("action: deny\nrate_limit: 5/minute",
+         [(5, 21, R0 + ".rate_limit", "a deny rule takes no rate_limit: it always denies", None)]),
+        ("action: deny\nvalidate: {required_args: true}",
+         [(5, 19, R0 + ".validate", "a deny rule takes no validate: it always denies", None)]),
+        ("action: deny\non_deny: no\nreason: nope",
+         [(6, 17, R0 + ".reason", "a rule takes `on_deny` (Intercept) or `reason` (catalogue), not both", None)]),
+        ("validate: {}", [(4, 19, R0 + ".validate", "validate needs `required_args: true`", None)]),
+    ],
+)
+def test_rule_errors(body, expected):
+    assert_errors(rule(body), expected)
+
+
+def test_state_condition_must_sit_in_the_rule_that_declares_the_counter():
+    assert_errors(
+        """
+        tools:
+          create_charge:
+            rules:
+              - name: declares
+                state: {counter: spend, window: day}
+                conditions:
+                  - {path: state.create_charge.spend, op: lte, value: 100}
+              - name: reads
+                conditions:
+                  - {path: state.create_charge.spend, op: lte, value: 50}
+        """,
+        [(10, 15, "tools.create_charge.rules[1].conditions[0].path", "this rule has no `state: {counter: spend}`",
+          None)],
+    )
+
+
+def test_state_under_star_is_read_as_global():
+    regoguard.load_policy_text(
+        dedent(
+            """
+            tools:
+              "*":
+                rules:
+                  - state: {counter: calls, window: hour}
+                    conditions:
+                      - {path: state._global.calls, op: lt, value: 100}
+            """
+        )
+    )
+    assert_errors(
+        """
+        tools:
+          "*":
+            rules:
+              - state: {counter: calls, window: hour}
+                conditions:
+                  - {path: "state.*.calls", op: lt, value: 100}
+        """,
+        [(6, 15, 'tools["*"].rules[0].conditions[0].path', "are read as state._global.calls", None)],
+    )
+
+
+def test_duplicate_rule_names_and_counters():
+    assert_errors(
+        """
+        tools:
+          t:
+            rules:
+              - name: cap
+                rate_limit: 5/minute
+              - name: cap
+                rate_limit: 50/minute
+              - name: other
+                rate_limit: 10/minute
+              - name: day
+                rate_limit: {max: 10, window: 60}
+                scope: global
+        """,
+        [
+            (5, 7, "tools.t.rules[1]", "duplicate rule name 'cap' (also rules[0])", "must be unique per tool"),
+            (5, 7, "tools.t.rules[1]", "duplicate counter '_rate_minute' (also used by rules[0])", "another counter name"),
+            (7, 7, "tools.t.rules[2]", "duplicate counter '_rate_minute'", "combine the two rules"),
+        ],
+    )
+
+
+def test_same_rule_name_under_two_tools_is_fine():
+    regoguard.load_policy_text(
+        "tools:\n  a:\n    rules:\n      - {name: x, action: deny}\n"
+        "  b:\n    rules:\n      - {name: x, action: deny}\n"
+    )
+
+
+def test_duplicate_state_counter_in_one_tool():
+    assert_errors(
+        """
+        tools:
+          t:
+            rules:
+              - state: {counter: spend, window: day}
+                conditions:
+                  - {path: state.t.spend, op: lte, value: 100}
+              - state: {counter: spend, window: hour}
+                conditions:
+                  - {path: state.t.spend, op: lte, value: 10}
+        """,
+        [(7, 7, "tools.t.rules[1]", "duplicate counter 'spend' (also used by rules[0])", "another counter name")],
+    )
+
+
+# --- YAML itself --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "col", "message"),
+    [
+        ("tools:\n  t:\n    rules: [\n", 4, 1, "YAML syntax error"),
+        ("tools:\n  t: {rules: []\n", 3, 1, "YAML syntax error"),
+        ("tools:\n\tt: {}\n", 2, 1, "YAML syntax error"),
+        ("tools:\n  t:\n    rules: []\n  t:\n    rules: []\n", 4, 3,
+         "duplicate key 't' (first defined at line 2, column 3)"),
+        ("default: allow\ndefault: deny\ntools: {}\n", 2, 1, "duplicate key 'default' (first defined at line 1"),
+        ("tools:\n  t:\n    rules:\n      - {action: deny, action: allow}\n", 4, 23, "duplicate key 'action'"),
+        ("tools:\n  a: &r\n    rules: []\n  b: *r\n", 2, 6, "anchors and aliases are not supported"),
+        ("x: &x [1]\ny: *x\n", 1, 4, "anchors and aliases are not supported"),
+        ("tools:\n  a: {rules: []}\n  b:\n    <<: {rules: []}\n", 4, 5, "merge keys (<<) are not supported"),
+        ("tools:\n  t:\n    rules:\n      - conditions:\n          - {path: args.a, op: lte, value: .inf}\n",
+         5, 43, "number '.inf' is not finite"),
+        ("tools:\n  t:\n    rules:\n      - conditions:\n          - {path: args.a, op: lte, value: -.Inf}\n",
+         5, 43, "is not finite"),
+        ("tools:\n  t:\n    rules:\n      - conditions:\n          - {path: args.a, op: eq, value: .nan}\n",
+         5, 42, "number '.nan' is not finite"),
+        ("tools:\n  t:\n    rules:\n      - conditions:\n          - {path: args.a, op: eq, value: 2024-01-01}\n",
+         5, 42, "unsupported YAML value '2024-01-01' (date); quote it"),
+        ("tools:\n  5:\n    rules: []\n", 2, 3, "mapping key '5' must be a string; quote it"),
+        ("tools:\n  ? [a, b]\n  : {rules: []}\n", 2, 5, "mapping keys must be plain strings"),
+        ("---\ntools: {}\n---\ntools: {}\n", 3, 1, "YAML"),
+    ],
+)
+def test_yaml_problems(text, line, col, message):
+    (e,) = load_errors(text)
+    assert (e.file, e.line, e.column, e.key_path) == ("policy.yaml", line, col, ""), str(e)
+    assert message in e.message, str(e)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n"])
+def test_empty_policy(text):
+    (e,) = load_errors(text)
+    assert (e.line, e.column, e.key_path) == (1, 1, "")
+    assert "policy is empty" in e.message
+
+
+def test_quoted_digit_key_and_null_tools_are_fine():
+    p = regoguard.load_policy_text("tools:\n  '5':\n    rules: []\n")
+    assert [t.key for t in p.tools] == ["5"]
+    assert regoguard.load_policy_text("tools:\n").tools == ()
+
+
+# --- every error at once ------------------------------------------------------------------------------
+
+FIVE_MISTAKES = """\
+version: "1"
+defualt: deny
+tools:
+  create_charge:
+    rules:
+      - name: max_amount
+        conditions:
+          - {path: args.amount, op: lte, value: "50000"}
+      - name: bad_op
+        conditions:
+          - path: args.amount
+            op: lessthan
+            value: 5
+      - name: bad_rate
+        rate_limit: 5/fortnight
+  delete_repo:
+    rules:
+      - action: deny
+        on_deny: never
+        reason: also never
+  "*":
+    rules:
+      - rate_limit: {window: 60}
+"""
+
+
+def test_all_errors_of_a_file_are_reported_at_once():
+    errors = load_errors(FIVE_MISTAKES, "payments.yaml")
+    assert [(e.file, e.line, e.column, e.key_path) for e in errors] == [
+        ("payments.yaml", 2, 1, "defualt"),
+        ("payments.yaml", 8, 50, "tools.create_charge.rules[0].conditions[0].value"),
+        ("payments.yaml", 12, 17, "tools.create_charge.rules[1].conditions[0].op"),
+        ("payments.yaml", 15, 21, "tools.create_charge.rules[2].rate_limit"),
+        ("payments.yaml", 20, 17, "tools.delete_repo.rules[0].reason"),
+        ("payments.yaml", 23, 21, 'tools["*"].rules[0].rate_limit'),
+    ]
+    assert errors[0].hint == "did you mean 'default'?"
+    text = str(PolicyLoadError(errors))
+    assert text.splitlines()[0] == "payments.yaml:2:1: error: unknown key 'defualt' in the policy (defualt)"
+    assert "payments.yaml:12:17: error: op must be one of" in text
+    assert "(tools.create_charge.rules[1].conditions[0].op)" in text
+
+
+def test_errors_are_sorted_by_position():
+    errors = load_errors(FIVE_MISTAKES)
+    assert [(e.line, e.column) for e in errors] == sorted((e.line, e.column) for e in errors)
+
+
+def test_error_str_is_compiler_style_with_hint():
+    (e,) = load_errors("defualt: deny\ntools: {}\n", "p.yaml")
+    assert str(e) == (
+        "p.yaml:1:1: error: unknown key 'defualt' in the policy (defualt)\n    hint: did you mean 'default'?"
+    )
+
+
+def test_session_scope_warning_is_not_an_error():
+    p = regoguard.load_policy_text(rule("rate_limit: {max: 10, window: 60}"), "p.yaml")
+    assert len(p.warnings) == 1
+    assert p.warnings[0].startswith("p.yaml:4:9: warning: rule 'create_charge/rules[0]' has a session-scoped limit")
+    assert regoguard.load_policy_text(rule("rate_limit: {max: 10, window: 60}\nscope: principal")).warnings == ()
+
+
+# --- load_policy on files -----------------------------------------------------------------------------
+
+
+def test_load_policy_names_the_file(tmp_path: Path):
+    path = tmp_path / "payments.yaml"
+    path.write_text("tools:\n  t:\n    rules:\n      - {action: alow}\n")
+    with pytest.raises(PolicyLoadError) as info:
+        regoguard.load_policy(path)
+    (e,) = info.value.errors
+    assert (e.file, e.line, e.column, e.key_path) == (str(path), 4, 18, "tools.t.rules[0].action")
+
+
+def test_load_policy_missing_file(tmp_path: Path):
+    with pytest.raises(PolicyLoadError) as info:
+        regoguard.load_policy(tmp_path / "nope.yaml")
+    (e,) = info.value.errors
+    assert (e.line, e.column) == (1, 1)
+    assert "cannot read policy" in e.message
+
+
+def test_load_policy_not_utf8(tmp_path: Path):
+    path = tmp_path / "p.yaml"
+    path.write_bytes(b"description: caf\xe9\ntools: {}\n")
+    with pytest.raises(PolicyLoadError) as info:
+        regoguard.load_policy(path)
+    assert "policy is not UTF-8" in info.value.errors[0].message
+
+
+def test_load_policy_too_large(tmp_path: Path):
+    path = tmp_path / "p.yaml"
+    path.write_bytes(b"# " + b"x" * (4 * 1024 * 1024) + b"\ntools: {}\n")
+    with pytest.raises(PolicyLoadError) as info:
+        regoguard.load_policy(path)
+    assert "policy is larger than" in info.value.errors[0].message
