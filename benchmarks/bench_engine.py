@@ -23,7 +23,8 @@ with ``perf_counter_ns`` around the call, for both paths the engine has:
 The calls rotate over the first 8 tools, which are identical in every policy size (so the size ratios
 compare the same calls), with arguments that pass every rule, so each uncached call evaluates all of its
 tool's conditions and computes its charges (the allow path, the most work). A second, smaller table
-shows how the uncached cost grows with the number of rules on the called tool. ``size_hint`` is passed, as a proxy that knows the message length would, so
+shows how the uncached cost grows with the number of rules on the called tool, and what a call to a
+tool no key names costs. ``size_hint`` is passed, as a proxy that knows the message length would, so
 the input is not re-encoded to measure its size. No network; everything is generated in memory.
 """
 
@@ -39,7 +40,6 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -79,7 +79,7 @@ def _yaml_value(v: Any) -> str:
 
 
 def make_tools(n: int, seed: int) -> list[ToolSpec]:
-    """``n`` tools, each with 1–3 rules drawn from: an ``lte`` cap, an ``in`` list, a path regex (with a
+    """``n`` tools, each with 1 to 3 rules drawn from: an ``lte`` cap, an ``in`` list, a path regex (with a
     ``not_regex`` against ``..``), a rate limit. Tool ``i`` is the same in every policy of the same seed
     (its own generator), so the 10-, 100- and 1,000-tool policies share their first 10 tools exactly."""
     kinds = ["cap", "in", "path", "rate"]
@@ -109,7 +109,8 @@ def make_tools(n: int, seed: int) -> list[ToolSpec]:
                                              {"path": "args.path", "op": "not_regex", "value": r"\.\."}]})
                 args["path"] = f"/{root}/project/src/module_{i}.py"
             else:
-                rules.append({"name": "rate", "rate_limit": rnd.choice(["30/minute", "500/hour", "5/second"])})
+                rate = rnd.choice(["30/minute", "500/hour", "5/second"])
+                rules.append({"name": "rate", "rate_limit": rate})
         tools.append(ToolSpec(name, rules, args))
     return tools
 
@@ -126,7 +127,8 @@ def policy_yaml(tools: list[ToolSpec]) -> str:
             for j, c in enumerate(r.get("conditions", [])):
                 if j == 0:
                     lines.append("        conditions:")
-                lines.append(f"          - {{path: {c['path']}, op: {c['op']}, value: {_yaml_value(c['value'])}}}")
+                value = _yaml_value(c["value"])
+                lines.append(f"          - {{path: {c['path']}, op: {c['op']}, value: {value}}}")
             if "on_deny" in r:
                 lines.append(f"        on_deny: {_yaml_value(r['on_deny'])}")
     lines += ['  "*":', "    rules:", "      - name: global rate", '        rate_limit: "6000/minute"']
@@ -206,18 +208,21 @@ class Row:
     specs: list[ToolSpec]
 
 
-def by_rule_count(row: Row, calls: int) -> list[tuple[str, Series]]:
-    """Uncached latency (worker path) of one tool with 0 (an unlisted name), 1, 2 and 3 rules of its own;
-    the "*" rule applies to every call."""
-    picks: list[tuple[str, dict[str, Any]]] = [("unlisted tool, 0 + 1 \"*\"", call_doc(ToolSpec("no_such_tool", [], {})))]
+RULE_COLUMNS = ("unlisted", "1 rule", "2 rules", "3 rules")
+
+
+def by_rule_count(row: Row, calls: int) -> dict[str, Series]:
+    """Uncached latency (worker path) of a call to a tool no key names (default: allow, so only the "*"
+    rule applies) and to the first tool with 1, 2 and 3 rules of its own (plus the "*" rule)."""
+    picks = {"unlisted": call_doc(ToolSpec("no_such_tool", [], {"note": "unlisted"}))}
     for k in (1, 2, 3):
         t = next((t for t in row.specs if len(t.rules) == k), None)
         if t is not None:
-            picks.append((f"{t.name}, {k} + 1 \"*\"", call_doc(t)))
+            picks[RULE_COLUMNS[k]] = call_doc(t)
     engine = Engine(row.compiled, EngineLimits(cache_size=0))
     try:
-        return [(label, time_calls(engine, [(doc, len(json.dumps(doc)))], calls, expect_cached=False))
-                for label, doc in picks]
+        return {label: time_calls(engine, [(doc, len(json.dumps(doc)))], calls, expect_cached=False)
+                for label, doc in picks.items()}
     finally:
         engine.close()
 
@@ -265,21 +270,25 @@ def _fmt_us(us: float) -> str:
     return f"{us / 1000:.3f} ms" if us >= 1000 else f"{us:.1f} µs"
 
 
-def report(rows: list[Row], calls: int, builds: int, per_rule: list[tuple[str, Series]], elapsed: float) -> None:
+def report(rows: list[Row], calls: int, builds: int, per_rule: dict[int, dict[str, Series]],
+           elapsed: float) -> None:
     mix = rows[0].specs[:TARGET_TOOLS]
     print()
     print(f"Decision latency per call: median / p99 over {calls} calls; build: median of {builds}.")
-    print(f"Calls rotate over {len(mix)} tools with {', '.join(str(len(t.rules)) for t in mix)} rules of their "
-          f"own (mean {statistics.mean(len(t.rules) for t in mix):.2f}), plus the \"*\" rule; all allowed.")
+    counts = [len(t.rules) for t in mix]
+    print(f"Calls rotate over {len(mix)} tools with {', '.join(map(str, counts))} rules of their "
+          f"own (mean {statistics.mean(counts):.2f}), plus the \"*\" rule; all allowed.")
     header = (f"{'tools':>5} {'rules':>5} {'compile':>9} {'build':>9} {'path':>6} "
-              f"{'uncached med':>13} {'uncached p99':>13} {'cached med':>11} {'cached p99':>11} {'unc/cached':>10}")
+              f"{'uncached med':>13} {'uncached p99':>13} {'cached med':>11} {'cached p99':>11} "
+              f"{'unc/cached':>10}")
     print(header)
     print("-" * len(header))
     for r in rows:
         for i, path in enumerate(("worker", "inline")):
             u, c = r.lat[path, "uncached"], r.lat[path, "cached"]
-            build = f"{r.build_s * 1000:.1f} ms" if path == "worker" else f"{r.inline_build_s * 1000:.1f} ms*"
-            lead = (f"{r.tools:>5} {r.rules:>5} {r.compile_s * 1000:>6.1f} ms" if i == 0 else f"{'':>5} {'':>5} {'':>9}")
+            build_ms = r.build_s * 1000 if path == "worker" else r.inline_build_s * 1000
+            build = f"{build_ms:.1f} ms" + ("" if path == "worker" else "*")
+            lead = f"{r.tools:>5} {r.rules:>5} {r.compile_s * 1000:>6.1f} ms" if i == 0 else " " * 21
             print(f"{lead} {build:>9} {path:>6} {_fmt_us(u.median_us):>13} {_fmt_us(u.p99_us):>13} "
                   f"{_fmt_us(c.median_us):>11} {_fmt_us(c.p99_us):>11} {u.median_us / c.median_us:>9.1f}x")
     print("* inline build: the first call on a large-stack thread, which builds that thread's interpreter "
@@ -292,18 +301,25 @@ def report(rows: list[Row], calls: int, builds: int, per_rule: list[tuple[str, S
     for path in ("worker", "inline"):
         for kind in ("uncached", "cached"):
             a, b = by[hi].lat[path, kind], by[lo].lat[path, kind]
-            print(f"  {path:>6} {kind:>8}: median {a.median_us / b.median_us:.2f}x, p99 {a.p99_us / b.p99_us:.2f}x")
-    print(f"  build (worker): {by[hi].build_s / by[lo].build_s:.2f}x; compile: {by[hi].compile_s / by[lo].compile_s:.2f}x")
+            print(f"  {path:>6} {kind:>8}: median {a.median_us / b.median_us:.2f}x, "
+                  f"p99 {a.p99_us / b.p99_us:.2f}x")
+    print(f"  build (worker): {by[hi].build_s / by[lo].build_s:.2f}x; "
+          f"compile: {by[hi].compile_s / by[lo].compile_s:.2f}x")
+    hop = [by[n].lat["worker", "uncached"].median_us / by[n].lat["inline", "uncached"].median_us
+           for n in sorted(by)]
     print("Worker vs inline (same run), uncached median: "
-          + ", ".join(f"{n} tools {by[n].lat['worker', 'uncached'].median_us / by[n].lat['inline', 'uncached'].median_us:.2f}x"
-                      for n in sorted(by)))
+          + ", ".join(f"{n} tools {x:.2f}x" for n, x in zip(sorted(by), hop, strict=True)))
 
     if per_rule:
+        n_calls = next(iter(next(iter(per_rule.values())).values())).n
         print()
-        print(f"Uncached cost by rules on the called tool ({rows[-1].tools} tools, worker, "
-              f"{per_rule[0][1].n} calls each):")
-        for label, s in per_rule:
-            print(f"  {label:<28} median {_fmt_us(s.median_us):>10}   p99 {_fmt_us(s.p99_us):>10}")
+        print(f"Uncached median (p99) by the called tool's own rules, worker path, {n_calls} calls each;")
+        print('every call also runs the "*" rule. "unlisted": a name no key matches (default: allow).')
+        print(f"{'tools':>5} " + " ".join(f"{c:>20}" for c in RULE_COLUMNS))
+        for n, cols in per_rule.items():
+            cells = [f"{_fmt_us(cols[c].median_us)} ({_fmt_us(cols[c].p99_us)})" if c in cols else "-"
+                     for c in RULE_COLUMNS]
+            print(f"{n:>5} " + " ".join(f"{c:>20}" for c in cells))
 
     print()
     print("Targets (measured in this run; worker path, the default):")
@@ -326,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run: 300 calls, 3 builds")
     parser.add_argument("--calls", type=int, help="timed calls per series (default 2000; 300 with --quick)")
-    parser.add_argument("--builds", type=int, help="engine constructions per size (default 5; 3 with --quick)")
+    parser.add_argument("--builds", type=int,
+                        help="engine constructions per size (default 5; 3 with --quick)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated policies")
     args = parser.parse_args(argv)
     calls = args.calls or (300 if args.quick else 2000)
@@ -335,12 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     print("regoguard engine benchmark" + (" (quick)" if args.quick else ""))
     print(f"python {platform.python_version()}, regopy {metadata.version('regopy')}, "
           f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}")
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if load:
+        print(f"load average at start: {load[0]:.2f} (other processes on this machine skew the p99s)")
     t0 = time.perf_counter()
     rows = []
     for n in SIZES:
         print(f"  {n} tools ...", flush=True)
         rows.append(bench_size(n, calls, builds, args.seed))
-    per_rule = by_rule_count(rows[-1], max(200, calls // 4))
+    per_rule = {r.tools: by_rule_count(r, max(200, calls // 4)) for r in rows}
     report(rows, calls, builds, per_rule, time.perf_counter() - t0)
     return 0
 

@@ -1,7 +1,8 @@
 """Every validation error the loader reports: where (file, line, column, key path), what, and the hint.
 
 Each case is a whole policy file and the complete list of errors expected from it, so a case also checks
-that nothing else is reported.
+that nothing else is reported. Positions are given as a fragment of the YAML text the error must point
+at (the start of a key, a value or a mapping), turned into line and column by :func:`at`.
 """
 
 from __future__ import annotations
@@ -11,20 +12,37 @@ from pathlib import Path
 import pytest
 
 import regoguard
-from helpers_policy import dedent, load_errors
+from helpers_policy import compiled_for, decide, dedent, load_errors
 from regoguard import PolicyLoadError
 
 
-def errors_of(yaml_text: str) -> list[tuple[int, int, str]]:
-    return [(e.line, e.column, e.key_path) for e in load_errors(yaml_text)]
+def at(text: str, fragment: str) -> tuple[int, int]:
+    """Line and column (1-based) of ``fragment`` in ``text``; ``fragment`` may end in ``@N`` for the Nth hit."""
+    if fragment == "<end>":
+        return text.count("\n") + 1, len(text) - (text.rfind("\n") + 1) + 1
+    nth = 1
+    if "@" in fragment and fragment.rsplit("@", 1)[1].isdigit():
+        fragment, n = fragment.rsplit("@", 1)
+        nth = int(n)
+    index = -1
+    for _ in range(nth):
+        index = text.index(fragment, index + 1)
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return line, column
 
 
-def assert_errors(yaml_text: str, expected: list[tuple[int, int, str, str, str | None]]) -> None:
-    """``expected``: (line, column, key_path, a fragment of the message, a fragment of the hint or None)."""
-    errors = load_errors(dedent(yaml_text))
+Expected = list[tuple[str, str, str, str | None]]
+
+
+def assert_errors(yaml_text: str, expected: Expected, dedented: bool = False) -> None:
+    """``expected``: (fragment pointed at, key_path, a fragment of the message, a fragment of the hint or None)."""
+    text = yaml_text if dedented else dedent(yaml_text)
+    errors = load_errors(text)
+    want = [(*at(text, where), path) for where, path, _, _ in expected]
     got = [(e.line, e.column, e.key_path) for e in errors]
-    assert got == [(line, col, path) for line, col, path, _, _ in expected], "\n".join(map(str, errors))
-    for e, (_, _, _, message, hint) in zip(errors, expected, strict=True):
+    assert got == want, "\n".join(map(str, errors))
+    for e, (_, _, message, hint) in zip(errors, expected, strict=True):
         assert e.file == "policy.yaml"
         assert e.severity == "error"
         assert message in e.message, str(e)
@@ -35,11 +53,12 @@ def assert_errors(yaml_text: str, expected: list[tuple[int, int, str, str, str |
 
 
 def wrap_condition(cond: str) -> str:
-    """A policy whose only condition is ``cond`` (at line 5, column 9: tools.t.rules[0].conditions[0])."""
+    """A policy whose only condition is ``cond`` (tools.t.rules[0].conditions[0])."""
     return f"tools:\n  t:\n    rules:\n      - conditions:\n          - {cond}\n"
 
 
 COND = "tools.t.rules[0].conditions[0]"
+NEEDS_SOMETHING = "an evaluate rule needs at least one condition (or a rate_limit or validate)"
 
 
 # --- unknown and misspelt keys ------------------------------------------------------------------------
@@ -53,7 +72,7 @@ COND = "tools.t.rules[0].conditions[0]"
             defualt: deny
             tools: {}
             """,
-            [(1, 1, "defualt", "unknown key 'defualt' in the policy", "did you mean 'default'?")],
+            [("defualt", "defualt", "unknown key 'defualt' in the policy", "did you mean 'default'?")],
         ),
         (
             """
@@ -61,9 +80,9 @@ COND = "tools.t.rules[0].conditions[0]"
               t: {rules: []}
             """,
             [
-                (1, 1, "tool", "unknown key 'tool' in the policy", "did you mean 'tools'?"),
+                ("tool", "tool", "unknown key 'tool' in the policy", "did you mean 'tools'?"),
                 # and without `tools:` the policy does nothing
-                (1, 1, "tools", "policy has no `tools:`", None),
+                ("tool", "tools", "policy has no `tools:`", None),
             ],
         ),
         (
@@ -71,7 +90,7 @@ COND = "tools.t.rules[0].conditions[0]"
             tools: {}
             colour: blue
             """,
-            [(2, 1, "colour", "unknown key 'colour' in the policy", "allowed keys: version, description")],
+            [("colour", "colour", "unknown key 'colour' in the policy", "allowed keys: version, description")],
         ),
         (
             """
@@ -80,8 +99,8 @@ COND = "tools.t.rules[0].conditions[0]"
                 rule: []
             """,
             [
-                (3, 5, "tools.t.rule", "unknown key 'rule' in tool 't'", "did you mean 'rules'?"),
-                (3, 5, "tools.t", "a tool needs `rules:`", "use `rules: []`"),
+                ("rule", "tools.t.rule", "unknown key 'rule' in tool 't'", "did you mean 'rules'?"),
+                ("rule", "tools.t", "a tool needs `rules:` (use `rules: []`", None),
             ],
         ),
         (
@@ -93,8 +112,9 @@ COND = "tools.t.rules[0].conditions[0]"
                       - {path: args.a, op: eq, value: 1}
             """,
             [
-                (4, 9, "tools.t.rules[0]", "an evaluate rule needs at least one condition", "action: deny"),
-                (4, 9, "tools.t.rules[0].conditons", "unknown key 'conditons' in a rule", "did you mean 'conditions'?"),
+                ("conditons", "tools.t.rules[0].conditons", "unknown key 'conditons' in a rule",
+                 "did you mean 'conditions'?"),
+                ("conditons", "tools.t.rules[0]", NEEDS_SOMETHING, "use `action: deny` to block the tool"),
             ],
         ),
         (
@@ -105,7 +125,7 @@ COND = "tools.t.rules[0].conditions[0]"
                   - action: deny
                     on_deney: no
             """,
-            [(5, 9, "tools.t.rules[0].on_deney", "unknown key 'on_deney' in a rule", "did you mean 'on_deny'?")],
+            [("on_deney", "tools.t.rules[0].on_deney", "unknown key 'on_deney' in a rule", "did you mean 'on_deny'?")],
         ),
         (
             """
@@ -116,8 +136,8 @@ COND = "tools.t.rules[0].conditions[0]"
                       - {path: args.a, op: eq, valeu: 1}
             """,
             [
-                (5, 11, COND, "a condition needs `value`", None),
-                (5, 37, COND + ".valeu", "unknown key 'valeu' in a condition", "did you mean 'value'?"),
+                ("{path", COND, "a condition needs `value`", None),
+                ("valeu", COND + ".valeu", "unknown key 'valeu' in a condition", "did you mean 'value'?"),
             ],
         ),
         (
@@ -129,7 +149,8 @@ COND = "tools.t.rules[0].conditions[0]"
                     conditions:
                       - {path: state.t.c, op: lte, value: 10}
             """,
-            [(4, 44, "tools.t.rules[0].state.incremnt", "unknown key 'incremnt' in state", "did you mean 'increment'?")],
+            [("incremnt", "tools.t.rules[0].state.incremnt", "unknown key 'incremnt' in state",
+              "did you mean 'increment'?")],
         ),
         (
             """
@@ -137,8 +158,10 @@ COND = "tools.t.rules[0].conditions[0]"
               t:
                 rules:
                   - rate_limit: {max: 5, window: 60, windw: 2}
+                    scope: global
             """,
-            [(4, 42, "tools.t.rules[0].rate_limit.windw", "unknown key 'windw' in rate_limit", "did you mean 'window'?")],
+            [("windw", "tools.t.rules[0].rate_limit.windw", "unknown key 'windw' in rate_limit",
+              "did you mean 'window'?")],
         ),
         (
             """
@@ -148,8 +171,8 @@ COND = "tools.t.rules[0].conditions[0]"
                   - validate: {required: true}
             """,
             [
-                (4, 19, "tools.t.rules[0].validate", "validate needs `required_args: true`", None),
-                (4, 20, "tools.t.rules[0].validate.required", "unknown key 'required' in validate",
+                ("{required", "tools.t.rules[0].validate", "validate needs `required_args: true`", None),
+                ("required:", "tools.t.rules[0].validate.required", "unknown key 'required' in validate",
                  "did you mean 'required_args'?"),
             ],
         ),
@@ -165,57 +188,66 @@ def test_unknown_keys_with_did_you_mean(yaml_text, expected):
 @pytest.mark.parametrize(
     ("yaml_text", "expected"),
     [
-        ("- tools\n", [(1, 1, "", "the policy must be a mapping, not a list", None)]),
-        ("just text\n", [(1, 1, "", "the policy must be a mapping, not a string", None)]),
-        ('version: "2"\ntools: {}\n', [(1, 10, "version", 'version must be "1"', None)]),
-        ("version: 1.0\ntools: {}\n", [(1, 10, "version", 'version must be "1"', None)]),
-        ("description: [a]\ntools: {}\n", [(1, 14, "description", "description must be a string, not a list", None)]),
-        ("default: denny\ntools: {}\n", [(1, 10, "default", "default must be one of allow, deny; got 'denny'",
-                                          "did you mean 'deny'?")]),
-        ("default: true\ntools: {}\n", [(1, 10, "default", "default must be a string, not a boolean", None)]),
-        ("hide: delete_repo\n", [(1, 7, "hide", "hide must be a list of tool names, not a string", None)]),
-        ("hide: [a, 5, '', a]\n", [
-            (1, 11, "hide[1]", "a hidden tool name must be a string, not a number", None),
-            (1, 14, "hide[2]", "a hidden tool name must not be empty", None),
-            (1, 18, "hide[3]", "duplicate entry 'a' in hide", None),
+        ("- tools\n", [("-", "", "the policy must be a mapping, not a list", None)]),
+        ("just text\n", [("just", "", "the policy must be a mapping, not a string", None)]),
+        ('version: "2"\ntools: {}\n', [('"2"', "version", 'version must be "1"', None)]),
+        ("version: 1.0\ntools: {}\n", [("1.0", "version", 'version must be "1"', None)]),
+        ("description: [a]\ntools: {}\n", [("[a]", "description", "description must be a string, not a list", None)]),
+        ("default: denny\ntools: {}\n",
+         [("denny", "default", "default must be one of allow, deny; got 'denny'", "did you mean 'deny'?")]),
+        ("default: true\ntools: {}\n", [("true", "default", "default must be a string, not a boolean", None)]),
+        ("hide: delete_repo\n", [
+            ("hide", "tools", "policy has no `tools:` (and hides nothing)", None),
+            ("delete_repo", "hide", "hide must be a list of tool names, not a string", None),
         ]),
-        ("tools: [a, b]\n", [(1, 8, "tools", "tools must be a mapping, not a list", None)]),
-        ("description: nothing\n", [(1, 1, "tools", "policy has no `tools:` (and hides nothing)", None)]),
-        ("tools:\n  '':\n    rules: []\n", [(2, 3, 'tools[""]', "tool name must not be empty", None)]),
-        ("tools:\n  t:\n", [(2, 5, "tools.t", "a tool needs `rules:`", "use `rules: []`")]),
-        ("tools:\n  t: [a]\n", [(2, 6, "tools.t", "tool 't' must be a mapping, not a list", None)]),
-        ("tools:\n  t: {}\n", [(2, 6, "tools.t", "a tool needs `rules:`", None)]),
-        ("tools:\n  t:\n    rules: {a: 1}\n", [(3, 12, "tools.t.rules", "rules must be a list, not a mapping", None)]),
-        ("tools:\n  t:\n    rules: [deny]\n", [(3, 13, "tools.t.rules[0]", "a rule must be a mapping, not a string", None)]),
-        ("tools:\n  'a[z-b]':\n    rules: []\n", [(2, 3, 'tools["a[z-b]"]', "tool glob 'a[z-b]' is not valid", None)]),
+        ("hide: [a, 5, '', a]\ntools: {}\n", [
+            ("5", "hide[1]", "a hidden tool name must be a string, not a number", None),
+            ("''", "hide[2]", "a hidden tool name must not be empty", None),
+            ("a]", "hide[3]", "duplicate entry 'a' in hide", None),
+        ]),
+        ("tools: [a, b]\n", [("[a", "tools", "tools must be a mapping, not a list", None)]),
+        ("description: nothing\n", [("description", "tools", "policy has no `tools:` (and hides nothing)", None)]),
+        ("tools:\n  '':\n    rules: []\n", [("''", 'tools[""]', "tool name must not be empty", None)]),
+        ("tools:\n  t:\n", [("\n@2", "tools.t", "a tool needs `rules:` (use `rules: []`", None)]),
+        ("tools:\n  t: [a]\n", [("[a]", "tools.t", "tool 't' must be a mapping, not a list", None)]),
+        ("tools:\n  t: {}\n", [("{}", "tools.t", "a tool needs `rules:`", None)]),
+        ("tools:\n  t:\n    rules: {a: 1}\n", [("{a", "tools.t.rules", "rules must be a list, not a mapping", None)]),
+        ("tools:\n  t:\n    rules: [deny]\n", [("deny", "tools.t.rules[0]", "a rule must be a mapping, not a string",
+                                                 None)]),
+        ("tools:\n  'a[z-b]':\n    rules: []\n",
+         [("'a[", 'tools["a[z-b]"]', "tool glob 'a[z-b]' is not valid", None)]),
         # rule fields
         ("tools:\n  t:\n    rules:\n      - {name: 5, action: deny}\n",
-         [(4, 16, "tools.t.rules[0].name", "rule name must be a string, not a number", None)]),
+         [("5,", "tools.t.rules[0].name", "rule name must be a string, not a number", None)]),
         ("tools:\n  t:\n    rules:\n      - {name: '', action: deny}\n",
-         [(4, 16, "tools.t.rules[0].name", "rule name must not be empty", None)]),
-        ("tools:\n  t:\n    rules:\n      - {action: alow}\n",
-         [(4, 18, "tools.t.rules[0].action", "action must be one of evaluate, allow, deny; got 'alow'",
-           "did you mean 'allow'?")]),
+         [("'',", "tools.t.rules[0].name", "rule name must not be empty", None)]),
+        ("tools:\n  t:\n    rules:\n      - {action: alow}\n", [
+            ("{action", "tools.t.rules[0]", NEEDS_SOMETHING, "add conditions"),
+            ("alow", "tools.t.rules[0].action", "action must be one of evaluate, allow, deny; got 'alow'",
+             "did you mean 'allow'?"),
+        ]),
         ("tools:\n  t:\n    rules:\n      - {action: deny, on_deny: [x]}\n",
-         [(4, 33, "tools.t.rules[0].on_deny", "on_deny must be a string, not a list", None)]),
+         [("[x]", "tools.t.rules[0].on_deny", "on_deny must be a string, not a list", None)]),
         ("tools:\n  t:\n    rules:\n      - {action: deny, reason: ''}\n",
-         [(4, 32, "tools.t.rules[0].reason", "reason must not be empty", None)]),
+         [("''", "tools.t.rules[0].reason", "reason must not be empty", None)]),
         ("tools:\n  t:\n    rules:\n      - {rate_limit: 5/minute, scope: sesion}\n",
-         [(4, 40, "tools.t.rules[0].scope", "scope must be one of global, principal, session; got 'sesion'",
+         [("sesion", "tools.t.rules[0].scope", "scope must be one of global, principal, session; got 'sesion'",
            "did you mean 'session'?")]),
         ("tools:\n  t:\n    rules:\n      - {action: deny, scope: global}\n",
-         [(4, 31, "tools.t.rules[0].scope", "scope applies to a rule's limit", None)]),
-        ("tools:\n  t:\n    rules:\n      - {conditions: {path: args.a}}\n",
-         [(4, 22, "tools.t.rules[0].conditions", "conditions must be a list, not a mapping", None)]),
+         [("global", "tools.t.rules[0].scope", "scope applies to a rule's limit", None)]),
+        ("tools:\n  t:\n    rules:\n      - {conditions: {path: args.a}}\n", [
+            ("{conditions", "tools.t.rules[0]", NEEDS_SOMETHING, "add conditions"),
+            ("{path", "tools.t.rules[0].conditions", "conditions must be a list, not a mapping", None),
+        ]),
         ("tools:\n  t:\n    rules:\n      - {validate: true}\n",
-         [(4, 20, "tools.t.rules[0].validate", "validate must be a mapping, not a boolean", None)]),
+         [("true", "tools.t.rules[0].validate", "validate must be a mapping, not a boolean", None)]),
         ("tools:\n  t:\n    rules:\n      - {validate: {required_args: yes please}}\n",
-         [(4, 36, "tools.t.rules[0].validate.required_args", "required_args must be true or false, not a string",
-           None)]),
+         [("yes please", "tools.t.rules[0].validate.required_args",
+           "required_args must be true or false, not a string", None)]),
     ],
 )
 def test_wrong_types_and_values(yaml_text, expected):
-    assert_errors(yaml_text, expected)
+    assert_errors(yaml_text, expected, dedented=True)
 
 
 # --- conditions ---------------------------------------------------------------------------------------
@@ -224,45 +256,44 @@ def test_wrong_types_and_values(yaml_text, expected):
 @pytest.mark.parametrize(
     ("cond", "expected"),
     [
-        ("x", [(5, 13, COND, "a condition must be a mapping, not a string", None)]),
-        ("{op: eq, value: 1}", [(5, 13, COND, "a condition needs `path`", None)]),
-        ("{path: args.a, value: 1}", [(5, 13, COND, "a condition needs `op`", None)]),
-        ("{path: args.a, op: eq}", [(5, 13, COND, "a condition needs `value`", None)]),
-        ("{path: 5, op: eq, value: 1}", [(5, 20, COND + ".path", "path must be a string, not a number", None)]),
+        ("x", [("x\n", COND, "a condition must be a mapping, not a string", None)]),
+        ("{op: eq, value: 1}", [("{op", COND, "a condition needs `path`", None)]),
+        ("{path: args.a, value: 1}", [("{path", COND, "a condition needs `op`", None)]),
+        ("{path: args.a, op: eq}", [("{path", COND, "a condition needs `value`", None)]),
+        ("{path: 5, op: eq, value: 1}", [("5,", COND + ".path", "path must be a string, not a number", None)]),
         ("{path: args.a, op: regx, value: a}",
-         [(5, 32, COND + ".op", "op must be one of eq, neq", "did you mean 'regex'?")]),
-        ("{path: args.a, op: equals, value: 1}", [(5, 32, COND + ".op", "got 'equals'", None)]),
-        ("{path: arg.a, op: eq, value: 1}", [(5, 20, COND + ".path", 'path must be "args.<key>[.<key>...]"', None)]),
-        ("{path: args., op: eq, value: 1}", [(5, 20, COND + ".path", 'path must be "args.<key>', None)]),
-        ("{path: args.a..b, op: eq, value: 1}", [(5, 20, COND + ".path", 'path must be "args.<key>', None)]),
-        ("{path: args.a.b.c.d.e.f.g.h.i, op: eq, value: 1}",
-         [(5, 20, COND + ".path", "(at most 8 keys)", None)]),
-        ("{path: state.t, op: lte, value: 1}", [(5, 20, COND + ".path", 'a state path is "state.<tool>.<counter>"',
-                                                 None)]),
+         [("regx", COND + ".op", "op must be one of eq, neq", "did you mean 'regex'?")]),
+        ("{path: args.a, op: equals, value: 1}", [("equals", COND + ".op", "got 'equals'", None)]),
+        ("{path: arg.a, op: eq, value: 1}", [("arg.a", COND + ".path", 'path must be "args.<key>[.<key>...]"', None)]),
+        ("{path: args., op: eq, value: 1}", [("args.", COND + ".path", 'path must be "args.<key>', None)]),
+        ("{path: args.a..b, op: eq, value: 1}", [("args.a", COND + ".path", 'path must be "args.<key>', None)]),
+        ("{path: args.a.b.c.d.e.f.g.h.i, op: eq, value: 1}", [("args.a", COND + ".path", "(at most 8 keys)", None)]),
+        ("{path: state.t, op: lte, value: 1}",
+         [("state.t", COND + ".path", 'a state path is "state.<tool>.<counter>"', None)]),
         ("{path: state.t.c, op: lte, value: many}",
-         [(5, 45, COND + ".value", "a state condition needs a number, got 'many'", None)]),
-        ("{path: state.t.c, op: lte, value: 0}", [(5, 45, COND + ".value", "a state limit must be positive", None)]),
-        ("{path: args.a, op: in, value: usd}", [(5, 41, COND + ".value", "operator 'in' needs a list value", None)]),
+         [("many", COND + ".value", "a state condition needs a number, got 'many'", None)]),
+        ("{path: state.t.c, op: lte, value: 0}", [("0}", COND + ".value", "a state limit must be positive", None)]),
+        ("{path: args.a, op: in, value: usd}", [("usd", COND + ".value", "operator 'in' needs a list value", None)]),
         ("{path: args.a, op: not_in, value: {a: 1}}",
-         [(5, 45, COND + ".value", "operator 'not_in' needs a list value, got a mapping", None)]),
+         [("{a", COND + ".value", "operator 'not_in' needs a list value, got a mapping", None)]),
         ('{path: args.a, op: lte, value: "5"}',
-         [(5, 42, COND + ".value", "operator 'lte' needs a number, got a string", "numbers must be unquoted")]),
+         [('"5"', COND + ".value", "operator 'lte' needs a number, got a string", "numbers must be unquoted")]),
         ("{path: args.a, op: gt, value: true}",
-         [(5, 41, COND + ".value", "operator 'gt' needs a number, got a boolean", None)]),
+         [("true", COND + ".value", "operator 'gt' needs a number, got a boolean", None)]),
         ("{path: args.a, op: len_lte, value: -1}",
-         [(5, 46, COND + ".value", "operator 'len_lte' needs a non-negative integer", None)]),
+         [("-1", COND + ".value", "operator 'len_lte' needs a non-negative integer", None)]),
         ("{path: args.a, op: len_gte, value: 2.5}",
-         [(5, 46, COND + ".value", "operator 'len_gte' needs a non-negative integer", None)]),
-        ("{path: args.a, op: exists, value: yes}",
-         [(5, 45, COND + ".value", "operator 'exists' needs true or false, got a string", None)]),
+         [("2.5", COND + ".value", "operator 'len_gte' needs a non-negative integer", None)]),
+        ("{path: args.a, op: exists, value: maybe}",
+         [("maybe", COND + ".value", "operator 'exists' needs true or false, got a string", None)]),
         ("{path: args.a, op: starts_with, value: 5}",
-         [(5, 50, COND + ".value", "operator 'starts_with' needs a string, got a number", None)]),
-        ("{path: args.a, op: glob, value: [a]}", [(5, 43, COND + ".value", "operator 'glob' needs a string", None)]),
-        ("{path: args.a, op: glob, value: 'a[z-b]'}", [(5, 43, COND + ".value", "bad glob 'a[z-b]'", None)]),
+         [("5}", COND + ".value", "operator 'starts_with' needs a string, got a number", None)]),
+        ("{path: args.a, op: glob, value: [a]}", [("[a]", COND + ".value", "operator 'glob' needs a string", None)]),
+        ("{path: args.a, op: glob, value: 'a[z-b]'}", [("'a[", COND + ".value", "bad glob 'a[z-b]'", None)]),
     ],
 )
 def test_condition_errors(cond, expected):
-    assert_errors(wrap_condition(cond), expected)
+    assert_errors(wrap_condition(cond), expected, dedented=True)
 
 
 # --- regular expressions ------------------------------------------------------------------------------
@@ -276,6 +307,7 @@ def test_condition_errors(cond, expected):
         ("(?:ab+)*", "nested unbounded quantifiers"),
         ("(a|b+)+", "nested unbounded quantifiers"),
         ("((a+)x)+", "nested unbounded quantifiers"),
+        ("(a+){2,}", "nested unbounded quantifiers"),
         ("foo(?=bar)", "look-ahead"),
         ("foo(?!bar)", "look-ahead"),
         ("(?<=a)b", "look-behind"),
@@ -298,23 +330,24 @@ def test_condition_errors(cond, expected):
 def test_bad_regex(pattern, why):
     for op in ("regex", "not_regex"):
         quoted = "'" + pattern.replace("'", "''") + "'"
-        (e,) = load_errors(wrap_condition(f"{{path: args.a, op: {op}, value: {quoted}}}"))
-        assert (e.line, e.key_path) == (5, COND + ".value")
-        assert e.column == 33 + len(op), str(e)
+        text = wrap_condition(f"{{path: args.a, op: {op}, value: {quoted}}}")
+        (e,) = load_errors(text)
+        assert (e.line, e.column, e.key_path) == (*at(text, quoted), COND + ".value")
         assert e.message.startswith(f"bad regex {pattern!r}: "), str(e)
         assert why in e.message, str(e)
 
 
-@pytest.mark.parametrize("pattern", ["(ab)+", "a{2,5}", "(a{1,3})+", "^[a-z]+$", "\\(a+\\)+", "[(]a+[)]+", "(?i)abc",
-                                     "a+b+c*", "(foo|bar)", "\\d{3}-\\d{4}"])
+@pytest.mark.parametrize(
+    "pattern",
+    ["(ab)+", "a{2,5}", "(a{1,3})+", "^[a-z]+$", "\\(a+\\)+", "[(]a+[)]+", "(?i)abc", "a+b+c*", "(foo|bar)",
+     "\\d{3}-\\d{4}", "(?i)^[a-z]{2}$"],
+)
 def test_portable_regexes_are_accepted(pattern):
     quoted = "'" + pattern.replace("'", "''") + "'"
     regoguard.load_policy_text(wrap_condition(f"{{path: args.a, op: regex, value: {quoted}}}"))
 
 
 def test_case_insensitive_regex_is_translated_and_matches_both_cases():
-    from helpers_policy import compiled_for, decide
-
     yaml_text = wrap_condition("{path: args.a, op: regex, value: '(?i)^hello [a-c]+$'}")
     cond = compiled_for(yaml_text).settings["tools"]["t"]["rules"][0]["conditions"][0]
     assert "(?i)" not in cond["regex"]
@@ -324,97 +357,111 @@ def test_case_insensitive_regex_is_translated_and_matches_both_cases():
     assert not decide(yaml_text, "t", {"a": "hello abd"}).allow
 
 
+def test_case_insensitive_regex_keeps_quantifier_braces():
+    yaml_text = wrap_condition("{path: args.a, op: regex, value: '(?i)^x{2}$'}")
+    cond = compiled_for(yaml_text).settings["tools"]["t"]["rules"][0]["conditions"][0]
+    assert cond["regex"] == "^[xX]{2}$"
+    assert decide(yaml_text, "t", {"a": "xX"}).allow
+    assert not decide(yaml_text, "t", {"a": "x"}).allow
+
+
 # --- rate_limit, state and validate -------------------------------------------------------------------
 
 
 def rule(body: str) -> str:
-    """A policy with one rule under tool ``create_charge`` whose mapping starts at line 4, column 9."""
+    """A policy with one rule (tools.create_charge.rules[0]) made of the lines of ``body``."""
     return "tools:\n  create_charge:\n    rules:\n      - " + body.replace("\n", "\n        ") + "\n"
 
 
 R0 = "tools.create_charge.rules[0]"
+SPEND_LTE_5 = "conditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}"
 
 
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
         ("rate_limit: 5/fortnight",
-         [(4, 21, R0 + ".rate_limit", "rate_limit window must be one of second, minute, hour, day; got 'fortnight'",
-           None)]),
-        ("rate_limit: 5/minutes",
-         [(4, 21, R0 + ".rate_limit", "got 'minutes'", "did you mean 'minute'?")]),
-        ("rate_limit: 5 per minute", [(4, 21, R0 + ".rate_limit", 'rate_limit must look like "5/minute"', None)]),
-        ("rate_limit: 0/minute", [(4, 21, R0 + ".rate_limit", "count must be a positive integer, got 0", None)]),
-        ("rate_limit: 5", [(4, 21, R0 + ".rate_limit", "rate_limit must be a mapping, not a number", None)]),
-        ("rate_limit: {window: 60}", [(4, 21, R0 + ".rate_limit", "rate_limit needs `max`", None)]),
-        ("rate_limit: {max: 10}", [(4, 21, R0 + ".rate_limit", "rate_limit needs `window`", None)]),
-        ("rate_limit: {max: 0, window: 60}", [(4, 27, R0 + ".rate_limit.max", "max must be a positive integer", None)]),
+         [("5/", R0 + ".rate_limit",
+           "rate_limit window must be one of second, minute, hour, day; got 'fortnight'", None)]),
+        ("rate_limit: 5/minutes", [("5/", R0 + ".rate_limit", "got 'minutes'", "did you mean 'minute'?")]),
+        ("rate_limit: 5 per minute", [("5 ", R0 + ".rate_limit", 'rate_limit must look like "5/minute"', None)]),
+        ("rate_limit: 0/minute", [("0/", R0 + ".rate_limit", "count must be a positive integer, got 0", None)]),
+        ("rate_limit: 5", [("5", R0 + ".rate_limit", "rate_limit must be a mapping, not a number", None)]),
+        ("rate_limit: {window: 60}", [("{window", R0 + ".rate_limit", "rate_limit needs `max`", None)]),
+        ("rate_limit: {max: 10}", [("{max", R0 + ".rate_limit", "rate_limit needs `window`", None)]),
+        ("rate_limit: {max: 0, window: 60}", [("0,", R0 + ".rate_limit.max", "max must be a positive integer", None)]),
         ("rate_limit: {max: 2.5, window: 60}",
-         [(4, 27, R0 + ".rate_limit.max", "max must be a positive integer, got 2.5", None)]),
+         [("2.5", R0 + ".rate_limit.max", "max must be a positive integer, got 2.5", None)]),
         ("rate_limit: {max: 10, window: 0}",
-         [(4, 39, R0 + ".rate_limit.window", "window must be a positive number of seconds, got 0", None)]),
+         [("0}", R0 + ".rate_limit.window", "window must be a positive number of seconds, got 0", None)]),
         ("rate_limit: {max: 10, window: weekly}",
-         [(4, 39, R0 + ".rate_limit.window", "window must be one of second, minute, hour, day or a number of seconds",
-           None)]),
+         [("weekly", R0 + ".rate_limit.window",
+           "window must be one of second, minute, hour, day or a number of seconds", None)]),
         ("rate_limit: {max: 10, window: minut}",
-         [(4, 39, R0 + ".rate_limit.window", "got 'minut'", "did you mean 'minute'?")]),
+         [("minut}", R0 + ".rate_limit.window", "got 'minut'", "did you mean 'minute'?")]),
         ("rate_limit: 5/minute\nconditions:\n  - {path: args.a, op: eq, value: 1}",
-         [(4, 21, R0 + ".rate_limit", "rate_limit cannot be combined with conditions or state", "separate rule")]),
+         [("5/", R0 + ".rate_limit", "rate_limit cannot be combined with conditions or state", "separate rule")]),
         # state
         ("conditions:\n  - {path: state.create_charge.spend, op: lte, value: 100}",
-         [(6, 13, R0 + ".conditions[0].path", "has no `state: {counter: spend}` block", "declare the counter")]),
-        ("state: {counter: spend, window: day}\nconditions:\n  - {path: state.create_charge.spend, op: gt, value: 100}",
-         [(6, 13, R0 + ".conditions[0].op", "a state condition limits its counter with lte or lt, not gt", None)]),
+         [("{path", R0 + ".conditions[0].path", "has no `state: {counter: spend}` block", "declare the counter")]),
+        ("state: {counter: spend, window: day}\nconditions:\n  - {path: state.create_charge.spend, op: gt, value: 1}",
+         [
+             ("{counter", R0 + ".state", "state counter 'spend' is never limited", "op: lte"),
+             ("{path", R0 + ".conditions[0].op", "a state condition limits its counter with lte or lt, not gt", None),
+         ]),
         ("state: {counter: spend, window: day}\nconditions:\n  - {path: state.other.spend, op: lte, value: 100}",
-         [(6, 13, R0 + ".conditions[0].path",
-           "counters of tool 'create_charge' are read as state.create_charge.spend, not state.other.spend", None)]),
+         [
+             ("{counter", R0 + ".state", "state counter 'spend' is never limited", "op: lte"),
+             ("{path", R0 + ".conditions[0].path",
+              "counters of tool 'create_charge' are read as state.create_charge.spend, not state.other.spend", None),
+         ]),
         ("state: {counter: spend, window: day}\nconditions:\n  - {path: args.a, op: eq, value: 1}",
-         [(4, 16, R0 + ".state", "state counter 'spend' is never limited", "op: lte")]),
-        ("state: {counter: spend, window: day}\nconditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}"
-         "\n  - {path: state.create_charge.spend, op: lt, value: 9}",
-         [(7, 13, R0 + ".conditions[1]", "counter 'spend' is limited twice in one rule", None)]),
-        ("state: {window: day}\nconditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}",
-         [(4, 16, R0 + ".state", "state needs `counter`", None),
-          (6, 13, R0 + ".conditions[0].path", "has no `state: {counter: spend}` block", None)]),
-        ("state: {counter: spend}\nconditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}",
-         [(4, 16, R0 + ".state", "state needs `window` (minute, hour or day)", None)]),
+         [("{counter", R0 + ".state", "state counter 'spend' is never limited", "op: lte")]),
+        ("state: {counter: spend, window: day}\n" + SPEND_LTE_5 + "\n  - {path: state.create_charge.spend, op: lt, value: 9}",
+         [("{path@2", R0 + ".conditions[1]", "counter 'spend' is limited twice in one rule", None)]),
+        ("state: {window: day}\n" + SPEND_LTE_5,
+         [
+             ("{window", R0 + ".state", "state needs `counter`", None),
+             ("{path", R0 + ".conditions[0].path", "has no `state: {counter: spend}` block", "declare the counter"),
+         ]),
+        ("state: {counter: spend}\n" + SPEND_LTE_5,
+         [("{counter", R0 + ".state", "state needs `window` (minute, hour or day)", None)]),
+        ("state: {counter: spend, window: 60}\n" + SPEND_LTE_5,
+         [("60", R0 + ".state.window", "window must be one of second, minute, hour, day; got 60", None)]),
+        ("state: {counter: spend, window: fortnight}\n" + SPEND_LTE_5,
+         [("fortnight", R0 + ".state.window", "got 'fortnight'", None)]),
         ("state: {counter: 'a b', window: day}\nconditions:\n  - {path: args.a, op: eq, value: 1}",
-         [(4, 26, R0 + ".state.counter", "counter 'a b' may hold only letters, digits, _ and -", None)]),
-        ("state: {counter: spend, window: 60}\nconditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}",
-         [(4, 40, R0 + ".state.window", "window must be one of second, minute, hour, day; got 60", None)]),
-        ("state: {counter: spend, window: day, increment: 2, increment_from: args.amount}\n"
-         "conditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}",
-         [(4, 75, R0 + ".state.increment_from", "state takes `increment` or `increment_from`, not both", None)]),
-        ("state: {counter: spend, window: day, increment: -2}\n"
-         "conditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}",
-         [(4, 56, R0 + ".state.increment", "increment must be a positive number, got -2", None)]),
-        ("state: {counter: spend, window: day, increment_from: amount}\n"
-         "conditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}",
-         [(4, 61, R0 + ".state.increment_from",
+         [("'a b'", R0 + ".state.counter", "counter 'a b' may hold only letters, digits, _ and -", None)]),
+        ("state: {counter: spend, window: day, increment: 2, increment_from: args.amount}\n" + SPEND_LTE_5,
+         [("args.amount", R0 + ".state.increment_from", "state takes `increment` or `increment_from`, not both",
+           None)]),
+        ("state: {counter: spend, window: day, increment: -2}\n" + SPEND_LTE_5,
+         [("-2", R0 + ".state.increment", "increment must be a positive number, got -2", None)]),
+        ("state: {counter: spend, window: day, increment_from: amount}\n" + SPEND_LTE_5,
+         [("amount}", R0 + ".state.increment_from",
            'increment_from must be an argument path like "args.amount", got \'amount\'', None)]),
-        ("state: {counter: spend, window: day, increment_from: state.create_charge.spend}\n"
-         "conditions:\n  - {path: state.create_charge.spend, op: lte, value: 5}",
-         [(4, 61, R0 + ".state.increment_from", "increment_from must be an argument path", None)]),
+        ("state: {counter: spend, window: day, increment_from: state.create_charge.spend}\n" + SPEND_LTE_5,
+         [("state.create_charge.spend}", R0 + ".state.increment_from", "increment_from must be an argument path",
+           None)]),
         ("state: [spend]\nconditions:\n  - {path: args.a, op: eq, value: 1}",
-         [(4, 16, R0 + ".state", "state must be a mapping, not a list", None)]),
+         [("[spend]", R0 + ".state", "state must be a mapping, not a list", None)]),
         # evaluate/deny rule shape
-        ("name: nothing", [(4, 9, R0, "an evaluate rule needs at least one condition (or a rate_limit or validate)",
-                            "use `action: deny` to block the tool")]),
-        ("name: nothing\nconditions: []", [(4, 9, R0, "an evaluate rule needs at least one condition", None)]),
-        ("action: evaluate", [(4, 9, R0, "an evaluate rule needs at least one condition", None)]),
+        ("name: nothing", [("name", R0, NEEDS_SOMETHING, "use `action: deny` to block the tool")]),
+        ("name: nothing\nconditions: []", [("name", R0, NEEDS_SOMETHING, "add conditions")]),
+        ("action: evaluate", [("action", R0, NEEDS_SOMETHING, "add conditions")]),
         ("action: deny\nconditions:\n  - {path: args.a, op: eq, value: 1}",
-         [(5, 9, R0 + ".conditions", "a deny rule takes no conditions: it always denies", None)]),
+         [("- {path", R0 + ".conditions", "a deny rule takes no conditions: it always denies", None)]),
         ("action: deny\nrate_limit: 5/minute",
-         [(5, 21, R0 + ".rate_limit", "a deny rule takes no rate_limit: it always denies", None)]),
+         [("5/", R0 + ".rate_limit", "a deny rule takes no rate_limit: it always denies", None)]),
         ("action: deny\nvalidate: {required_args: true}",
-         [(5, 19, R0 + ".validate", "a deny rule takes no validate: it always denies", None)]),
-        ("action: deny\non_deny: no\nreason: nope",
-         [(6, 17, R0 + ".reason", "a rule takes `on_deny` (Intercept) or `reason` (catalogue), not both", None)]),
-        ("validate: {}", [(4, 19, R0 + ".validate", "validate needs `required_args: true`", None)]),
+         [("{required", R0 + ".validate", "a deny rule takes no validate: it always denies", None)]),
+        ("action: deny\non_deny: 'no'\nreason: nope",
+         [("nope", R0 + ".reason", "a rule takes `on_deny` (Intercept) or `reason` (catalogue), not both", None)]),
+        ("validate: {}", [("{}", R0 + ".validate", "validate needs `required_args: true`", None)]),
     ],
 )
 def test_rule_errors(body, expected):
-    assert_errors(rule(body), expected)
+    assert_errors(rule(body), expected, dedented=True)
 
 
 def test_state_condition_must_sit_in_the_rule_that_declares_the_counter():
@@ -431,8 +478,8 @@ def test_state_condition_must_sit_in_the_rule_that_declares_the_counter():
                 conditions:
                   - {path: state.create_charge.spend, op: lte, value: 50}
         """,
-        [(10, 15, "tools.create_charge.rules[1].conditions[0].path", "this rule has no `state: {counter: spend}`",
-          None)],
+        [("{path@2", "tools.create_charge.rules[1].conditions[0].path",
+          "this rule has no `state: {counter: spend}`", "declare the counter")],
     )
 
 
@@ -458,7 +505,10 @@ def test_state_under_star_is_read_as_global():
                 conditions:
                   - {path: "state.*.calls", op: lt, value: 100}
         """,
-        [(6, 15, 'tools["*"].rules[0].conditions[0].path', "are read as state._global.calls", None)],
+        [
+            ("{counter", 'tools["*"].rules[0].state', "state counter 'calls' is never limited", "state._global.calls"),
+            ("{path", 'tools["*"].rules[0].conditions[0].path', "are read as state._global.calls", None),
+        ],
     )
 
 
@@ -474,14 +524,15 @@ def test_duplicate_rule_names_and_counters():
                 rate_limit: 50/minute
               - name: other
                 rate_limit: 10/minute
-              - name: day
+              - name: seconds
                 rate_limit: {max: 10, window: 60}
                 scope: global
         """,
         [
-            (5, 7, "tools.t.rules[1]", "duplicate rule name 'cap' (also rules[0])", "must be unique per tool"),
-            (5, 7, "tools.t.rules[1]", "duplicate counter '_rate_minute' (also used by rules[0])", "another counter name"),
-            (7, 7, "tools.t.rules[2]", "duplicate counter '_rate_minute'", "combine the two rules"),
+            ("name: cap@2", "tools.t.rules[1]", "duplicate rule name 'cap' (also rules[0])", "must be unique per tool"),
+            ("name: cap@2", "tools.t.rules[1]", "duplicate counter '_rate_minute' (also used by rules[0])",
+             "another counter name"),
+            ("name: other", "tools.t.rules[2]", "duplicate counter '_rate_minute'", "combine the two rules"),
         ],
     )
 
@@ -506,7 +557,8 @@ def test_duplicate_state_counter_in_one_tool():
                 conditions:
                   - {path: state.t.spend, op: lte, value: 10}
         """,
-        [(7, 7, "tools.t.rules[1]", "duplicate counter 'spend' (also used by rules[0])", "another counter name")],
+        [("state: {counter: spend, window: hour", "tools.t.rules[1]",
+          "duplicate counter 'spend' (also used by rules[0])", "another counter name")],
     )
 
 
@@ -514,42 +566,45 @@ def test_duplicate_state_counter_in_one_tool():
 
 
 @pytest.mark.parametrize(
-    ("text", "line", "col", "message"),
+    ("text", "where", "message"),
     [
-        ("tools:\n  t:\n    rules: [\n", 4, 1, "YAML syntax error"),
-        ("tools:\n  t: {rules: []\n", 3, 1, "YAML syntax error"),
-        ("tools:\n\tt: {}\n", 2, 1, "YAML syntax error"),
-        ("tools:\n  t:\n    rules: []\n  t:\n    rules: []\n", 4, 3,
+        ("tools:\n  t:\n    rules: [\n", "<end>", "YAML syntax error"),
+        ("tools:\n  t: {rules: []\n", "<end>", "YAML syntax error"),
+        ("tools:\n\tt: {}\n", "\t", "YAML syntax error"),
+        ("tools:\n  t:\n    rules: []\n  t:\n    rules: []\n", "t:@2",
          "duplicate key 't' (first defined at line 2, column 3)"),
-        ("default: allow\ndefault: deny\ntools: {}\n", 2, 1, "duplicate key 'default' (first defined at line 1"),
-        ("tools:\n  t:\n    rules:\n      - {action: deny, action: allow}\n", 4, 23, "duplicate key 'action'"),
-        ("tools:\n  a: &r\n    rules: []\n  b: *r\n", 2, 6, "anchors and aliases are not supported"),
-        ("x: &x [1]\ny: *x\n", 1, 4, "anchors and aliases are not supported"),
-        ("tools:\n  a: {rules: []}\n  b:\n    <<: {rules: []}\n", 4, 5, "merge keys (<<) are not supported"),
-        ("tools:\n  t:\n    rules:\n      - conditions:\n          - {path: args.a, op: lte, value: .inf}\n",
-         5, 43, "number '.inf' is not finite"),
-        ("tools:\n  t:\n    rules:\n      - conditions:\n          - {path: args.a, op: lte, value: -.Inf}\n",
-         5, 43, "is not finite"),
-        ("tools:\n  t:\n    rules:\n      - conditions:\n          - {path: args.a, op: eq, value: .nan}\n",
-         5, 42, "number '.nan' is not finite"),
-        ("tools:\n  t:\n    rules:\n      - conditions:\n          - {path: args.a, op: eq, value: 2024-01-01}\n",
-         5, 42, "unsupported YAML value '2024-01-01' (date); quote it"),
-        ("tools:\n  5:\n    rules: []\n", 2, 3, "mapping key '5' must be a string; quote it"),
-        ("tools:\n  ? [a, b]\n  : {rules: []}\n", 2, 5, "mapping keys must be plain strings"),
-        ("---\ntools: {}\n---\ntools: {}\n", 3, 1, "YAML"),
+        ("default: allow\ndefault: deny\ntools: {}\n", "default@2", "duplicate key 'default' (first defined at line 1"),
+        ("tools:\n  t:\n    rules:\n      - {action: deny, action: allow}\n", "action@2",
+         "duplicate key 'action' (first defined at line 4, column 10)"),
+        ("tools:\n  a: &r\n    rules: []\n  b: *r\n", "&r", "anchors and aliases are not supported"),
+        ("x: &x [1]\ny: *x\n", "&x", "anchors and aliases are not supported"),
+        ("tools:\n  a: {rules: []}\n  b:\n    <<: {rules: []}\n", "<<", "merge keys (<<) are not supported"),
+        (wrap_condition("{path: args.a, op: lte, value: .inf}"), ".inf", "number '.inf' is not finite"),
+        (wrap_condition("{path: args.a, op: lte, value: -.Inf}"), "-.Inf", "number '-.Inf' is not finite"),
+        (wrap_condition("{path: args.a, op: eq, value: .nan}"), ".nan", "number '.nan' is not finite"),
+        (wrap_condition("{path: args.a, op: eq, value: 2024-01-01}"), "2024",
+         "unsupported YAML value '2024-01-01' (date); quote it"),
+        ("tools:\n  5:\n    rules: []\n", "5:", "mapping key '5' must be a string; quote it"),
+        ("tools:\n  ? [a, b]\n  : {rules: []}\n", "[a", "mapping keys must be plain strings"),
+        ("---\ntools: {}\n---\ntools: {}\n", "---@2", "YAML syntax error"),
     ],
 )
-def test_yaml_problems(text, line, col, message):
+def test_yaml_problems(text, where, message):
     (e,) = load_errors(text)
-    assert (e.file, e.line, e.column, e.key_path) == ("policy.yaml", line, col, ""), str(e)
+    assert (e.file, e.line, e.column, e.key_path) == ("policy.yaml", *at(text, where), ""), str(e)
     assert message in e.message, str(e)
 
 
-@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n"])
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "   \n"])
 def test_empty_policy(text):
     (e,) = load_errors(text)
     assert (e.line, e.column, e.key_path) == (1, 1, "")
     assert "policy is empty" in e.message
+
+
+def test_explicit_empty_document_is_an_error():
+    (e,) = load_errors("---\n")
+    assert e.key_path == ""
 
 
 def test_quoted_digit_key_and_null_tools_are_fine():
@@ -590,12 +645,12 @@ tools:
 def test_all_errors_of_a_file_are_reported_at_once():
     errors = load_errors(FIVE_MISTAKES, "payments.yaml")
     assert [(e.file, e.line, e.column, e.key_path) for e in errors] == [
-        ("payments.yaml", 2, 1, "defualt"),
-        ("payments.yaml", 8, 50, "tools.create_charge.rules[0].conditions[0].value"),
-        ("payments.yaml", 12, 17, "tools.create_charge.rules[1].conditions[0].op"),
-        ("payments.yaml", 15, 21, "tools.create_charge.rules[2].rate_limit"),
-        ("payments.yaml", 20, 17, "tools.delete_repo.rules[0].reason"),
-        ("payments.yaml", 23, 21, 'tools["*"].rules[0].rate_limit'),
+        ("payments.yaml", *at(FIVE_MISTAKES, "defualt"), "defualt"),
+        ("payments.yaml", *at(FIVE_MISTAKES, '"50000"'), "tools.create_charge.rules[0].conditions[0].value"),
+        ("payments.yaml", *at(FIVE_MISTAKES, "lessthan"), "tools.create_charge.rules[1].conditions[0].op"),
+        ("payments.yaml", *at(FIVE_MISTAKES, "5/fortnight"), "tools.create_charge.rules[2].rate_limit"),
+        ("payments.yaml", *at(FIVE_MISTAKES, "also never"), "tools.delete_repo.rules[0].reason"),
+        ("payments.yaml", *at(FIVE_MISTAKES, "{window"), 'tools["*"].rules[0].rate_limit'),
     ]
     assert errors[0].hint == "did you mean 'default'?"
     text = str(PolicyLoadError(errors))
@@ -628,11 +683,11 @@ def test_session_scope_warning_is_not_an_error():
 
 def test_load_policy_names_the_file(tmp_path: Path):
     path = tmp_path / "payments.yaml"
-    path.write_text("tools:\n  t:\n    rules:\n      - {action: alow}\n")
+    path.write_text("tools:\n  t:\n    rules:\n      - {action: deny, scope: sesion}\n")
     with pytest.raises(PolicyLoadError) as info:
         regoguard.load_policy(path)
     (e,) = info.value.errors
-    assert (e.file, e.line, e.column, e.key_path) == (str(path), 4, 18, "tools.t.rules[0].action")
+    assert (e.file, e.line, e.column, e.key_path) == (str(path), 4, 31, "tools.t.rules[0].scope")
 
 
 def test_load_policy_missing_file(tmp_path: Path):

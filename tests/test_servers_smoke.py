@@ -24,6 +24,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INVALID_PARAMS,
     INVALID_REQUEST,
+    REQUEST_TIMEOUT,
     CallToolResult,
     CreateMessageRequestParams,
     CreateMessageResult,
@@ -434,7 +435,9 @@ async def test_exotic_resources_and_prompts(mode: str) -> None:
 async def test_exotic_request_timeout_then_recovers() -> None:
     with anyio.fail_after(TIMEOUT):
         async with connect("exotic", "legacy") as client:
-            with pytest.raises(MCPError):
+            # The client gives up with -32001 and sends notifications/cancelled; the server never answers id.
+            with pytest.raises(MCPError) as excinfo:
                 await client.call_tool("sleepy", {"seconds": 5}, read_timeout_seconds=0.3)
+            assert excinfo.value.code == REQUEST_TIMEOUT
             r = await client.call_tool("sleepy", {"seconds": 0.01})
             assert text_of(r) == "slept 0.01"

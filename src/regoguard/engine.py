@@ -285,7 +285,7 @@ class Engine:
             if built is None:
                 built = self._inline.built = self._build()
             try:
-                raw = _run_query(*built, doc)
+                raw = _run_query(built[0], built[1], doc)
             except Exception as exc:
                 return Decision.deny("engine/error", f"policy evaluation failed: {exc}")
             return self._parse(raw)

@@ -13,7 +13,7 @@ from typing import Any
 
 from regoguard.decision import Decision, Reason
 from regoguard.engine import Engine
-from regoguard.limits.limiter import Limiter, LimitDenial, Taken
+from regoguard.limits.limiter import LimitDenial, Limiter, Taken
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Guard:
         self._unlisted: dict[str, Any] = settings["unlisted"]
 
     def _entry(self, name: str) -> dict[str, Any]:
-        entry = self._tools.get(name)
+        entry: dict[str, Any] | None = self._tools.get(name)
         if entry is not None:
             return entry
         for rx, glob_entry in self._globs:

@@ -1,7 +1,7 @@
 """Rate and spend limits: token buckets (pure math) over a store (memory, SQLite, Redis)."""
 
 from regoguard.limits.clock import Clock, ManualClock, SystemClock
-from regoguard.limits.limiter import Limiter, LimitDenial, Taken, bucket_key, open_store
+from regoguard.limits.limiter import LimitDenial, Limiter, Taken, bucket_key, open_store
 from regoguard.limits.store import MemoryStore, Store, StoreError, TakeResult
 from regoguard.limits.token_bucket import BucketState, Spec
 

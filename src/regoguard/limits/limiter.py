@@ -7,6 +7,7 @@ with the same tool names apart when they share a store.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -77,16 +78,12 @@ class Limiter:
         """Give back what a call took (the server answered with an error). Store errors are swallowed:
         a lost refund only makes the limit stricter."""
         if taken.items:
-            try:
+            with contextlib.suppress(StoreError):
                 self.store.give_back_all(list(taken.items), self.clock.now())
-            except StoreError:
-                pass
 
     def forget_session(self, session: str) -> None:
-        try:
+        with contextlib.suppress(StoreError):
             self.store.reset(f"session/{session}/")
-        except StoreError:
-            pass
 
 
 def open_store(spec: str | None, prefix: str = "regoguard:") -> Store:

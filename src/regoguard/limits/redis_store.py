@@ -98,9 +98,9 @@ class RedisStore:
         try:
             for raw in self._redis.scan_iter(match=_glob_escape(self.prefix + prefix) + "*", count=500):
                 key = raw.decode() if isinstance(raw, bytes) else raw
-                v = self._redis.hmget(key, "tokens", "updated")
-                if v[0] is not None:
-                    out[key[len(self.prefix):]] = BucketState(float(v[0]), float(v[1]))
+                tokens, updated = self._redis.hmget(key, "tokens", "updated")
+                if tokens is not None and updated is not None:
+                    out[key[len(self.prefix):]] = BucketState(float(tokens), float(updated))
         except redis.RedisError as exc:
             raise StoreError(f"redis {self.url}: {exc}") from exc
         return dict(sorted(out.items()))

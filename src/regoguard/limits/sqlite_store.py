@@ -44,7 +44,7 @@ class SQLiteStore:
         unique = sorted(set(keys))
         marks = ",".join("?" * len(unique))
         rows = self._db.execute(f"SELECT key, tokens, updated FROM buckets WHERE key IN ({marks})", unique)
-        found: dict[str, BucketState | None] = {k: None for k in unique}
+        found: dict[str, BucketState | None] = dict.fromkeys(unique)
         for key, tokens, updated in rows:
             found[key] = BucketState(tokens, updated)
         return found

@@ -8,8 +8,9 @@ A leading ``(?i)`` (RE2 syntax that std::regex rejects) is rewritten into charac
 from __future__ import annotations
 
 import re
-import re._constants as sre_c  # noqa: PLC2701 - the stdlib parser is the only full regex parser at hand
-import re._parser as sre_parse  # noqa: PLC2701
+# The stdlib regex parser is the only full regex parser at hand; it ships no type stubs.
+import re._constants as sre_c  # type: ignore[import-not-found]
+import re._parser as sre_parse  # type: ignore[import-not-found]
 
 _UNPORTABLE: list[tuple[str, str]] = [
     (r"\(\?[=!]", "look-ahead is not supported by OPA's RE2"),
@@ -92,18 +93,16 @@ def _in_quantifier_braces(pattern: str, i: int) -> bool:
 def _has_nested_unbounded(tree: sre_parse.SubPattern, inside_repeat: bool = False) -> bool:
     for op, av in tree:
         if op in (sre_c.MAX_REPEAT, sre_c.MIN_REPEAT, sre_c.POSSESSIVE_REPEAT):
-            low, high, sub = av
+            _low, high, sub = av
             unbounded = high is sre_c.MAXREPEAT or high > 1
             if unbounded and inside_repeat and high is sre_c.MAXREPEAT:
                 return True
             if _has_nested_unbounded(sub, inside_repeat or unbounded):
                 return True
-        elif op == sre_c.SUBPATTERN:
-            if _has_nested_unbounded(av[-1], inside_repeat):
-                return True
-        elif op == sre_c.BRANCH:
-            if any(_has_nested_unbounded(b, inside_repeat) for b in av[1]):
-                return True
+        elif op == sre_c.SUBPATTERN and _has_nested_unbounded(av[-1], inside_repeat):
+            return True
+        elif op == sre_c.BRANCH and any(_has_nested_unbounded(b, inside_repeat) for b in av[1]):
+            return True
     return False
 
 

@@ -323,7 +323,8 @@ class StdioProxy:
                 self._internal.pop(jsonrpc.id_key(id_), None)
             result = response.get("result") if isinstance(response, dict) else None
             if not isinstance(result, dict):
-                raise ValueError(f"tools/list failed: {response.get('error') if isinstance(response, dict) else response}")
+                problem = response.get("error") if isinstance(response, dict) else response
+                raise ValueError(f"tools/list failed: {problem}")
             self.session.note_tools(result.get("tools"))
             cursor = result.get("nextCursor")
             if not cursor:
@@ -403,9 +404,9 @@ class StdioProxy:
 
     def _filter_tools_list(self, msg: dict[str, Any]) -> Any:
         result = msg.get("result")
-        tools = result.get("tools") if isinstance(result, dict) else None
-        if not isinstance(tools, list):
+        if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
             return msg
+        tools = result["tools"]
         self.session.note_tools(tools)
         kept = [t for t in tools if not (isinstance(t, dict) and isinstance(t.get("name"), str)
                                          and self.guard.is_hidden(t["name"]))]
