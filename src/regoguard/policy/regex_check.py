@@ -8,6 +8,7 @@ A leading ``(?i)`` (RE2 syntax that std::regex rejects) is rewritten into charac
 from __future__ import annotations
 
 import re
+
 # The stdlib regex parser is the only full regex parser at hand; it ships no type stubs.
 import re._constants as sre_c  # type: ignore[import-not-found]
 import re._parser as sre_parse  # type: ignore[import-not-found]
@@ -99,9 +100,7 @@ def _has_nested_unbounded(tree: sre_parse.SubPattern, inside_repeat: bool = Fals
                 return True
             if _has_nested_unbounded(sub, inside_repeat or unbounded):
                 return True
-        elif op == sre_c.SUBPATTERN and _has_nested_unbounded(av[-1], inside_repeat):
-            return True
-        elif op == sre_c.BRANCH and any(_has_nested_unbounded(b, inside_repeat) for b in av[1]):
+        elif (op == sre_c.SUBPATTERN and _has_nested_unbounded(av[-1], inside_repeat)) or (op == sre_c.BRANCH and any(_has_nested_unbounded(b, inside_repeat) for b in av[1])):
             return True
     return False
 
