@@ -100,8 +100,10 @@ def _has_nested_unbounded(tree: sre_parse.SubPattern, inside_repeat: bool = Fals
                 return True
             if _has_nested_unbounded(sub, inside_repeat or unbounded):
                 return True
-        elif (op == sre_c.SUBPATTERN and _has_nested_unbounded(av[-1], inside_repeat)) or (op == sre_c.BRANCH and any(_has_nested_unbounded(b, inside_repeat) for b in av[1])):
-            return True
+        else:
+            children = [av[-1]] if op == sre_c.SUBPATTERN else av[1] if op == sre_c.BRANCH else []
+            if any(_has_nested_unbounded(child, inside_repeat) for child in children):
+                return True
     return False
 
 
