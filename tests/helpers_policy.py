@@ -38,8 +38,19 @@ def call_doc(tool: str, args: Any = None, schema: dict[str, Any] | None = None) 
     return doc
 
 
-def decide(yaml_text: str, tool: str, args: Any = None, schema: dict[str, Any] | None = None) -> Decision:
-    """Decide one call of ``tool`` with ``args`` under the policy ``yaml_text``."""
+def decide(
+    yaml_text: str, tool: str, args: Any = None, schema: dict[str, Any] | None = None, fresh: bool = False
+) -> Decision:
+    """Decide one call of ``tool`` with ``args`` under the policy ``yaml_text``.
+
+    ``fresh``: on a new engine, so no earlier call can answer from the decision cache.
+    """
+    if fresh:
+        engine = Engine(compiled_for(yaml_text))
+        try:
+            return engine.evaluate(call_doc(tool, args, schema))
+        finally:
+            engine.close()
     return engine_for(yaml_text).evaluate(call_doc(tool, args, schema))
 
 

@@ -13,6 +13,7 @@ import os
 import tempfile
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -66,12 +67,17 @@ SPECIAL_STRINGS = [
     "a5c",
     "ABC",
     "é",
+    "éé",
     "\u0663",
+    "日本",
 ]
 SPECIAL_FLOATS = [0.0, -0.0, 0.5, 5.0, -1.5, 2.5, 0.1, 1e-07, 1e16, 1.5e300, 123456789.125]
 
 ints = st.integers(min_value=-3, max_value=12)
-big_ints = st.sampled_from([2**53, 2**53 + 1, -(2**60), 10**20])
+# JSON integers need not fit 64 bits: the edges of int64/uint64 and beyond.
+big_ints = st.sampled_from(
+    [2**53, 2**53 + 1, -(2**60), 2**63 - 1, 2**63, -(2**63) - 1, 10**19, 2**64, 2**64 + 100, 10**20]
+)
 floats = st.sampled_from(SPECIAL_FLOATS) | st.floats(allow_nan=False, allow_infinity=False)
 numbers = st.one_of(ints, ints, floats, big_ints)
 strings = st.sampled_from(SPECIAL_STRINGS) | st.text(alphabet="ab5.*/\n é", max_size=5)
@@ -84,7 +90,12 @@ values = st.one_of(
     st.dictionaries(st.sampled_from(["tag", "cost", "x"]), scalars, max_size=2),
 )
 meta_values = values | st.fixed_dictionaries({}, optional={"tag": values, "cost": values, "x": values})
-items_values = values | st.lists(values, min_size=1, max_size=3)
+# A digit segment indexes a list or, on an object, names a key: draw both, and lists too short for it.
+items_values = st.one_of(
+    values,
+    st.lists(values, max_size=3),
+    st.dictionaries(st.sampled_from(["0", "1", "x"]), values, max_size=2),
+)
 
 arguments = st.fixed_dictionaries(
     {},
@@ -313,48 +324,55 @@ def _charges(charges: list[dict[str, Any]]) -> list[dict[str, tuple[str, Any]]]:
     return [{k: _typed(v) for k, v in c.items() if k not in ("rule", "message")} for c in charges]
 
 
-def build_engine(text: str) -> regoguard.Engine:
+def build_engine(text: str, cache: bool) -> regoguard.Engine:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "generated.yaml")
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         policy = regoguard.load_policy(path)
-    return regoguard.Engine(regoguard.compile_policy(policy))
+    limits = regoguard.EngineLimits() if cache else regoguard.EngineLimits(cache_size=0)
+    return regoguard.Engine(regoguard.compile_policy(policy), limits)
 
 
+# "cached" is the engine as the proxy runs it; "uncached" (cache_size=0) tells a decision-cache bug from
+# a Rego one: a failure in "cached" alone is the cache's.
+@pytest.mark.parametrize("cache", [True, False], ids=["cached", "uncached"])
 @settings(
     max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(policy=policies(), call_list=st.lists(calls, min_size=1, max_size=6))
-def test_compiled_rego_decides_as_the_reference(policy, call_list):
+def test_compiled_rego_decides_as_the_reference(cache, policy, call_list):
     text = yaml.safe_dump(policy, sort_keys=False, allow_unicode=True)
     raw = yaml.safe_load(text)
     try:
-        engine = build_engine(text)
+        engine = build_engine(text, cache)
     except regoguard.PolicyLoadError as e:
         raise AssertionError(f"a valid generated policy was rejected:\n{text}\n{e}") from e
 
-    for tool, args, schema in call_list:
-        want = reference_decide(raw, tool, args, schema)
-        doc: dict[str, Any] = {"tool": {"name": tool, "arguments": args}}
-        if schema is not None:
-            doc["schema"] = schema
-        decision = engine.evaluate(doc)
-        got = {
-            "allow": decision.allow,
-            "rules": [r.rule for r in decision.reasons],
-            "charges": [c.to_json() for c in decision.charges],
-        }
-        same = (
-            got["allow"] is want["allow"]
-            and got["rules"] == want["rules"]
-            and _charges(got["charges"]) == _charges(want["charges"])
-        )
-        assert same, (
-            f"engine and reference disagree\n--- policy ---\n{text}--- call ---\n"
-            f"tool={tool!r}\nargs={args!r}\nschema={schema!r}\n"
-            f"--- reference ---\n{want}\n--- engine ---\n{got}\n--- engine decision ---\n"
-            f"{decision.to_json()}"
-        )
+    try:
+        for tool, args, schema in call_list:
+            want = reference_decide(raw, tool, args, schema)
+            doc: dict[str, Any] = {"tool": {"name": tool, "arguments": args}}
+            if schema is not None:
+                doc["schema"] = schema
+            decision = engine.evaluate(doc)
+            got = {
+                "allow": decision.allow,
+                "rules": [r.rule for r in decision.reasons],
+                "charges": [c.to_json() for c in decision.charges],
+            }
+            same = (
+                got["allow"] is want["allow"]
+                and got["rules"] == want["rules"]
+                and _charges(got["charges"]) == _charges(want["charges"])
+            )
+            assert same, (
+                f"engine and reference disagree\n--- policy ---\n{text}--- call ---\n"
+                f"tool={tool!r}\nargs={args!r}\nschema={schema!r}\n"
+                f"--- reference ---\n{want}\n--- engine ---\n{got}\n--- engine decision ---\n"
+                f"{decision.to_json()}"
+            )
+    finally:
+        engine.close()

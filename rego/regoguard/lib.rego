@@ -1,24 +1,25 @@
 # regoguard's decision library: the generic rules every compiled policy is decided by.
 #
 # A compiled policy (`regoguard compile`) is one module, `package regoguard`, defining `settings`: per
-# tool, its rules, conditions and limits, as data. This library reads `data.regoguard.settings` and the
-# call in `input`, and answers `data.regoguard.lib.decision`:
+# tool name an entry holding the rules that apply to it (its own, then the "*" rules) and the limits
+# they charge, as data. This library reads `data.regoguard.settings` and the call in `input`:
 #
-#   {"allow": bool, "action": "allow" | "deny",
-#    "reasons": [{"rule": id, "message": text, "detail": [what failed, ...]}, ...],   # first one is shown
-#    "charges": [{"counter", "scope", "cost", "capacity", "window", "strict", "rule", "message"}, ...]}
+#   data.regoguard.lib.decision = {
+#     "allow": bool, "action": "allow" | "deny",
+#     "reasons": [{"rule": id, "message": text, "detail": [what failed, ...]}, ...],  # the first is shown
+#     "charges": [{"counter", "scope", "cost", "capacity", "window", "strict", "rule", "message"}, ...]}
+#
+#   data.regoguard.lib.verdict = {"allow": bool, "costs": [...]}    # the engine's hot path: the same
+#     decision in few words; the engine fills in the charges from the entry and asks for `decision`
+#     only when a call is denied.
 #
 # Why generic rules over per-tool data: one Rego rule per tool makes every query walk every tool, while a
-# lookup by tool name keeps a decision flat from 10 to 1,000 tools (see benchmarks/). Rules rather than
-# functions where possible: a rule is evaluated once per query, a function once per call.
-#
-# Strict Rego v1 and only standard built-ins, so the same modules run under OPA:
+# lookup by tool name keeps a decision flat from 10 to 1,000 tools (see benchmarks/). Strict Rego v1 and
+# standard built-ins only, so the same modules run under OPA:
 #   opa eval -d rego/regoguard/lib.rego -d compiled/payments.rego -i call.json data.regoguard.lib.decision
 package regoguard.lib
 
 import rego.v1
-
-settings := data.regoguard.settings
 
 name := input.tool.name
 
@@ -27,26 +28,33 @@ default args := {}
 args := input.tool.arguments if is_object(input.tool.arguments)
 
 decision := {
-	"allow": count(reasons) == 0,
+	"allow": allow,
 	"action": action,
 	"reasons": reasons,
 	"charges": charges,
 }
 
+verdict := {"allow": allow, "costs": costs}
+
+default allow := false
+
+allow if count(reasons) == 0
+
 default action := "deny"
 
-action := "allow" if count(reasons) == 0
+action := "allow" if allow
 
-# --- which rules apply ----------------------------------------------------------------------------
+# --- which entry decides this call ------------------------------------------------------------------
 
-# The tool's entry: {"rules": [...]}, {"hidden": true} or {"unlisted": true} (under default: deny).
 # An exact key wins; else the first glob (in file order) that matches the whole name; else `unlisted`.
-entry := settings.tools[name]
+entry := object.get(data.regoguard.settings.tools, name, other_entry)
 
-entry := settings.globs[first_glob].entry if not settings.tools[name]
+other_entry := data.regoguard.settings.unlisted if count(data.regoguard.settings.globs) == 0
 
-entry := settings.unlisted if {
-	not settings.tools[name]
+other_entry := data.regoguard.settings.globs[first_glob].entry
+
+other_entry := data.regoguard.settings.unlisted if {
+	count(data.regoguard.settings.globs) > 0
 	not first_glob
 }
 
@@ -54,14 +62,13 @@ first_glob := min(hits) if {
 	# `some i` then an index, not `some i, g in`: rego-cpp 1.5 rejects the two-variable form in comprehensions
 	hits := [i |
 		some i
-		g := settings.globs[i]
+		g := data.regoguard.settings.globs[i]
 		regex.match(g.regex, name)
 	]
 	count(hits) > 0
 }
 
-# A tool's own rules run first, then the "*" rules.
-rules := array.concat(entry.rules, settings.wildcard)
+# --- why a call is denied -----------------------------------------------------------------------------
 
 reasons := [{
 	"rule": "hide",
@@ -76,26 +83,12 @@ reasons := [{
 }] if entry.unlisted
 
 reasons := [{"rule": r.id, "message": reason_message(r), "detail": failures(r)} |
-	some r in rules
+	some r in entry.rules
 	fails(r)
 ] if entry.rules
 
-# The rule's own on_deny/reason; without one, say what failed.
-reason_message(r) := r.message if r.custom_message
-
-reason_message(r) := concat("", ["Policy rule \"", r.id, "\" denied the call: ", failures(r)[0]]) if {
-	not r.custom_message
-	r.action != "deny"
-}
-
-reason_message(r) := r.message if {
-	not r.custom_message
-	r.action == "deny"
-}
-
-# --- why a rule fails -----------------------------------------------------------------------------
-
-fails(r) if r.action == "deny"
+# A rule's data holds only the keys that apply to it, so each clause below fails fast on the others.
+fails(r) if r.deny
 
 fails(r) if {
 	some c in r.conditions
@@ -108,8 +101,21 @@ fails(r) if {
 }
 
 fails(r) if {
-	r.limit.cost_from
-	not cost_of(r.limit)
+	r.cost_from
+	not cost_value(r.cost_from)
+}
+
+# The rule's own on_deny/reason; without one, say what failed.
+reason_message(r) := r.message if r.custom_message
+
+reason_message(r) := r.message if {
+	not r.custom_message
+	r.deny
+}
+
+reason_message(r) := concat("", ["Policy rule \"", r.id, "\" denied the call: ", failures(r)[0]]) if {
+	not r.custom_message
+	not r.deny
 }
 
 # Only for rules that fail: the words saying why.
@@ -118,9 +124,9 @@ failures(r) := array.concat(
 	array.concat(validate_failures(r), cost_failures(r)),
 )
 
-deny_failures(r) := ["the rule denies every call"] if r.action == "deny"
+deny_failures(r) := ["the rule denies every call"] if r.deny
 
-deny_failures(r) := [] if r.action != "deny"
+deny_failures(r) := [] if not r.deny
 
 condition_failures(r) := [concat("", [c.text, " does not hold"]) |
 	some c in r.conditions
@@ -148,6 +154,17 @@ validate_failures(r) := [concat("", ["missing required argument \"", k, "\""]) |
 	valid_required
 }
 
+cost_failures(r) := [] if not r.cost_from
+
+cost_failures(r) := [] if cost_value(r.cost_from)
+
+cost_failures(r) := [concat("", [r.cost_from.text, " must be a non-negative number: it is what the call costs"])] if {
+	r.cost_from
+	not cost_value(r.cost_from)
+}
+
+# --- validate: {required_args: true} --------------------------------------------------------------------
+
 default required := []
 
 required := input.schema.required
@@ -167,42 +184,31 @@ required_present if {
 	}
 }
 
-cost_failures(r) := [] if not r.limit.cost_from
-
-cost_failures(r) := [] if cost_of(r.limit)
-
-cost_failures(r) := [concat("", [
-	r.limit.cost_from.text,
-	" must be a non-negative number: it is the cost counted against ", r.limit.counter,
-])] if {
-	r.limit.cost_from
-	not cost_of(r.limit)
-}
-
 has_key(obj, k) if _ = obj[k]
 
-# --- charges: the tokens an allowed call takes (the guard takes them, not this library) -----------
+# --- charges: the tokens an allowed call takes (the guard takes them, not this library) -------------
 
 default charges := []
 
-charges := [{
-	"counter": r.limit.counter,
-	"scope": r.limit.scope,
-	"cost": cost_of(r.limit),
-	"capacity": r.limit.capacity,
-	"window": r.limit.window,
-	"strict": r.limit.strict,
-	"rule": r.id,
-	"message": r.message,
-} |
-	some r in rules
-	r.limit
-] if count(reasons) == 0
+charges := [charge(t) | some t in entry.charges] if allow
 
-cost_of(l) := l.cost if not l.cost_from
+charge(t) := t if not t.cost_from
 
-cost_of(l) := v if {
-	v := arg_at(l.cost_from)
+charge(t) := object.union(object.remove(t, ["cost_from"]), {"cost": cost_value(t.cost_from)}) if t.cost_from
+
+# Costs taken from arguments (increment_from), in charge order; static costs are in the entry already.
+default costs := []
+
+costs := [cost_value(t.cost_from) |
+	some t in entry.charges
+	t.cost_from
+] if {
+	allow
+	entry.dynamic_costs
+}
+
+cost_value(src) := v if {
+	v := arg_at(src)
 	is_number(v)
 	v >= 0
 }
@@ -210,120 +216,107 @@ cost_of(l) := v if {
 # --- conditions -----------------------------------------------------------------------------------
 
 # The argument a condition (or a cost) reads; null when absent. A digit segment indexes a list (`path`
-# holds it as a number) or, failing that, names an object key (`key_path` holds every segment as text).
-arg_at(c) := object.get(args, c.path, object.get(args, c.key_path, null))
+# holds it as a number) or, failing that, names an object key (`key_path`, present only then, holds
+# every segment as text).
+arg_at(c) := object.get(args, c.path, object.get(args, object.get(c, "key_path", c.path), null))
 
-# A missing or null argument fails every operator but `exists`.
+# One chain, most common operators first: `else` stops at the first branch whose body holds, so a
+# passing condition costs one or two branches, not one per operator. A missing or null argument fails
+# every operator but `exists`.
 holds(c) if {
-	c.op != "exists"
+	c.op == "lte"
+	v := arg_at(c)
+	is_number(v)
+	v <= c.value
+} else if {
+	c.op == "in"
 	v := arg_at(c)
 	v != null
-	op_holds(c, v)
-}
-
-holds(c) if {
+	some m in c.matches
+	eq_match(v, m)
+} else if {
+	c.op == "eq"
+	v := arg_at(c)
+	v != null
+	eq_match(v, c.match)
+} else if {
+	c.op == "regex"
+	v := arg_at(c)
+	regex_subject(v)
+	regex.match(c.regex, v)
+} else if {
+	c.op == "lt"
+	v := arg_at(c)
+	is_number(v)
+	v < c.value
+} else if {
+	c.op == "gte"
+	v := arg_at(c)
+	is_number(v)
+	v >= c.value
+} else if {
+	c.op == "gt"
+	v := arg_at(c)
+	is_number(v)
+	v > c.value
+} else if {
+	c.op == "neq"
+	v := arg_at(c)
+	v != null
+	not eq_match(v, c.match)
+} else if {
+	c.op == "not_in"
+	v := arg_at(c)
+	v != null
+	not in_any(v, c.matches)
+} else if {
 	c.op == "exists"
 	c.value == true
 	arg_at(c) != null
-}
-
-holds(c) if {
+} else if {
 	c.op == "exists"
 	c.value == false
 	arg_at(c) == null
-}
-
-op_holds(c, v) if {
-	c.op == "eq"
-	eq_match(v, c.match)
-}
-
-op_holds(c, v) if {
-	c.op == "neq"
-	not eq_match(v, c.match)
-}
-
-op_holds(c, v) if {
-	c.op == "in"
-	some m in c.matches
-	eq_match(v, m)
-}
-
-op_holds(c, v) if {
-	c.op == "not_in"
-	not in_any(v, c.matches)
-}
-
-op_holds(c, v) if {
-	c.op == "lt"
-	is_number(v)
-	v < c.value
-}
-
-op_holds(c, v) if {
-	c.op == "lte"
-	is_number(v)
-	v <= c.value
-}
-
-op_holds(c, v) if {
-	c.op == "gt"
-	is_number(v)
-	v > c.value
-}
-
-op_holds(c, v) if {
-	c.op == "gte"
-	is_number(v)
-	v >= c.value
-}
-
-op_holds(c, v) if {
-	c.op in {"regex", "glob"}
+} else if {
+	c.op == "glob"
+	v := arg_at(c)
 	regex_subject(v)
 	regex.match(c.regex, v)
-}
-
-op_holds(c, v) if {
+} else if {
 	c.op == "not_regex"
+	v := arg_at(c)
 	regex_subject(v)
 	not regex.match(c.regex, v)
-}
-
-op_holds(c, v) if {
+} else if {
 	c.op == "contains"
+	v := arg_at(c)
 	is_string(v)
 	is_string(c.value)
 	contains(v, c.value)
-}
-
-op_holds(c, v) if {
+} else if {
 	c.op == "contains"
+	v := arg_at(c)
 	is_array(v)
 	some e in v
 	eq_match(e, c.match)
-}
-
-op_holds(c, v) if {
+} else if {
 	c.op == "starts_with"
+	v := arg_at(c)
 	is_string(v)
 	startswith(v, c.value)
-}
-
-op_holds(c, v) if {
+} else if {
 	c.op == "ends_with"
+	v := arg_at(c)
 	is_string(v)
 	endswith(v, c.value)
-}
-
-op_holds(c, v) if {
+} else if {
 	c.op == "len_lte"
+	v := arg_at(c)
 	sized(v)
 	count(v) <= c.value
-}
-
-op_holds(c, v) if {
+} else if {
 	c.op == "len_gte"
+	v := arg_at(c)
 	sized(v)
 	count(v) >= c.value
 }
@@ -368,4 +361,3 @@ eq_match(v, m) if {
 	not is_boolean(v)
 	v == m.value
 }
-

@@ -50,6 +50,17 @@ class CompiledPolicy:
         """A short hash of the module text: it changes whenever the compiled policy does."""
         return hashlib.sha256(self.module.encode()).hexdigest()[:16]
 
+    def entry_for(self, name: str) -> dict[str, Any]:
+        """The settings entry deciding calls to ``name``, found as the Rego library finds it: the exact
+        key, else the first glob (in file order) matching the whole name, else ``unlisted``."""
+        entry: dict[str, Any] | None = self.settings["tools"].get(name)
+        if entry is not None:
+            return entry
+        for g in self.settings["globs"]:
+            if re.fullmatch(g["regex"], name, re.DOTALL):
+                return g["entry"]  # type: ignore[no-any-return]
+        return self.settings["unlisted"]  # type: ignore[no-any-return]
+
     @property
     def filename(self) -> str:
         """``payments.yaml`` compiles to ``payments.rego``."""
@@ -77,23 +88,22 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
 def _settings(policy: Policy) -> dict[str, Any]:
     """The policy as the library reads it: one entry per tool name, looked up in O(1).
 
-    An entry is ``{"rules": [...]}``, ``{"hidden": true}`` or ``{"unlisted": true}`` (denied under
-    ``default: deny``); ``unlisted`` is the entry of every name no key matches.
+    An entry is ``{"hidden": true}``, ``{"unlisted": true}`` (denied under ``default: deny``) or
+    ``{"rules": [...], "charges": [...]}`` where ``rules`` are the tool's own rules followed by the
+    ``"*"`` rules (merged here, once, rather than on every call) and ``charges`` the limits they take.
+    ``unlisted`` is the entry of every name no key matches.
     """
     hidden = {"hidden": True}
+    wildcard = next((t.rules for t in policy.tools if t.is_wildcard), ())
     tools: dict[str, Any] = {}
     globs: list[dict[str, Any]] = []
-    wildcard: list[dict[str, Any]] = []
     for t in policy.tools:
-        rules = [_rule(r) for r in t.rules]
-        if t.is_wildcard:
-            wildcard = rules
-        elif policy.hide_all:
+        if t.is_wildcard or policy.hide_all:
             continue
-        elif t.is_glob:
-            globs.append({"key": t.key, "regex": glob_to_regex(t.key), "entry": {"rules": rules}})
+        if t.is_glob:
+            globs.append({"key": t.key, "regex": glob_to_regex(t.key), "entry": _entry((*t.rules, *wildcard))})
         else:
-            tools[t.key] = hidden if t.key in policy.hide else {"rules": rules}
+            tools[t.key] = hidden if t.key in policy.hide else _entry((*t.rules, *wildcard))
     if not policy.hide_all:
         for name in policy.hide:
             tools.setdefault(name, hidden)
@@ -102,46 +112,70 @@ def _settings(policy: Policy) -> dict[str, Any]:
     elif policy.default == "deny":
         unlisted = {"unlisted": True}
     else:
-        unlisted = {"rules": []}
+        unlisted = _entry(wildcard)
     return {
         "source": Path(policy.source).name,
         "default": policy.default,
         "tools": tools,
         "globs": globs,
         "unlisted": unlisted,
-        "wildcard": wildcard,
     }
+
+
+def _entry(rules: tuple[Rule, ...]) -> dict[str, Any]:
+    charges = [_charge(r) for r in rules if r.limit is not None]
+    entry: dict[str, Any] = {"rules": [_rule(r) for r in rules], "charges": charges}
+    if any("cost_from" in c for c in charges):
+        entry["dynamic_costs"] = True
+    return entry
+
+
+def _charge(r: Rule) -> dict[str, Any]:
+    lim = r.limit
+    assert lim is not None
+    charge: dict[str, Any] = {
+        "counter": lim.counter,
+        "scope": lim.scope,
+        "capacity": lim.capacity,
+        "window": lim.window,
+        "strict": lim.strict,
+        "rule": r.id,
+        "message": r.message,
+    }
+    if lim.cost_path:
+        charge["cost_from"] = _cost_from(lim.cost_path)
+    else:
+        charge["cost"] = lim.cost
+    return charge
+
+
+def _cost_from(segs: tuple[str, ...]) -> dict[str, Any]:
+    return {"text": "args." + ".".join(segs), **_path(segs)}
 
 
 def _rule(r: Rule) -> dict[str, Any]:
-    limit = None
-    if r.limit is not None:
-        lim = r.limit
-        limit = {
-            "counter": lim.counter,
-            "scope": lim.scope,
-            "capacity": lim.capacity,
-            "window": lim.window,
-            "strict": lim.strict,
-            "cost": lim.cost,
-        }
-        if lim.cost_path:  # absent, not null: a null field is "true" in a Rego body
-            limit["cost_from"] = {"text": "args." + ".".join(lim.cost_path), **_path(lim.cost_path)}
-    return {
-        "id": r.id,
-        "action": r.action,
-        "message": r.message,
-        "custom_message": r.custom_message,
-        "conditions": [_condition(c) for c in r.conditions],
-        "validate_required": r.validate_required,
-        "limit": limit,
-    }
+    """A rule as data. Keys that do not apply are left out, not set to false or null: an absent key
+    is what makes the library's other clauses fail fast (and a null would count as true in a body)."""
+    out: dict[str, Any] = {"id": r.id, "message": r.message}
+    if r.custom_message:
+        out["custom_message"] = True
+    if r.action == "deny":
+        out["deny"] = True
+    if r.conditions:
+        out["conditions"] = [_condition(c) for c in r.conditions]
+    if r.validate_required:
+        out["validate_required"] = True
+    if r.limit is not None and r.limit.cost_path:
+        out["cost_from"] = _cost_from(r.limit.cost_path)
+    return out
 
 
 def _path(segs: tuple[str, ...]) -> dict[str, list[str | int]]:
     """``path`` for ``object.get``, digit segments as list indexes; ``key_path`` (all strings) when those
     digits may also be object keys."""
     path: list[str | int] = [int(s) if s.isdigit() and len(s) < 16 else s for s in segs]
+    if all(isinstance(p, str) for p in path):
+        return {"path": path}
     return {"path": path, "key_path": list(segs)}
 
 
@@ -217,11 +251,27 @@ def _j(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
-def _emit_rules(lines: list[str], tool: ToolPolicy, rules: list[dict[str, Any]], indent: str) -> None:
-    for r, compiled in zip(tool.rules, rules, strict=True):
-        label = f"rules[{r.index}]" + (f" {json.dumps(r.name, ensure_ascii=False)}" if r.name else "")
-        lines.append(f"{indent}# {label} (line {r.line})")
-        lines.append(f"{indent}{_j(compiled)},")
+def _rule_origin(rules: tuple[Rule, ...], wildcard: tuple[Rule, ...]) -> list[str]:
+    own = [f"rules[{r.index}]" + (f" {json.dumps(r.name, ensure_ascii=False)}" if r.name else "") + f" (line {r.line})"
+           for r in rules]
+    star = [f'tools."*".rules[{r.index}]' + (f" {json.dumps(r.name, ensure_ascii=False)}" if r.name else "")
+            + f" (line {r.line})" for r in wildcard]
+    return own + star
+
+
+def _emit_entry(lines: list[str], entry: dict[str, Any], origins: list[str], indent: str) -> None:
+    """One entry, a rule a line, each under a comment naming the YAML it came from."""
+    if "rules" not in entry:
+        lines.append(f"{indent}{_j(entry)},")
+        return
+    lines.append(f'{indent}"rules": [')
+    for origin, rule in zip(origins, entry["rules"], strict=True):
+        lines.append(f"{indent}\t# {origin}")
+        lines.append(f"{indent}\t{_j(rule)},")
+    lines.append(f"{indent}],")
+    lines.append(f'{indent}"charges": {_j(entry["charges"])},')
+    if entry.get("dynamic_costs"):
+        lines.append(f'{indent}"dynamic_costs": true,')
 
 
 def _emit(policy: Policy, settings: dict[str, Any]) -> str:
@@ -235,6 +285,7 @@ def _emit(policy: Policy, settings: dict[str, Any]) -> str:
         "#",
         f"# The policy as data. The rules that decide a call from it are in {LIB_PACKAGE} (rego/regoguard/lib.rego):",
         f"#   opa eval -d lib.rego -d {Path(src).stem}.rego -i call.json data.{LIB_PACKAGE}.decision",
+        "# Each tool lists its own rules, then the \"*\" rules, in the order they run.",
         f"package {SETTINGS_PACKAGE}",
         "",
         "import rego.v1",
@@ -245,37 +296,32 @@ def _emit(policy: Policy, settings: dict[str, Any]) -> str:
         '\t"tools": {',
     ]
     by_key = {t.key: t for t in policy.tools}
+    wildcard = by_key[WILDCARD].rules if WILDCARD in by_key else ()
     for key, entry in settings["tools"].items():
-        t = by_key.get(key)
         if "hidden" in entry:
             lines.append(f"\t\t# tools.{key}: hidden (hide)")
             lines.append(f"\t\t{_j(key)}: {_j(entry)},")
             continue
-        assert t is not None
+        t = by_key[key]
         lines.append(f"\t\t# tools.{key} (line {t.line})")
-        if not entry["rules"]:
-            lines.append(f'\t\t{_j(key)}: {{"rules": []}},')
-            continue
-        lines.append(f'\t\t{_j(key)}: {{"rules": [')
-        _emit_rules(lines, t, entry["rules"], "\t\t\t")
-        lines.append("\t\t]},")
+        lines.append(f"\t\t{_j(key)}: {{")
+        _emit_entry(lines, entry, _rule_origin(t.rules, wildcard), "\t\t\t")
+        lines.append("\t\t},")
     lines.append("\t},")
     lines.append('\t"globs": [')
     for g in settings["globs"]:
         t = by_key[g["key"]]
         lines.append(f"\t\t# tools.{g['key']} (line {t.line})")
-        lines.append(f'\t\t{{"key": {_j(g["key"])}, "regex": {_j(g["regex"])}, "entry": {{"rules": [')
-        _emit_rules(lines, t, g["entry"]["rules"], "\t\t\t")
-        lines.append("\t\t]}},")
+        lines.append(f'\t\t{{"key": {_j(g["key"])}, "regex": {_j(g["regex"])}, "entry": {{')
+        _emit_entry(lines, g["entry"], _rule_origin(t.rules, wildcard), "\t\t\t")
+        lines.append("\t\t}},")
     lines.append("\t],")
-    lines.append("\t# every other tool")
-    lines.append(f'\t"unlisted": {_j(settings["unlisted"])},')
-    if WILDCARD in by_key and settings["wildcard"]:
-        lines.append(f'\t# tools."*" (line {by_key[WILDCARD].line}): rules on every call, after the tool\'s own')
-        lines.append('\t"wildcard": [')
-        _emit_rules(lines, by_key[WILDCARD], settings["wildcard"], "\t\t")
-        lines.append("\t],")
+    lines.append("\t# every tool no key names")
+    if "rules" in settings["unlisted"]:
+        lines.append('\t"unlisted": {')
+        _emit_entry(lines, settings["unlisted"], _rule_origin((), wildcard), "\t\t")
+        lines.append("\t},")
     else:
-        lines.append('\t"wildcard": [],')
+        lines.append(f'\t"unlisted": {_j(settings["unlisted"])},')
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -36,7 +36,8 @@ from regoguard.decision import Charge, Decision, Reason
 from regoguard.errors import EngineError
 from regoguard.policy.regex_check import glob_to_regex
 
-ENTRYPOINT = "data.regoguard.lib.decision"
+VERDICT = "regoguard/lib/verdict"  # the hot path: {"allow", "costs"}
+DECISION = "regoguard/lib/decision"  # the full, documented decision: asked for when a call is denied
 
 WORKER_STACK_BYTES = 512 * 1024 * 1024
 _MISSING = "\x00missing"
@@ -73,10 +74,17 @@ def run_with_large_stack(fn: Callable[[], Any]) -> Any:
     return result[0] if result else None
 
 
-def _run_query(interp: Any, bundle: Any, doc: dict[str, Any]) -> str:
+def _run_query(interp: Any, bundle: Any, doc: dict[str, Any]) -> tuple[str, str | None]:
+    """Ask for the verdict; when it denies, ask for the full decision too (same input, same bundle)."""
     interp.set_input(doc)
-    out = interp.query_bundle(bundle)
-    return str(out) if out.ok() else "\x00error:" + str(out)
+    out = interp.query_bundle_entrypoint(bundle, VERDICT)
+    if not out.ok():
+        return "\x00error:" + str(out), None
+    verdict = str(out)
+    if '"allow":true' in verdict.replace(" ", ""):
+        return verdict, None
+    full = interp.query_bundle_entrypoint(bundle, DECISION)
+    return verdict, (str(full) if full.ok() else "\x00error:" + str(full))
 
 
 @dataclass(frozen=True)
@@ -110,7 +118,9 @@ class _Worker:
     """One thread with a large stack, owning one interpreter and bundle."""
 
     def __init__(self, build: Callable[[], tuple[Any, Any]]) -> None:
-        self._jobs: queue.SimpleQueue[tuple[dict[str, Any], Future[str]] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[dict[str, Any], Future[tuple[str, str | None]]] | None] = (
+            queue.SimpleQueue()
+        )
         self._ready: Future[None] = Future()
         self._build = build
         old = threading.stack_size()
@@ -136,8 +146,8 @@ class _Worker:
             except BaseException as exc:  # a query must always answer
                 fut.set_exception(exc)
 
-    def submit(self, doc: dict[str, Any]) -> Future[str]:
-        fut: Future[str] = Future()
+    def submit(self, doc: dict[str, Any]) -> Future[tuple[str, str | None]]:
+        fut: Future[tuple[str, str | None]] = Future()
         self._jobs.put((doc, fut))
         return fut
 
@@ -185,7 +195,7 @@ class Engine:
             interp.add_data(self._data)
             for name, source in self._modules.items():
                 interp.add_module(name, source)
-            bundle = interp.build(ENTRYPOINT)
+            bundle = interp.build(None, [VERDICT, DECISION])
         except regopy.RegoError as exc:
             raise EngineError(f"cannot build the policy bundle: {exc}") from exc
         if not bundle.ok():
@@ -288,7 +298,7 @@ class Engine:
                 raw = _run_query(built[0], built[1], doc)
             except Exception as exc:
                 return Decision.deny("engine/error", f"policy evaluation failed: {exc}")
-            return self._parse(raw)
+            return self._parse(doc, *raw)
         with self._lock:
             worker = self._worker
             fut = worker.submit(doc)
@@ -299,13 +309,31 @@ class Engine:
             return Decision.deny("engine/timeout", f"policy evaluation took longer than {self.limits.timeout}s")
         except Exception as exc:
             return Decision.deny("engine/error", f"policy evaluation failed: {exc}")
-        return self._parse(raw)
+        return self._parse(doc, *raw)
 
-    @staticmethod
-    def _parse(raw: str) -> Decision:
-        if raw.startswith("\x00error:"):
-            return Decision.deny("engine/error", f"policy evaluation failed: {raw[7:].strip()[:500]}")
-        return parse_result(raw)
+    def _parse(self, doc: dict[str, Any], verdict: str, full: str | None) -> Decision:
+        for raw in (verdict, full):
+            if raw is not None and raw.startswith("\x00error:"):
+                return Decision.deny("engine/error", f"policy evaluation failed: {raw[7:].strip()[:500]}")
+        if full is not None:
+            return parse_decision(full)
+        return self._allowed(doc["tool"]["name"], verdict)
+
+    def _allowed(self, name: str, raw: str) -> Decision:
+        """An allowing verdict, with the charges filled in from the tool's entry (as the library does)."""
+        try:
+            value = _expression(raw)
+            costs = iter(value["costs"])
+            charges = tuple(
+                Charge(t["counter"], t["scope"], next(costs) if "cost_from" in t else t["cost"], t["capacity"],
+                       t["window"], t["strict"], t["rule"], t["message"])
+                for t in self.compiled.entry_for(name).get("charges", ())
+            )
+            if value["allow"] is not True or next(costs, None) is not None:
+                raise ValueError("verdict and entry disagree")
+        except (ValueError, KeyError, IndexError, TypeError, StopIteration) as exc:
+            return Decision.deny("engine/malformed", f"the policy gave a malformed verdict: {exc}")
+        return Decision(True, "allow", (), charges, extra={"from_policy": True})
 
     def _replace_worker(self, stuck: _Worker) -> None:
         with self._lock:
@@ -327,13 +355,20 @@ def _shape_problem(doc: Any) -> str | None:
     return None
 
 
-def parse_result(raw: str) -> Decision:
-    """Turn regopy's output text into a Decision; anything unexpected is a deny."""
+def _expression(raw: str) -> Any:
+    if raw.strip() == "undefined":
+        raise ValueError("undefined")
+    out = json.loads(raw)
+    return out["expressions"][0] if isinstance(out, dict) else out[0]["expressions"][0]
+
+
+def parse_decision(raw: str) -> Decision:
+    """Turn the library's full ``decision`` (regopy output text) into a Decision; anything unexpected
+    is a deny."""
     if raw.strip() == "undefined":
         return Decision.deny("engine/undefined", "the policy gave no decision for this call")
     try:
-        out = json.loads(raw)
-        value = out["expressions"][0] if isinstance(out, dict) else out[0]["expressions"][0]
+        value = _expression(raw)
         allow = value["allow"]
         reasons = tuple(Reason(r["rule"], r["message"]) for r in value["reasons"])
         charges = tuple(
