@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from regoguard.policy.model import WILDCARD, Condition, Policy, Rule, ToolPolicy
+from regoguard.policy.model import WILDCARD, Condition, Policy, Rule
 from regoguard.policy.regex_check import glob_to_regex, portable_regex
 
 LIB_PACKAGE = "regoguard.lib"
