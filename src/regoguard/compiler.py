@@ -26,6 +26,8 @@ from regoguard.policy.model import WILDCARD, Condition, Policy, Rule
 from regoguard.policy.regex_check import glob_to_regex, portable_regex
 
 LIB_PACKAGE = "regoguard.lib"
+SETTINGS_FORMAT = 2
+"""The shape of ``settings``; ``rego/regoguard/lib.rego`` declares the one it reads (``format``)."""
 SETTINGS_PACKAGE = "regoguard"
 
 
@@ -114,6 +116,7 @@ def _settings(policy: Policy) -> dict[str, Any]:
     else:
         unlisted = _entry(wildcard)
     return {
+        "format": SETTINGS_FORMAT,
         "source": Path(policy.source).name,
         "default": policy.default,
         "tools": tools,
@@ -291,6 +294,7 @@ def _emit(policy: Policy, settings: dict[str, Any]) -> str:
         "import rego.v1",
         "",
         "settings := {",
+        f'\t"format": {settings["format"]},',
         f'\t"source": {_j(settings["source"])},',
         f'\t"default": {_j(settings["default"])},',
         '\t"tools": {',

@@ -200,6 +200,12 @@ class Engine:
             raise EngineError(f"cannot build the policy bundle: {exc}") from exc
         if not bundle.ok():
             raise EngineError(f"cannot build the policy bundle: {bundle}")
+        lib_format = _expression(str(interp.query("data.regoguard.lib.format")))
+        if lib_format != self.compiled.settings.get("format"):
+            raise EngineError(
+                f"the Rego library reads settings format {lib_format}, but the policy was compiled to format "
+                f"{self.compiled.settings.get('format')}: recompile it with this regoguard"
+            )
         return interp, bundle
 
     def close(self) -> None:
@@ -271,6 +277,11 @@ class Engine:
                 "engine/input-too-large",
                 f"call input is {size_hint} bytes; the limit is {self.limits.max_input_bytes}",
             )
+        if _has_nul(doc):
+            return Decision.deny(
+                "engine/nul-in-input",
+                "the call holds a NUL character (\\u0000), which the embedded engine cannot compare exactly",
+            )
         key = self._cache_key(doc) if self._cacheable else None
         if key is not None:
             with self._lock:
@@ -340,6 +351,26 @@ class Engine:
             if self._worker is stuck:
                 stuck.stop()
                 self._worker = _Worker(self._build)
+
+
+def _has_nul(value: Any) -> bool:
+    """True if any string (or key) holds a NUL: regopy's ``set_input`` cuts strings at the first NUL,
+    so ``"/workspace/\\x00/../etc"`` would reach the rules as ``"/workspace/"``. Such input is denied."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if "\x00" in v:
+                return True
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                if isinstance(k, str) and "\x00" in k:
+                    return True
+                if not isinstance(item, int | float | bool | None):
+                    stack.append(item)
+        elif isinstance(v, list):
+            stack.extend(item for item in v if not isinstance(item, int | float | bool | None))
+    return False
 
 
 def _shape_problem(doc: Any) -> str | None:

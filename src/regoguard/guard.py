@@ -6,7 +6,6 @@ themselves. The guard fails closed: whatever goes wrong while deciding is a deny
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -43,33 +42,15 @@ class Guard:
     def __init__(self, engine: Engine, limiter: Limiter | None = None) -> None:
         self.engine = engine
         self.limiter = limiter
-        settings = engine.compiled.settings
-        self._tools: dict[str, Any] = settings["tools"]
-        self._globs = [(re.compile(g["regex"], re.DOTALL), g["entry"]) for g in settings["globs"]]
-        self._unlisted: dict[str, Any] = settings["unlisted"]
-
-    def _entry(self, name: str) -> dict[str, Any]:
-        entry: dict[str, Any] | None = self._tools.get(name)
-        if entry is not None:
-            return entry
-        for rx, glob_entry in self._globs:
-            if rx.fullmatch(name):
-                return glob_entry  # type: ignore[no-any-return]
-        return self._unlisted
 
     def is_hidden(self, name: str) -> bool:
         """True when the policy hides ``name`` from ``tools/list``."""
-        return bool(self._entry(name).get("hidden"))
+        return bool(self.engine.compiled.entry_for(name).get("hidden"))
 
     def needs_schema(self, name: str) -> bool:
         """True when deciding a call to ``name`` reads the tool's ``inputSchema``."""
-        compiled = self.engine.compiled
-        reads = compiled.reads.get(name)
-        if reads is None:
-            return any(r.get("validate_required") for r in self._entry(name).get("rules", [])) or any(
-                r.get("validate_required") for r in compiled.settings["wildcard"]
-            )
-        return reads.schema
+        rules = self.engine.compiled.entry_for(name).get("rules", ())
+        return any(r.get("validate_required") for r in rules)
 
     def reject(self, rule: str, message: str) -> Verdict:
         """A denial the transport makes before the policy can look (e.g. params that do not parse)."""

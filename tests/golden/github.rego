@@ -3,32 +3,50 @@
 #
 # The policy as data. The rules that decide a call from it are in regoguard.lib (rego/regoguard/lib.rego):
 #   opa eval -d lib.rego -d github.rego -i call.json data.regoguard.lib.decision
+# Each tool lists its own rules, then the "*" rules, in the order they run.
 package regoguard
 
 import rego.v1
 
 settings := {
+	"format": 2,
 	"source": "github.yaml",
 	"default": "deny",
 	"tools": {
 		# tools.get_file_contents (line 6)
-		"get_file_contents": {"rules": []},
+		"get_file_contents": {
+			"rules": [
+				# tools."*".rules[0] "acme_only" (line 37)
+				{"conditions": [{"match": {"text": "acme"}, "op": "eq", "path": ["owner"], "text": "args.owner eq \"acme\""}], "custom_message": true, "id": "*/acme_only", "message": "Only acme repositories"},
+			],
+			"charges": [],
+		},
 		# tools.push_files (line 14)
-		"push_files": {"rules": [
-			# rules[0] "protected_branch" (line 16)
-			{"action": "evaluate", "conditions": [{"key_path": ["branch"], "matches": [{"text": "main"}, {"text": "master"}], "op": "not_in", "path": ["branch"], "text": "args.branch not_in [\"main\", \"master\"]"}], "custom_message": true, "id": "push_files/protected_branch", "limit": null, "message": "Pushes to main need a pull request", "validate_required": false},
-			# rules[1] "no_workflows" (line 20)
-			{"action": "evaluate", "conditions": [{"key_path": ["files", "0", "path"], "op": "not_regex", "path": ["files", 0, "path"], "regex": "^\\.github/workflows/", "text": "args.files.0.path not_regex \"^\\\\.github/workflows/\""}, {"key_path": ["message"], "op": "regex", "path": ["message"], "regex": "^([fF][eE][aA][tT]|[fF][iI][xX]|[dD][oO][cC][sS])", "text": "args.message regex \"(?i)^(feat|fix|docs)\""}], "custom_message": false, "id": "push_files/no_workflows", "limit": null, "message": "Policy rule \"push_files/no_workflows\" denied the call", "validate_required": false},
-			# rules[2] "small" (line 24)
-			{"action": "evaluate", "conditions": [{"key_path": ["files"], "op": "len_lte", "path": ["files"], "text": "args.files len_lte 20", "value": 20}, {"key_path": ["branch"], "op": "glob", "path": ["branch"], "regex": "^feature/[\\s\\S]*$", "text": "args.branch glob \"feature/*\""}], "custom_message": false, "id": "push_files/small", "limit": null, "message": "Policy rule \"push_files/small\" denied the call", "validate_required": false},
-		]},
+		"push_files": {
+			"rules": [
+				# rules[0] "protected_branch" (line 16)
+				{"conditions": [{"matches": [{"text": "main"}, {"text": "master"}], "op": "not_in", "path": ["branch"], "text": "args.branch not_in [\"main\", \"master\"]"}], "custom_message": true, "id": "push_files/protected_branch", "message": "Pushes to main need a pull request"},
+				# rules[1] "no_workflows" (line 20)
+				{"conditions": [{"key_path": ["files", "0", "path"], "op": "not_regex", "path": ["files", 0, "path"], "regex": "^\\.github/workflows/", "text": "args.files.0.path not_regex \"^\\\\.github/workflows/\""}, {"op": "regex", "path": ["message"], "regex": "^([fF][eE][aA][tT]|[fF][iI][xX]|[dD][oO][cC][sS])", "text": "args.message regex \"(?i)^(feat|fix|docs)\""}], "id": "push_files/no_workflows", "message": "Policy rule \"push_files/no_workflows\" denied the call"},
+				# rules[2] "small" (line 24)
+				{"conditions": [{"op": "len_lte", "path": ["files"], "text": "args.files len_lte 20", "value": 20}, {"op": "glob", "path": ["branch"], "regex": "^feature/[\\s\\S]*$", "text": "args.branch glob \"feature/*\""}], "id": "push_files/small", "message": "Policy rule \"push_files/small\" denied the call"},
+				# tools."*".rules[0] "acme_only" (line 37)
+				{"conditions": [{"match": {"text": "acme"}, "op": "eq", "path": ["owner"], "text": "args.owner eq \"acme\""}], "custom_message": true, "id": "*/acme_only", "message": "Only acme repositories"},
+			],
+			"charges": [],
+		},
 		# tools.create_issue (line 28)
-		"create_issue": {"rules": [
-			# rules[0] "title_length" (line 30)
-			{"action": "evaluate", "conditions": [{"key_path": ["title"], "op": "len_gte", "path": ["title"], "text": "args.title len_gte 5", "value": 5}, {"key_path": ["labels"], "match": {"text": "triage"}, "op": "contains", "path": ["labels"], "text": "args.labels contains \"triage\"", "value": "triage"}], "custom_message": false, "id": "create_issue/title_length", "limit": null, "message": "Policy rule \"create_issue/title_length\" denied the call", "validate_required": false},
-			# rules[1] (line 34)
-			{"action": "evaluate", "conditions": [], "custom_message": false, "id": "create_issue/rules[1]", "limit": {"capacity": 5, "cost": 1, "counter": "create_issue._rate_hour", "scope": "global", "strict": false, "window": 3600}, "message": "Rate limit of 5 calls per hour reached. Try again later.", "validate_required": false},
-		]},
+		"create_issue": {
+			"rules": [
+				# rules[0] "title_length" (line 30)
+				{"conditions": [{"op": "len_gte", "path": ["title"], "text": "args.title len_gte 5", "value": 5}, {"match": {"text": "triage"}, "op": "contains", "path": ["labels"], "text": "args.labels contains \"triage\"", "value": "triage"}], "id": "create_issue/title_length", "message": "Policy rule \"create_issue/title_length\" denied the call"},
+				# rules[1] (line 34)
+				{"id": "create_issue/rules[1]", "message": "Rate limit of 5 calls per hour reached. Try again later."},
+				# tools."*".rules[0] "acme_only" (line 37)
+				{"conditions": [{"match": {"text": "acme"}, "op": "eq", "path": ["owner"], "text": "args.owner eq \"acme\""}], "custom_message": true, "id": "*/acme_only", "message": "Only acme repositories"},
+			],
+			"charges": [{"capacity": 5, "cost": 1, "counter": "create_issue._rate_hour", "message": "Rate limit of 5 calls per hour reached. Try again later.", "rule": "create_issue/rules[1]", "scope": "global", "strict": false, "window": 3600}],
+		},
 		# tools.delete_repository: hidden (hide)
 		"delete_repository": {"hidden": true},
 		# tools.transfer_repository: hidden (hide)
@@ -36,19 +54,24 @@ settings := {
 	},
 	"globs": [
 		# tools.search_* (line 8)
-		{"key": "search_*", "regex": "^search_[\\s\\S]*$", "entry": {"rules": [
-		]}},
+		{"key": "search_*", "regex": "^search_[\\s\\S]*$", "entry": {
+			"rules": [
+				# tools."*".rules[0] "acme_only" (line 37)
+				{"conditions": [{"match": {"text": "acme"}, "op": "eq", "path": ["owner"], "text": "args.owner eq \"acme\""}], "custom_message": true, "id": "*/acme_only", "message": "Only acme repositories"},
+			],
+			"charges": [],
+		}},
 		# tools.list_* (line 10)
-		{"key": "list_*", "regex": "^list_[\\s\\S]*$", "entry": {"rules": [
-			# rules[0] (line 12)
-			{"action": "deny", "conditions": [], "custom_message": true, "id": "list_*/rules[0]", "limit": null, "message": "listing is not allowed", "validate_required": false},
-		]}},
+		{"key": "list_*", "regex": "^list_[\\s\\S]*$", "entry": {
+			"rules": [
+				# rules[0] (line 12)
+				{"custom_message": true, "deny": true, "id": "list_*/rules[0]", "message": "listing is not allowed"},
+				# tools."*".rules[0] "acme_only" (line 37)
+				{"conditions": [{"match": {"text": "acme"}, "op": "eq", "path": ["owner"], "text": "args.owner eq \"acme\""}], "custom_message": true, "id": "*/acme_only", "message": "Only acme repositories"},
+			],
+			"charges": [],
+		}},
 	],
-	# every other tool
+	# every tool no key names
 	"unlisted": {"unlisted": true},
-	# tools."*" (line 35): rules on every call, after the tool's own
-	"wildcard": [
-		# rules[0] "acme_only" (line 37)
-		{"action": "evaluate", "conditions": [{"key_path": ["owner"], "match": {"text": "acme"}, "op": "eq", "path": ["owner"], "text": "args.owner eq \"acme\""}], "custom_message": true, "id": "*/acme_only", "limit": null, "message": "Only acme repositories", "validate_required": false},
-	],
 }

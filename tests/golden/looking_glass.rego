@@ -2,40 +2,57 @@
 #
 # The policy as data. The rules that decide a call from it are in regoguard.lib (rego/regoguard/lib.rego):
 #   opa eval -d lib.rego -d looking_glass.rego -i call.json data.regoguard.lib.decision
+# Each tool lists its own rules, then the "*" rules, in the order they run.
 package regoguard
 
 import rego.v1
 
 settings := {
+	"format": 2,
 	"source": "looking_glass.yaml",
 	"default": "allow",
 	"tools": {
 		# tools.session_start (line 3)
-		"session_start": {"rules": [
-			# rules[0] (line 5)
-			{"action": "evaluate", "conditions": [], "custom_message": false, "id": "session_start/rules[0]", "limit": {"capacity": 10, "cost": 1, "counter": "session_start._rate_60s", "scope": "session", "strict": false, "window": 60}, "message": "Rate limit of 10 calls per minute reached. Try again later.", "validate_required": true},
-		]},
+		"session_start": {
+			"rules": [
+				# rules[0] (line 5)
+				{"id": "session_start/rules[0]", "message": "Rate limit of 10 calls per minute reached. Try again later.", "validate_required": true},
+			],
+			"charges": [{"capacity": 10, "cost": 1, "counter": "session_start._rate_60s", "message": "Rate limit of 10 calls per minute reached. Try again later.", "rule": "session_start/rules[0]", "scope": "session", "strict": false, "window": 60}],
+		},
 		# tools.session_list (line 11)
-		"session_list": {"rules": [
-			# rules[0] (line 13)
-			{"action": "evaluate", "conditions": [], "custom_message": false, "id": "session_list/rules[0]", "limit": null, "message": "Policy rule \"session_list/rules[0]\" denied the call", "validate_required": false},
-		]},
+		"session_list": {
+			"rules": [
+				# rules[0] (line 13)
+				{"id": "session_list/rules[0]", "message": "Policy rule \"session_list/rules[0]\" denied the call"},
+			],
+			"charges": [],
+		},
 		# tools.page_eval_js (line 14)
-		"page_eval_js": {"rules": [
-			# rules[0] (line 16)
-			{"action": "deny", "conditions": [], "custom_message": true, "id": "page_eval_js/rules[0]", "limit": null, "message": "Running arbitrary JavaScript is not allowed", "validate_required": false},
-		]},
+		"page_eval_js": {
+			"rules": [
+				# rules[0] (line 16)
+				{"custom_message": true, "deny": true, "id": "page_eval_js/rules[0]", "message": "Running arbitrary JavaScript is not allowed"},
+			],
+			"charges": [],
+		},
 		# tools.page_click (line 18)
-		"page_click": {"rules": [
-			# rules[0] (line 20)
-			{"action": "evaluate", "conditions": [], "custom_message": true, "id": "page_click/rules[0]", "limit": null, "message": "page_click needs a session and a selector", "validate_required": true},
-			# rules[1] (line 22)
-			{"action": "evaluate", "conditions": [], "custom_message": false, "id": "page_click/rules[1]", "limit": {"capacity": 30, "cost": 1, "counter": "page_click._rate_60s", "scope": "principal", "strict": false, "window": 60}, "message": "Rate limit of 30 calls per minute reached. Try again later.", "validate_required": false},
-		]},
+		"page_click": {
+			"rules": [
+				# rules[0] (line 20)
+				{"custom_message": true, "id": "page_click/rules[0]", "message": "page_click needs a session and a selector", "validate_required": true},
+				# rules[1] (line 22)
+				{"id": "page_click/rules[1]", "message": "Rate limit of 30 calls per minute reached. Try again later."},
+			],
+			"charges": [{"capacity": 30, "cost": 1, "counter": "page_click._rate_60s", "message": "Rate limit of 30 calls per minute reached. Try again later.", "rule": "page_click/rules[1]", "scope": "principal", "strict": false, "window": 60}],
+		},
 	},
 	"globs": [
 	],
-	# every other tool
-	"unlisted": {"rules": []},
-	"wildcard": [],
+	# every tool no key names
+	"unlisted": {
+		"rules": [
+		],
+		"charges": [],
+	},
 }

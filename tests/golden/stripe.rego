@@ -4,40 +4,54 @@
 #
 # The policy as data. The rules that decide a call from it are in regoguard.lib (rego/regoguard/lib.rego):
 #   opa eval -d lib.rego -d stripe.rego -i call.json data.regoguard.lib.decision
+# Each tool lists its own rules, then the "*" rules, in the order they run.
 package regoguard
 
 import rego.v1
 
 settings := {
+	"format": 2,
 	"source": "stripe.yaml",
 	"default": "allow",
 	"tools": {
 		# tools.create_charge (line 8)
-		"create_charge": {"rules": [
-			# rules[0] "max_amount" (line 10)
-			{"action": "evaluate", "conditions": [{"key_path": ["amount"], "op": "lte", "path": ["amount"], "text": "args.amount lte 50000", "value": 50000}], "custom_message": true, "id": "create_charge/max_amount", "limit": null, "message": "Charges over $500.00 need a human", "validate_required": false},
-			# rules[1] "allowed_currency" (line 14)
-			{"action": "evaluate", "conditions": [{"key_path": ["currency"], "matches": [{"text": "usd"}, {"text": "eur"}], "op": "in", "path": ["currency"], "text": "args.currency in [\"usd\", \"eur\"]"}], "custom_message": false, "id": "create_charge/allowed_currency", "limit": null, "message": "Policy rule \"create_charge/allowed_currency\" denied the call", "validate_required": false},
-			# rules[2] "daily_spend" (line 17)
-			{"action": "evaluate", "conditions": [], "custom_message": true, "id": "create_charge/daily_spend", "limit": {"capacity": 1000000, "cost": 1, "cost_from": {"key_path": ["amount"], "path": ["amount"], "text": "args.amount"}, "counter": "create_charge.daily_spend", "scope": "global", "strict": false, "window": 86400}, "message": "Daily spend limit reached", "validate_required": false},
-			# rules[3] "charge_rate" (line 25)
-			{"action": "evaluate", "conditions": [], "custom_message": false, "id": "create_charge/charge_rate", "limit": {"capacity": 10, "cost": 1, "counter": "create_charge._rate_minute", "scope": "global", "strict": false, "window": 60}, "message": "Rate limit of 10 calls per minute reached. Try again later.", "validate_required": false},
-		]},
+		"create_charge": {
+			"rules": [
+				# rules[0] "max_amount" (line 10)
+				{"conditions": [{"op": "lte", "path": ["amount"], "text": "args.amount lte 50000", "value": 50000}], "custom_message": true, "id": "create_charge/max_amount", "message": "Charges over $500.00 need a human"},
+				# rules[1] "allowed_currency" (line 14)
+				{"conditions": [{"matches": [{"text": "usd"}, {"text": "eur"}], "op": "in", "path": ["currency"], "text": "args.currency in [\"usd\", \"eur\"]"}], "id": "create_charge/allowed_currency", "message": "Policy rule \"create_charge/allowed_currency\" denied the call"},
+				# rules[2] "daily_spend" (line 17)
+				{"cost_from": {"path": ["amount"], "text": "args.amount"}, "custom_message": true, "id": "create_charge/daily_spend", "message": "Daily spend limit reached"},
+				# rules[3] "charge_rate" (line 25)
+				{"id": "create_charge/charge_rate", "message": "Rate limit of 10 calls per minute reached. Try again later."},
+				# tools."*".rules[0] "global_rate" (line 34)
+				{"id": "*/global_rate", "message": "Rate limit of 100 calls per minute reached. Try again later."},
+			],
+			"charges": [{"capacity": 1000000, "cost_from": {"path": ["amount"], "text": "args.amount"}, "counter": "create_charge.daily_spend", "message": "Daily spend limit reached", "rule": "create_charge/daily_spend", "scope": "global", "strict": false, "window": 86400}, {"capacity": 10, "cost": 1, "counter": "create_charge._rate_minute", "message": "Rate limit of 10 calls per minute reached. Try again later.", "rule": "create_charge/charge_rate", "scope": "global", "strict": false, "window": 60}, {"capacity": 100, "cost": 1, "counter": "_global._rate_minute", "message": "Rate limit of 100 calls per minute reached. Try again later.", "rule": "*/global_rate", "scope": "global", "strict": false, "window": 60}],
+			"dynamic_costs": true,
+		},
 		# tools.create_refund (line 27)
-		"create_refund": {"rules": [
-			# rules[0] (line 29)
-			{"action": "evaluate", "conditions": [{"key_path": ["reason"], "op": "exists", "path": ["reason"], "text": "args.reason exists true", "value": true}, {"key_path": ["reason"], "matches": [{"text": "duplicate"}, {"text": "fraudulent"}, {"text": "requested_by_customer"}], "op": "in", "path": ["reason"], "text": "args.reason in [\"duplicate\", \"fraudulent\", \"requested_by_customer\"]"}], "custom_message": false, "id": "create_refund/rules[0]", "limit": null, "message": "Policy rule \"create_refund/rules[0]\" denied the call", "validate_required": false},
-		]},
+		"create_refund": {
+			"rules": [
+				# rules[0] (line 29)
+				{"conditions": [{"op": "exists", "path": ["reason"], "text": "args.reason exists true", "value": true}, {"matches": [{"text": "duplicate"}, {"text": "fraudulent"}, {"text": "requested_by_customer"}], "op": "in", "path": ["reason"], "text": "args.reason in [\"duplicate\", \"fraudulent\", \"requested_by_customer\"]"}], "id": "create_refund/rules[0]", "message": "Policy rule \"create_refund/rules[0]\" denied the call"},
+				# tools."*".rules[0] "global_rate" (line 34)
+				{"id": "*/global_rate", "message": "Rate limit of 100 calls per minute reached. Try again later."},
+			],
+			"charges": [{"capacity": 100, "cost": 1, "counter": "_global._rate_minute", "message": "Rate limit of 100 calls per minute reached. Try again later.", "rule": "*/global_rate", "scope": "global", "strict": false, "window": 60}],
+		},
 		# tools.delete_customer: hidden (hide)
 		"delete_customer": {"hidden": true},
 	},
 	"globs": [
 	],
-	# every other tool
-	"unlisted": {"rules": []},
-	# tools."*" (line 32): rules on every call, after the tool's own
-	"wildcard": [
-		# rules[0] "global_rate" (line 34)
-		{"action": "evaluate", "conditions": [], "custom_message": false, "id": "*/global_rate", "limit": {"capacity": 100, "cost": 1, "counter": "_global._rate_minute", "scope": "global", "strict": false, "window": 60}, "message": "Rate limit of 100 calls per minute reached. Try again later.", "validate_required": false},
-	],
+	# every tool no key names
+	"unlisted": {
+		"rules": [
+			# tools."*".rules[0] "global_rate" (line 34)
+			{"id": "*/global_rate", "message": "Rate limit of 100 calls per minute reached. Try again later."},
+		],
+		"charges": [{"capacity": 100, "cost": 1, "counter": "_global._rate_minute", "message": "Rate limit of 100 calls per minute reached. Try again later.", "rule": "*/global_rate", "scope": "global", "strict": false, "window": 60}],
+	},
 }

@@ -76,5 +76,13 @@ def session_list() -> CallToolResult:
     return _called("session_list", {}, {"sessions": list(_sessions.values())})
 
 
+@mcp.tool(
+    description="Clear cookies, local storage and caches of every site in the browser profile.",
+    annotations=ToolAnnotations(destructive_hint=True),
+)
+def browser_clear_storage() -> CallToolResult:
+    return _called("browser_clear_storage", {}, {"cleared": True})
+
+
 if __name__ == "__main__":
     mcp.run("stdio")

@@ -8,7 +8,8 @@ Lines that are not JSON are logged and otherwise ignored.
 Methods with special behaviour:
 
   initialize           an InitializeResult (so the SDK client can connect in legacy mode)
-  tools/list           two tools, ``echo`` (no required args) and ``delete_customer`` (requires customer_id)
+  tools/list           two tools, ``echo`` (no required args) and ``delete_customer`` (requires customer_id),
+                       with ``nextCursor`` "raw-echo-page-2" (an empty last page) and an ``x-unknown`` field
   tools/call           ``{"content": [{"type": "text", "text": "<name> <arguments as JSON>"}]}``; tool names
                        ``hang`` (never answered) and ``die`` (exit status ``arguments.code``, default 3)
                        behave like the methods below
@@ -98,7 +99,10 @@ def _answer(msg: Any, line: bytes) -> dict[str, Any] | None:
             "serverInfo": {"name": "raw-echo", "version": "0.0.1-test"},
         })
     if method == "tools/list":
-        return _result(id_, {"tools": TOOLS})
+        # one page and a cursor that leads to an empty last page; fields no spec names, to see them kept
+        if params.get("cursor") is None:
+            return _result(id_, {"tools": TOOLS, "nextCursor": "raw-echo-page-2", "x-unknown": {"n": 1.5}})
+        return _result(id_, {"tools": [], "x-unknown": {"n": 2}})
     if method == "tools/call":
         name = params.get("name")
         arguments = params.get("arguments") or {}

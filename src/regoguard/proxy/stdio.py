@@ -247,7 +247,24 @@ class StdioProxy:
             self._send_client(answers)
 
     async def _filter_client_message(self, msg: Any, size: int) -> tuple[str, Any]:
-        """Decide what happens to one client message: forward it, answer it ourselves, or drop it."""
+        """Decide what happens to one client message: forward it, answer it ourselves, or drop it.
+
+        A failure here must not end the session, and must not let a call through: a ``tools/call`` we
+        could not decide is answered with an error, never forwarded.
+        """
+        try:
+            return await self._route_client_message(msg, size)
+        except Exception as exc:
+            log.exception("internal error while handling a client message")
+            if not (isinstance(msg, dict) and msg.get("method") == "tools/call"):
+                return _FORWARD
+            if "id" not in msg:
+                return _DROP
+            verdict = self.guard.reject("proxy/internal-error", f"regoguard could not decide this call: {exc}")
+            return "answer", jsonrpc.error(msg["id"], jsonrpc.INTERNAL_ERROR, verdict.decision.message or "",
+                                           {"regoguard/decision": verdict.meta()})
+
+    async def _route_client_message(self, msg: Any, size: int) -> tuple[str, Any]:
         if not isinstance(msg, dict):
             return "answer", jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "a message must be a JSON object")
         method = msg.get("method")

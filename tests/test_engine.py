@@ -1,0 +1,518 @@
+"""The embedded engine fails closed: over-large or malformed input, huge strings, broken or noisy extra
+modules and slow evaluations all end in a deny with a reason, never an exception or a crash. Also the
+decision cache: hits only when nothing the rules read has changed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import regoguard
+from helpers_policy import call_doc, compiled_for, dedent
+from regoguard import Engine, EngineLimits
+from regoguard.engine import library_modules, run_with_large_stack
+from regoguard.errors import EngineError
+
+TESTS = Path(__file__).parent
+
+REGEX_POLICY = dedent(
+    """
+    tools:
+      t:
+        rules:
+          - name: word
+            conditions:
+              - {path: args.s, op: regex, value: "^[a-z]+$"}
+          - name: no_x
+            conditions:
+              - {path: args.s, op: not_regex, value: "x"}
+    """
+)
+ONE_MB = 1_000_000
+MIB = 1024 * 1024
+
+ALLOW_ALL = '{"allow": true, "action": "allow", "reasons": [], "charges": []}'
+
+
+def replacement_library(body: str) -> str:
+    """A module replacing the Rego library (same module name): ``body`` plus whatever the engine checks
+    at build time (the settings format the compiler stamps, if any)."""
+    fmt = compiled_for(REGEX_POLICY).settings.get("format")
+    head = "package regoguard.lib\n\nimport rego.v1\n\n"
+    if fmt is not None:
+        head += f"format := {json.dumps(fmt)}\n\n"
+    return head + body
+
+
+@pytest.fixture(scope="module")
+def regex_engine():
+    engine = Engine(compiled_for(REGEX_POLICY))
+    yield engine
+    engine.close()
+
+
+# --- input size and shape -----------------------------------------------------------------------------
+
+
+def test_input_over_the_limit_is_denied():
+    engine = Engine(compiled_for(REGEX_POLICY), EngineLimits(max_input_bytes=1000))
+    try:
+        d = engine.evaluate(call_doc("t", {"s": "a" * 2000}))
+        assert not d.allow
+        assert d.action == "deny"
+        assert d.rule == "engine/input-too-large"
+        assert "limit is 1000" in d.message
+        # just under the limit is decided by the policy
+        assert engine.evaluate(call_doc("t", {"s": "abc"})).allow
+        # a size hint from the transport is trusted
+        d = engine.evaluate(call_doc("t", {"s": "abc"}), size_hint=5000)
+        assert d.rule == "engine/input-too-large"
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize(
+    ("doc", "fragment"),
+    [
+        ([], "input must be an object"),
+        ("call", "input must be an object"),
+        ({}, "input.tool must be an object"),
+        ({"tool": "t"}, "input.tool must be an object"),
+        ({"tool": ["t"]}, "input.tool must be an object"),
+        ({"tool": {}}, "input.tool.name must be a string"),
+        ({"tool": {"name": 5}}, "input.tool.name must be a string"),
+        ({"tool": {"name": "t", "arguments": []}}, "input.tool.arguments must be an object"),
+        ({"tool": {"name": "t", "arguments": "s=abc"}}, "input.tool.arguments must be an object"),
+        ({"tool": {"name": "t", "arguments": {"s": b"abc"}}}, "input is not JSON"),
+        ({"tool": {"name": "t", "arguments": {"s": {1, 2}}}}, "input is not JSON"),
+    ],
+)
+def test_malformed_input_is_denied(regex_engine, doc, fragment):
+    d = regex_engine.evaluate(doc)
+    assert not d.allow
+    assert d.rule == "engine/input"
+    assert fragment in d.message
+
+
+# --- huge strings and the regex bound -----------------------------------------------------------------
+
+
+def test_one_megabyte_string_is_decided_on_the_worker(regex_engine):
+    assert regex_engine.evaluate(call_doc("t", {"s": "a" * ONE_MB})).allow
+    d = regex_engine.evaluate(call_doc("t", {"s": "a" * (ONE_MB - 2) + "Ax"}))
+    assert [r.rule for r in d.reasons] == ["t/word", "t/no_x"]
+
+
+def test_one_megabyte_string_is_decided_inline_on_a_large_stack():
+    def run():
+        engine = Engine(compiled_for(REGEX_POLICY))
+        try:
+            return (
+                engine.evaluate(call_doc("t", {"s": "b" * ONE_MB})),
+                engine.evaluate(call_doc("t", {"s": "B" * ONE_MB})),
+            )
+        finally:
+            engine.close()
+
+    ok, bad = run_with_large_stack(run)
+    assert ok.allow
+    assert not bad.allow
+    assert bad.rule == "t/word"
+
+
+@pytest.mark.parametrize("size", [MIB + 1, 2 * MIB])
+def test_string_over_the_regex_bound_fails_regex_and_not_regex(regex_engine, size):
+    d = regex_engine.evaluate(call_doc("t", {"s": "a" * size}))
+    assert not d.allow
+    assert [r.rule for r in d.reasons] == ["t/word", "t/no_x"]
+
+
+def test_regex_bound_is_exactly_one_mebibyte(regex_engine):
+    assert regex_engine.evaluate(call_doc("t", {"s": "a" * MIB})).allow
+
+
+def test_string_over_the_regex_bound_fails_glob_but_not_length_checks():
+    yaml_text = dedent(
+        """
+        tools:
+          t:
+            rules:
+              - name: g
+                conditions:
+                  - {path: args.s, op: glob, value: "*"}
+              - name: long
+                conditions:
+                  - {path: args.s, op: len_gte, value: 1048577}
+                  - {path: args.s, op: starts_with, value: a}
+        """
+    )
+    engine = Engine(compiled_for(yaml_text))
+    try:
+        d = engine.evaluate(call_doc("t", {"s": "a" * (MIB + 1)}))
+        assert [r.rule for r in d.reasons] == ["t/g"]
+    finally:
+        engine.close()
+
+
+def _run_child(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=TESTS,
+    )
+
+
+def test_near_bound_string_against_an_alternation_regex_is_decided_not_a_crash():
+    # Run in a child process: if the engine's regex recursion overflows the stack, the process dies.
+    # 1,000,000 characters is under the 1 MiB regex bound, so the regex does run.
+    child = _run_child(
+        """
+        import json, os
+        import regoguard
+        from helpers_policy import call_doc
+        text = "tools:\\n  t:\\n    rules:\\n      - name: r\\n        conditions:\\n"
+        text += "          - {path: args.s, op: regex, value: '^(a|b)*$'}\\n"
+        engine = regoguard.Engine(regoguard.compile_policy(regoguard.load_policy_text(text)),
+                                  regoguard.EngineLimits(timeout=10))
+        d = engine.evaluate(call_doc("t", {"s": "ab" * 500_000}))
+        print(json.dumps(d.to_json()), flush=True)
+        os._exit(0)
+        """
+    )
+    assert child.returncode == 0, f"child died with {child.returncode}: {child.stderr[-2000:]}"
+    decision = json.loads(child.stdout.strip().splitlines()[-1])
+    assert decision["allow"] is True, decision
+
+
+def test_unanchored_dot_star_regex_on_a_modest_argument_is_decided_in_time():
+    # RE2 (OPA) is linear here; a 20 KB argument must not run into the evaluation timeout.
+    child = _run_child(
+        """
+        import json, os
+        import regoguard
+        from helpers_policy import call_doc
+        text = "tools:\\n  t:\\n    rules:\\n      - name: r\\n        conditions:\\n"
+        text += "          - {path: args.s, op: not_regex, value: '.*password'}\\n"
+        engine = regoguard.Engine(regoguard.compile_policy(regoguard.load_policy_text(text)),
+                                  regoguard.EngineLimits(timeout=1))
+        d = engine.evaluate(call_doc("t", {"s": "a" * 20_000}))
+        print(json.dumps(d.to_json()), flush=True)
+        os._exit(0)  # do not wait for a stuck worker
+        """
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    decision = json.loads(child.stdout.strip().splitlines()[-1])
+    assert decision["allow"] is True, decision
+
+
+# --- extra modules ------------------------------------------------------------------------------------
+
+
+def test_extra_module_that_leaves_the_decision_undefined_is_a_deny():
+    # Replacing the library under its own name: `decision` exists but never has a value.
+    lib = replacement_library("decision := " + ALLOW_ALL + " if input.never\n")
+    engine = Engine(compiled_for(REGEX_POLICY), extra_modules={"regoguard/lib.rego": lib})
+    try:
+        d = engine.evaluate(call_doc("t", {"s": "abc"}))
+        assert not d.allow
+        assert d.rule == "engine/undefined"
+        assert not d.cached
+        assert not engine.evaluate(call_doc("t", {"s": "abc"})).cached  # extra modules turn the cache off
+    finally:
+        engine.close()
+
+
+def test_extra_module_that_conflicts_with_the_library_is_a_deny():
+    extra = 'package regoguard.lib\n\nimport rego.v1\n\nreasons := [] if input.tool.name == "t"\n'
+    engine = Engine(compiled_for(REGEX_POLICY), extra_modules={"team.rego": extra})
+    try:
+        d = engine.evaluate(call_doc("t", {"s": "ABC"}))  # the library has reasons, the module says none
+        assert not d.allow
+        assert d.rule == "engine/error"
+        # where the two agree there is no conflict
+        assert engine.evaluate(call_doc("t", {"s": "abc"})).allow
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize(
+    ("decision", "rule"),
+    [
+        ("5", "engine/malformed"),
+        ('{"allow": true}', "engine/malformed"),
+        ('{"allow": "yes", "reasons": [], "charges": []}', "engine/undefined"),
+        ('{"allow": true, "reasons": [{"rule": "r", "message": "m"}], "charges": []}', "r"),
+    ],
+)
+def test_extra_module_with_a_malformed_decision_is_a_deny(decision, rule):
+    lib = replacement_library(f"decision := {decision}\n")
+    engine = Engine(compiled_for(REGEX_POLICY), extra_modules={"regoguard/lib.rego": lib})
+    try:
+        d = engine.evaluate(call_doc("t", {"s": "abc"}))
+        assert not d.allow
+        assert d.rule == rule
+    finally:
+        engine.close()
+
+
+def test_extra_module_that_does_not_parse_fails_the_build():
+    with pytest.raises(EngineError):
+        Engine(compiled_for(REGEX_POLICY), extra_modules={"bad.rego": "package x\n\nthis is not rego\n"})
+
+
+def test_extra_module_can_add_rules_beside_the_library():
+    extra = "package team\n\nimport rego.v1\n\nanswer := 42\n"
+    engine = Engine(compiled_for(REGEX_POLICY), extra_modules={"team.rego": extra})
+    try:
+        assert engine.evaluate(call_doc("t", {"s": "abc"})).allow
+    finally:
+        engine.close()
+    assert set(library_modules()) == {"regoguard/lib.rego"}
+
+
+def test_rego_print_in_an_extra_module_does_not_reach_stdout():
+    child = _run_child(
+        """
+        import json
+        from regoguard.stdout_guard import claim_stdout
+        out = claim_stdout()
+        import regoguard
+        from helpers_policy import call_doc
+        policy = "tools:\\n  t:\\n    rules:\\n      - {name: r, conditions: [{path: args.s, op: eq, value: a}]}\\n"
+        extra = (
+            "package regoguard.lib\\n\\nimport rego.v1\\n\\n"
+            'reasons := [] if {\\n\\tprint("PRINTED-BY-REGO")\\n\\tfalse\\n}\\n'
+        )
+        compiled = regoguard.compile_policy(regoguard.load_policy_text(policy))
+        engine = regoguard.Engine(compiled, extra_modules={"noisy.rego": extra})
+        decision = engine.evaluate(call_doc("t", {"s": "a"}))
+        out.write((json.dumps(decision.to_json()) + "\\n").encode())
+        """
+    )
+    assert child.returncode == 0, child.stderr
+    lines = child.stdout.splitlines()
+    assert len(lines) == 1, child.stdout
+    assert json.loads(lines[0]) == {"allow": True, "action": "allow", "reasons": [], "charges": []}
+    assert "PRINTED-BY-REGO" not in child.stdout
+    assert "PRINTED-BY-REGO" in child.stderr  # it ran, and went to stderr
+
+
+# --- timeouts -----------------------------------------------------------------------------------------
+
+SLOW_LIB = replacement_library(
+    f'decision := {ALLOW_ALL} if input.tool.name != "slow"\n\n'
+    f"decision := {ALLOW_ALL} if {{\n"
+    '\tinput.tool.name == "slow"\n'
+    "\tcount([x | some x in numbers.range(1, 1000000)]) > 0\n"
+    "}\n"
+)
+
+
+def test_slow_evaluation_times_out_as_a_deny_and_the_engine_recovers():
+    engine = Engine(
+        compiled_for(REGEX_POLICY),
+        EngineLimits(timeout=0.1),
+        extra_modules={"regoguard/lib.rego": SLOW_LIB},
+    )
+    try:
+        d = engine.evaluate(call_doc("slow", {}))
+        assert not d.allow
+        assert d.rule == "engine/timeout"
+        assert "0.1s" in d.message
+        # the stuck worker was replaced: the next call is answered at once
+        d = engine.evaluate(call_doc("fast", {}))
+        assert d.allow
+    finally:
+        engine.close()
+
+
+# --- the decision cache -------------------------------------------------------------------------------
+
+CACHE_POLICY = dedent(
+    """
+    tools:
+      create_charge:
+        rules:
+          - name: max_amount
+            conditions:
+              - {path: args.amount, op: lte, value: 100}
+          - name: meta
+            conditions:
+              - {path: args.meta.env, op: neq, value: prod}
+      "browse_*":
+        rules:
+          - name: https
+            conditions:
+              - {path: args.url, op: starts_with, value: "https://"}
+      start:
+        rules:
+          - validate: {required_args: true}
+      "*":
+        rules:
+          - name: owner
+            conditions:
+              - {path: args.owner, op: in, value: [acme, beta]}
+    """
+)
+
+
+@pytest.fixture
+def cache_engine():
+    engine = Engine(compiled_for(CACHE_POLICY))
+    yield engine
+    engine.close()
+
+
+def test_identical_call_is_a_cache_hit(cache_engine):
+    doc = call_doc("create_charge", {"amount": 5, "meta": {"env": "dev"}, "owner": "acme"})
+    first = cache_engine.evaluate(doc)
+    second = cache_engine.evaluate(doc)
+    assert first.allow and second.allow
+    assert not first.cached
+    assert second.cached
+    assert second.to_json() == first.to_json()
+
+
+def test_unread_argument_change_is_a_hit_and_read_argument_change_is_a_miss(cache_engine):
+    base = {"amount": 5, "meta": {"env": "dev"}, "description": "coffee", "owner": "acme"}
+    assert not cache_engine.evaluate(call_doc("create_charge", base)).cached
+    hit = cache_engine.evaluate(call_doc("create_charge", {**base, "description": "tea", "extra": [1]}))
+    assert hit.cached and hit.allow
+    # principal and session are not read by any rule either
+    doc = call_doc("create_charge", base)
+    doc["principal"] = {"id": "someone-else"}
+    assert cache_engine.evaluate(doc).cached
+    miss = cache_engine.evaluate(call_doc("create_charge", {**base, "amount": 500}))
+    assert not miss.cached
+    assert not miss.allow
+    assert miss.rule == "create_charge/max_amount"
+    nested = cache_engine.evaluate(call_doc("create_charge", {**base, "meta": {"env": "prod"}}))
+    assert not nested.cached
+    assert nested.rule == "create_charge/meta"
+    star = cache_engine.evaluate(call_doc("create_charge", {**base, "owner": "beta"}))
+    assert not star.cached
+    assert star.allow
+    star = cache_engine.evaluate(call_doc("create_charge", {**base, "owner": "evil"}))
+    assert not star.cached
+    assert star.rule == "*/owner"
+
+
+def test_missing_and_null_arguments_are_different_cache_keys(cache_engine):
+    yaml_text = "tools:\n  t:\n    rules:\n      - conditions:\n          - {path: args.a, op: exists, value: false}\n"
+    engine = Engine(compiled_for(yaml_text))
+    try:
+        assert engine.evaluate(call_doc("t", {})).allow
+        assert engine.evaluate(call_doc("t", {"a": None})).allow
+        d = engine.evaluate(call_doc("t", {"a": 0}))
+        assert not d.allow
+        assert not d.cached
+    finally:
+        engine.close()
+
+
+def test_glob_and_unlisted_tools_cache_on_what_their_rules_read(cache_engine):
+    a = cache_engine.evaluate(call_doc("browse_open", {"url": "https://a", "x": 1, "owner": "acme"}))
+    b = cache_engine.evaluate(call_doc("browse_open", {"url": "https://a", "x": 2, "owner": "acme"}))
+    c = cache_engine.evaluate(call_doc("browse_open", {"url": "http://a", "x": 2, "owner": "acme"}))
+    assert (a.cached, b.cached, c.cached) == (False, True, False)
+    assert c.rule == "browse_*/https"
+    # another name under the same glob is another key
+    assert not cache_engine.evaluate(call_doc("browse_close", {"url": "https://a", "owner": "acme"})).cached
+    u1 = cache_engine.evaluate(call_doc("other", {"owner": "acme", "x": 1}))
+    u2 = cache_engine.evaluate(call_doc("other", {"owner": "acme", "x": 2}))
+    u3 = cache_engine.evaluate(call_doc("other", {"owner": "evil", "x": 2}))
+    assert (u1.cached, u2.cached, u3.cached) == (False, True, False)
+    assert u3.rule == "*/owner"
+
+
+def test_cache_keys_on_the_schema_required_list(cache_engine):
+    ok = cache_engine.evaluate(call_doc("start", {"url": "u", "owner": "acme"}, {"required": ["url"]}))
+    assert ok.allow
+    other = cache_engine.evaluate(call_doc("start", {"url": "u", "owner": "acme"}, {"required": ["url", "size"]}))
+    assert not other.cached
+    assert not other.allow
+
+
+def test_cache_does_not_confuse_a_schema_without_required_with_no_schema(cache_engine):
+    # With an inputSchema that requires nothing the call is allowed; without any schema it is denied.
+    allowed = cache_engine.evaluate(call_doc("start", {"url": "u", "owner": "acme"}, {"type": "object"}))
+    assert allowed.allow
+    denied = cache_engine.evaluate(call_doc("start", {"url": "u", "owner": "acme"}))
+    assert not denied.allow, denied
+    assert denied.rule == "start/rules[0]"
+
+
+def test_engine_denials_are_not_cached():
+    engine = Engine(compiled_for(REGEX_POLICY), EngineLimits(max_input_bytes=200))
+    try:
+        big = call_doc("t", {"s": "a" * 300})
+        assert engine.evaluate(big).rule == "engine/input-too-large"
+        assert not engine.evaluate(big).cached
+    finally:
+        engine.close()
+
+
+def test_huge_read_arguments_bypass_the_cache(regex_engine):
+    doc = call_doc("t", {"s": "a" * 10_000})
+    assert not regex_engine.evaluate(doc).cached
+    assert not regex_engine.evaluate(doc).cached  # over max_cached_value_bytes
+
+
+def test_cache_is_bounded():
+    engine = Engine(compiled_for(CACHE_POLICY), EngineLimits(cache_size=2))
+    try:
+        for amount in (1, 2, 3):
+            engine.evaluate(call_doc("create_charge", {"amount": amount, "meta": {}, "owner": "acme"}))
+        assert engine.evaluate(call_doc("create_charge", {"amount": 3, "meta": {}, "owner": "acme"})).cached
+        assert not engine.evaluate(call_doc("create_charge", {"amount": 1, "meta": {}, "owner": "acme"})).cached
+    finally:
+        engine.close()
+
+
+def test_engine_revision_and_build_time():
+    compiled = compiled_for(CACHE_POLICY)
+    engine = Engine(compiled)
+    try:
+        assert engine.revision == compiled.revision
+        assert engine.build_ns > 0
+    finally:
+        engine.close()
+
+
+def test_engine_never_raises_for_an_evaluation():
+    engine = Engine(regoguard.compile_policy(regoguard.load_policy_text(REGEX_POLICY)))
+    try:
+        for doc in (None, 5, {"tool": None}, {"tool": {"name": "t", "arguments": None}}):
+            assert engine.evaluate(doc).action in ("allow", "deny")
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "tool"),
+    [
+        # an exact non-ASCII key with a cost taken from an argument
+        ("tools:\n  café:\n    rules:\n      - state: {counter: c, window: day, increment_from: args.n}\n"
+         "        conditions:\n          - {path: state.café.c, op: lte, value: 100}\n", "café"),
+        # a glob whose ? must match one non-ASCII character
+        ("tools:\n  'file_?':\n    rules:\n      - state: {counter: c, window: day, increment_from: args.n}\n"
+         "        conditions:\n          - {path: state.file_?.c, op: lte, value: 100}\n", "file_é"),
+    ],
+)
+def test_allowed_call_with_a_dynamic_cost_is_charged_not_an_exception(yaml_text, tool):
+    engine = Engine(compiled_for(yaml_text))
+    try:
+        d = engine.evaluate(call_doc(tool, {"n": 3}))  # must not raise
+        assert d.allow, d
+        assert [(c.cost, c.capacity, c.window) for c in d.charges] == [(3, 100, 86400)]
+    finally:
+        engine.close()
