@@ -21,6 +21,7 @@ Targets (printed beside the numbers): take median <= 0.3 ms for SQLite and Redis
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shutil
@@ -114,7 +115,7 @@ def redis_server(workdir: Path) -> Iterator[str | None]:
 
 def percentile(sorted_ns: list[int], q: float) -> float:
     """Nearest-rank percentile, in milliseconds."""
-    k = max(0, min(len(sorted_ns) - 1, int(round(q * len(sorted_ns) + 0.5)) - 1))
+    k = max(0, min(len(sorted_ns) - 1, math.ceil(q * len(sorted_ns)) - 1))
     return sorted_ns[k] / 1e6
 
 
@@ -184,12 +185,16 @@ def main() -> int:
     takes = 500 if args.quick else max(1, min(args.takes, 1_000_000))
     calls = 500 if args.quick else max(1, min(args.calls, 1_000_000))
 
-    import redis as redis_module
     import sqlite3
 
+    import redis as redis_module
+
+    server = "redis-server: not installed"
+    if shutil.which("redis-server"):
+        server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False).stdout
+        server = "redis-server " + server.split()[2]
     print(f"python {platform.python_version()} on {platform.platform()}; cpus={os.cpu_count()}; "
-          f"sqlite {sqlite3.sqlite_version}; redis-py {redis_module.__version__}; "
-          f"{subprocess.run(['redis-server', '--version'], capture_output=True, text=True).stdout.split()[2] if shutil.which('redis-server') else 'redis-server: not installed'}")
+          f"sqlite {sqlite3.sqlite_version}; redis-py {redis_module.__version__}; {server}")
     print(f"takes per store: {takes} (+{WARMUP} warm-up); guard decisions per variant: {calls} (+{WARMUP})")
     print()
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp import StdioServerParameters
+from mcp.client import Client
 
 TESTS = Path(__file__).resolve().parent
 SERVERS = TESTS / "servers"
@@ -67,6 +68,21 @@ def sdk_params(
     """
     argv = proxy_argv(policy, server, *options)
     return StdioServerParameters(command=argv[0], args=argv[1:], env=env)
+
+
+def proxied_client(
+    policy: Path,
+    server: Sequence[str],
+    mode: str,
+    *,
+    env: dict[str, str] | None = None,
+    options: Sequence[str] = (),
+    **kwargs: Any,
+) -> Client:
+    """The SDK's real client, connected through ``regoguard run`` to ``server``. Every request is bounded
+    (READ_TIMEOUT): a proxy that dies never leaves a test hanging until its overall deadline."""
+    kwargs.setdefault("read_timeout_seconds", READ_TIMEOUT)
+    return Client(sdk_params(policy, server, env=env, options=options), mode=mode, **kwargs)
 
 
 def write_policy(directory: Path, text: str, name: str = "policy.yaml") -> Path:

@@ -19,7 +19,7 @@ import pytest
 import regopy
 
 import regoguard
-from helpers_policy import call_doc, compiled_for, dedent, engine_for
+from helpers_policy import call_doc, compiled_for, dedent, engine_for, load_errors
 from regoguard.engine import library_modules
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -132,7 +132,7 @@ def test_every_tool_and_rule_line_appears_in_a_comment(name):
             key = label.removeprefix("tool ")
             if key in policy.hide or key == "*":  # "*" rules are listed under every tool that runs them
                 continue
-            hits = [c for c in comments if c == f"# tools.{key} (line {line})"]
+            hits = [c for c in comments if c == f"# tools[{json.dumps(key)}] (line {line})"]
         else:
             index = label.rsplit("[", 1)[1].rstrip("]")
             hits = [c for c in comments if f"rules[{index}]" in c and c.endswith(f"(line {line})")]
@@ -144,7 +144,7 @@ def test_rule_comments_name_the_rule_and_sit_above_it():
     lines = [ln.strip() for ln in module.splitlines()]
     i = lines.index('# rules[2] "daily_spend" (line 17)')
     assert lines[i + 1].startswith("{") and '"id": "create_charge/daily_spend"' in lines[i + 1]
-    i = lines.index("# tools.create_refund (line 27)")
+    i = lines.index('# tools["create_refund"] (line 27)')
     assert lines[i + 1].startswith('"create_refund": {')
     assert "# rules[0] (line 29)" in lines
     # the "*" rule, named after its key, under each tool it runs for
@@ -298,6 +298,22 @@ def test_small_fractional_numbers_build_and_decide():
         'tools:\n  "a\\nb":\n    rules:\n      - {action: deny}\n',
         'hide: ["x\\ny"]\ntools:\n  t:\n    rules: []\n',
         'tools:\n  "a\\nb*":\n    rules:\n      - {action: deny}\n',
+        'tools:\n  \'say "hi"\':\n    rules:\n      - {action: deny}\n',
+    ],
+)
+def test_tool_names_the_engine_cannot_compare_are_refused(yaml_text):
+    # rego-cpp keeps escapes in policy strings as written while input arrives decoded: a tool named
+    # "a\nb" in the policy would never match the call's "a\nb", so the name is refused at load.
+    errors = load_errors(yaml_text)
+    assert errors and "quote, backslash or control character" in errors[0].message
+
+
+@pytest.mark.parametrize(
+    "yaml_text",
+    [
+        "tools:\n  'café':\n    rules:\n      - {action: deny}\n",
+        "hide: ['naïve']\ntools:\n  t:\n    rules: []\n",
+        "description: |\n  two\n  lines\ntools:\n  'a b*':\n    rules:\n      - {action: deny}\n",
     ],
 )
 def test_module_is_valid_rego_for_odd_tool_names(yaml_text):

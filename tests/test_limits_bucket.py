@@ -16,13 +16,11 @@ T0 = 1_000_000.0
 def drain(spec: Spec, now: float = T0, limit: int = 10_000) -> tuple[int, BucketState | None]:
     """Take ``spec.cost`` at ``now`` until it no longer fits; return how many fitted and the last state."""
     state: BucketState | None = None
-    n = 0
-    for _ in range(limit):
+    for n in range(limit):
         ok, new, _ = take(state, spec, now)
         if not ok:
             return n, state
         state = new
-        n += 1
     raise AssertionError("never stopped fitting")
 
 

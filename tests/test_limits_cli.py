@@ -94,7 +94,7 @@ class Env:
     def state(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "regoguard", "state", *args],
-            capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT,
+            capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT, check=False,
             env={"PATH": "/usr/bin:/bin", "XDG_STATE_HOME": str(self.xdg), "HOME": str(self.tmp)},
         )
 
@@ -243,7 +243,8 @@ def test_sqlite_unopenable_state_is_a_startup_error(env: Env) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "regoguard", "run", "-c", str(policy), "--state", bad, "--",
          sys.executable, str(SPY)],
-        input="", capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT, env={**env.env(), "PATH": "/usr/bin:/bin"},
+        input="", capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT, check=False,
+        env={**env.env(), "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 2, proc.stderr
     assert "state database" in proc.stderr
@@ -279,10 +280,9 @@ async def test_memory_state(env: Env) -> None:
 # -- a tool the policy does not name -------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Guard.needs_schema reads compiled.settings['wildcard'], which the "
-                   "compiler never writes: KeyError for every tool that is not an exact policy key; the proxy's "
-                   "client pump dies and the call is never answered")
 async def test_unlisted_tool_is_answered(env: Env) -> None:
+    """Regression: at 13d41c8, Guard.needs_schema raised KeyError('wildcard') for every tool that is not an
+    exact policy key; the proxy's client pump died and the call was never answered (fixed in 75e3020)."""
     policy = env.policy(ECHO_POLICY)  # default allow; list_customers is not named
     state = str(env.tmp / "state.db")
     with anyio.fail_after(TIMEOUT):
@@ -290,6 +290,37 @@ async def test_unlisted_tool_is_answered(env: Env) -> None:
             r = await c.call_tool("list_customers", {}, read_timeout_seconds=5)
             assert not r.is_error
     assert len(env.spy_calls("list_customers")) == 1
+
+
+STAR_POLICY = """
+tools:
+  echo:
+    rules:
+      - name: own
+        rate_limit: "100/minute"
+  "*":
+    rules:
+      - name: everything
+        rate_limit: "3/minute"
+"""
+
+
+async def test_star_limit_counts_every_tool_through_the_proxy(env: Env) -> None:
+    policy = env.policy(STAR_POLICY)
+    state = str(env.tmp / "state.db")
+    with anyio.fail_after(TIMEOUT):
+        async with env.proxy(policy, "--state", state) as c:
+            assert not (await c.call_tool("echo", {"text": "a"}, read_timeout_seconds=10)).is_error
+            assert not (await c.call_tool("list_customers", {}, read_timeout_seconds=10)).is_error
+            r = await c.call_tool("create_charge", {"amount": 1, "currency": "usd"}, read_timeout_seconds=10)
+            assert not r.is_error
+            for tool, args in (("echo", {"text": "b"}), ("list_customers", {}), ("bulk_tool_000", {})):
+                r = await c.call_tool(tool, args, read_timeout_seconds=10)
+                assert denial_rule(r) == "*/everything", tool
+    assert [c["tool"] for c in env.spy_calls()] == ["echo", "list_customers", "create_charge"]
+    snap = json.loads(env.state("show", "--json", "--state", state).stdout)
+    assert snap["global//spy/_global._rate_minute"]["tokens"] == pytest.approx(0.0, abs=1e-3)
+    assert snap["global//spy/echo._rate_minute"]["tokens"] == pytest.approx(99.0, abs=1e-3)
 
 
 # -- refunds -------------------------------------------------------------------------------------------------------

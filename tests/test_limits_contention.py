@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from regoguard.decision import Charge
-from regoguard.limits import Limiter, LimitDenial, ManualClock, open_store
+from regoguard.limits import LimitDenial, Limiter, ManualClock, open_store
 
 PROCESSES = 8
 TAKES_PER_PROCESS = 60

@@ -3,6 +3,7 @@ redis-server from conftest, a unique key prefix per test). Time comes from a Man
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +46,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         b = Backend("redis", lambda: open_store(url, prefix), persistent=True)
     yield b
     for store in b.opened:
-        try:
+        with contextlib.suppress(Exception):
             store.close()
-        except Exception:
-            pass
 
 
 @pytest.fixture

@@ -121,7 +121,15 @@ tool_names = st.sampled_from(TOOL_POOL + UNKNOWN_TOOLS)
 
 # --- conditions --------------------------------------------------------------------------------------
 
-cond_scalars = st.one_of(st.booleans(), ints, floats, strings)
+
+def _plain(text: str) -> bool:
+    """No quote, backslash or control character: the loader refuses those in a condition's value (the
+    embedded engine cannot compare them), a limit docs/policy.md does not state yet."""
+    return not any(ch in '"\\' or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
+cond_strings = strings.filter(_plain)
+cond_scalars = st.one_of(st.booleans(), ints, floats, cond_strings)
 
 
 def condition_values(op: str) -> st.SearchStrategy[Any]:

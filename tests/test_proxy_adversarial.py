@@ -92,8 +92,8 @@ async def test_batch_denied_entry_answered_by_proxy_allowed_entry_forwarded(tmp_
             assert server_answers[0]["result"]["content"][0]["text"] == 'echo {"text": "from a batch"}'
 
             # a batch of allowed entries only is relayed as the very line the client wrote
-            line = b'[ {"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"echo","arguments":{"v":1.0e2}}} ,' \
-                   b'{"jsonrpc":"2.0","id":11,"method":"ping"}]\n'
+            line = (b'[ {"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"echo",'
+                    b'"arguments":{"v":1.0e2}}} ,{"jsonrpc":"2.0","id":11,"method":"ping"}]\n')
             await proxy.send_raw(line)
             await proxy.expect(lambda m: isinstance(m, list) and [e.get("id") for e in m] == [10, 11])
 
@@ -146,7 +146,8 @@ async def test_tools_call_without_id_is_never_forwarded(tmp_path: Path) -> None:
         async with started as proxy:
             await proxy.initialize()
             for name, args in [("echo", {"text": "no id"}), ("delete_customer", DELETE), ("list_customers", {})]:
-                await proxy.send({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": name, "arguments": args}})
+                params = {"name": name, "arguments": args}
+                await proxy.send({"jsonrpc": "2.0", "method": "tools/call", "params": params})
             r = await proxy.call(tools_call(1, "echo", {"text": "with id"}))
             assert r["result"]["content"][0]["text"] == "with id"
             await proxy.close_stdin()
@@ -257,7 +258,7 @@ async def test_invalid_tools_call_params_get_32602_and_are_not_forwarded(tmp_pat
 LOOKALIKES = [
     "delete_customer ",  # trailing space
     " delete_customer",  # leading space
-    "delеte_customer",  # Cyrillic е (U+0435)
+    "del\u0435te_customer",  # Cyrillic small ie (U+0435) for the first e
     "DELETE_CUSTOMER",
     "Delete_Customer",
     "delete_customer\u200b",  # zero-width space
@@ -341,7 +342,7 @@ async def test_oversize_lines_get_an_error_and_the_session_goes_on(tmp_path: Pat
             under = echo_line("under", 4000)
             assert len(under) == 4000
             r = await proxy.call(json.loads(under))
-            assert r["result"]["content"][0]["text"] == "x" * (4000 - len(dumps(tools_call("under", "echo", {"text": ""}))))
+            assert r["result"]["content"][0]["text"] == json.loads(under)["params"]["arguments"]["text"]
 
             cases = [
                 echo_line("over-1", 5000),
@@ -506,3 +507,51 @@ async def test_nul_never_shortens_what_the_policy_sees(tmp_path: Path) -> None:
                 denial_of(await proxy.call(tools_call(f"nul-{i}", name, args)))
             proxy.assert_all_json()
     assert [m["params"]["arguments"] for m in map(strict_loads, raw_log(log))] == [{"path": "/srv/data/report.csv"}]
+
+
+# --------------------------------------------------------------------------- all of it, in one session
+
+
+async def test_gauntlet_spy_sees_exactly_the_allowed_calls(tmp_path: Path) -> None:
+    """Allowed calls interleaved with every kind of refused input above, in one session: the spy's log is
+    exactly the allowed calls, in order."""
+    log, started = await start_spy(tmp_path, options=["--max-message-bytes", "4096"])
+    allowed: list[tuple[str, dict[str, Any]]] = []
+    with anyio.fail_after(TIMEOUT):
+        async with started as proxy:
+            await proxy.initialize()
+            n = 0
+
+            async def allowed_call() -> None:
+                nonlocal n
+                n += 1
+                args = {"text": f"allowed {n}"}
+                r = await proxy.call(tools_call(f"ok-{n}", "echo", args))
+                assert r["result"]["content"][0]["text"] == args["text"], r
+                allowed.append(("echo", args))
+
+            refused: list[bytes] = [
+                dumps(tools_call("d1", "delete_customer", DELETE)),
+                dumps(tools_call("d2", "bulk_tool_060", {})),
+                dumps({"jsonrpc": "2.0", "method": "tools/call",
+                       "params": {"name": "delete_customer", "arguments": DELETE}}),
+                dumps([tools_call("d3", "delete_customer", DELETE)]),
+                dumps(request("d4", "tools/call", ["delete_customer", DELETE])),
+                dumps(request("d5", "tools/call", {"name": "echo", "arguments": ["delete_customer"]})),
+                *DUPLICATE_KEY_LINES,
+                *MALFORMED_LINES,
+                dumps(tools_call("d6", "delete_customer", {"customer_id": "c" * 5000})),
+            ]
+            for line in refused:
+                await allowed_call()
+                await proxy.send_raw(line)
+            await allowed_call()
+            r = await proxy.call(tools_call("list", "list_customers", {}))
+            assert r["result"]["isError"] is False
+            allowed.append(("list_customers", {}))
+            await proxy.close_stdin()
+            assert await proxy.wait() == 0
+            proxy.assert_all_json()
+            for id_ in ("d1", "d2", "d4", "d5"):
+                assert any(isinstance(m, dict) and m.get("id") == id_ for m in proxy.messages), id_
+    assert spy_calls(log) == allowed

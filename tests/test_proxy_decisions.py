@@ -28,9 +28,9 @@ from proxy_harness import (
     TIMEOUT,
     RawProxy,
     denial_of,
+    proxied_client,
     python_server,
     request,
-    sdk_params,
     spy_calls,
     tools_call,
     write_policy,
@@ -135,7 +135,7 @@ async def test_allowed_denied_hidden_and_validated_calls(mode: str, tmp_path: Pa
     policy = write_policy(tmp_path, POLICY)
     decision_ids: list[str] = []
     with anyio.fail_after(TIMEOUT):
-        async with Client(sdk_params(policy, python_server("spy"), env={"SPY_LOG": str(log)}), mode=mode) as client:
+        async with proxied_client(policy, python_server("spy"), mode, env={"SPY_LOG": str(log)}) as client:
             assert client.server_info is not None and client.server_info.name == "spy"
             assert client.protocol_version == ("2025-11-25" if mode == "legacy" else "2026-07-28")
 
@@ -191,7 +191,7 @@ async def test_hidden_tools_absent_from_every_page(mode: str, tmp_path: Path) ->
     log = tmp_path / "spy.jsonl"
     policy = write_policy(tmp_path, POLICY)
     with anyio.fail_after(TIMEOUT):
-        async with Client(sdk_params(policy, python_server("spy"), env={"SPY_LOG": str(log)}), mode=mode) as client:
+        async with proxied_client(policy, python_server("spy"), mode, env={"SPY_LOG": str(log)}) as client:
             tools, sizes, cursors = await list_pages(client)
             # 50 per page upstream, one hidden tool on each page; the server's cursors are kept
             assert sizes == [49, 49, 24]
@@ -225,7 +225,7 @@ async def test_hide_star_hides_everything_but_keeps_cursors(tmp_path: Path) -> N
     log = tmp_path / "spy.jsonl"
     policy = write_policy(tmp_path, 'hide: ["*"]\n')
     with anyio.fail_after(TIMEOUT):
-        async with Client(sdk_params(policy, python_server("spy"), env={"SPY_LOG": str(log)}), mode="legacy") as client:
+        async with proxied_client(policy, python_server("spy"), "legacy", env={"SPY_LOG": str(log)}) as client:
             tools, sizes, cursors = await list_pages(client)
             assert tools == [] and sizes == [0, 0, 0]
             assert cursors[0] is not None and cursors[1] is not None and cursors[2] is None
@@ -239,7 +239,7 @@ async def test_default_deny(mode: str, tmp_path: Path) -> None:
     log = tmp_path / "spy.jsonl"
     policy = write_policy(tmp_path, DEFAULT_DENY_POLICY)
     with anyio.fail_after(TIMEOUT):
-        async with Client(sdk_params(policy, python_server("spy"), env={"SPY_LOG": str(log)}), mode=mode) as client:
+        async with proxied_client(policy, python_server("spy"), mode, env={"SPY_LOG": str(log)}) as client:
             for name, args in [
                 ("list_customers", {}),
                 ("delete_customer", {"customer_id": "c"}),

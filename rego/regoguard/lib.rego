@@ -222,10 +222,72 @@ cost_value(src) := v if {
 
 # --- conditions -----------------------------------------------------------------------------------
 
-# The argument a condition (or a cost) reads; null when absent. A digit segment indexes a list (`path`
-# holds it as a number) or, failing that, names an object key (`key_path`, present only then, holds
-# every segment as text).
-arg_at(c) := object.get(args, c.path, object.get(args, object.get(c, "key_path", c.path), null))
+# The argument a condition (or a cost) reads; null when absent. Paths of plain keys use object.get;
+# a path with a digit segment (`key_path` present) is walked a step at a time, the digit indexing a list
+# or naming an object key, whichever the value holds (rego-cpp's object.get fails on an index past the
+# end of a list, rather than answering the default).
+arg_at(c) := object.get(args, c.path, null) if not c.key_path
+
+arg_at(c) := v if {
+	c.key_path
+	[v] := walk_path(args, c.key_path, c.path)
+}
+
+arg_at(c) := null if {
+	c.key_path
+	not walk_path(args, c.key_path, c.path)
+}
+
+# The value at the end of the path, wrapped in a list so that a `false` found there still counts as found
+# (paths are at most 8 keys long; the loader says so).
+walk_path(x, keys, idx) := [v] if {
+	count(keys) == 1
+	v := step(x, keys[0], idx[0])
+}
+
+walk_path(x, keys, idx) := [v] if {
+	count(keys) == 2
+	v := step(step(x, keys[0], idx[0]), keys[1], idx[1])
+}
+
+walk_path(x, keys, idx) := [v] if {
+	count(keys) == 3
+	v := step(step(step(x, keys[0], idx[0]), keys[1], idx[1]), keys[2], idx[2])
+}
+
+walk_path(x, keys, idx) := [v] if {
+	count(keys) == 4
+	v := step(step(step(step(x, keys[0], idx[0]), keys[1], idx[1]), keys[2], idx[2]), keys[3], idx[3])
+}
+
+walk_path(x, keys, idx) := [v] if {
+	count(keys) == 5
+	v := step(step(step(step(step(x, keys[0], idx[0]), keys[1], idx[1]), keys[2], idx[2]), keys[3], idx[3]), keys[4], idx[4])
+}
+
+walk_path(x, keys, idx) := [v] if {
+	count(keys) == 6
+	v := step(step(step(step(step(step(x, keys[0], idx[0]), keys[1], idx[1]), keys[2], idx[2]), keys[3], idx[3]), keys[4], idx[4]), keys[5], idx[5])
+}
+
+walk_path(x, keys, idx) := [v] if {
+	count(keys) == 7
+	v := step(step(step(step(step(step(step(x, keys[0], idx[0]), keys[1], idx[1]), keys[2], idx[2]), keys[3], idx[3]), keys[4], idx[4]), keys[5], idx[5]), keys[6], idx[6])
+}
+
+walk_path(x, keys, idx) := [v] if {
+	count(keys) == 8
+	v := step(step(step(step(step(step(step(step(x, keys[0], idx[0]), keys[1], idx[1]), keys[2], idx[2]), keys[3], idx[3]), keys[4], idx[4]), keys[5], idx[5]), keys[6], idx[6]), keys[7], idx[7])
+}
+
+# One step down: an object by key; a list by index (the key's digits), within bounds.
+step(x, key, i) := x[key] if is_object(x)
+
+step(x, key, i) := x[i] if {
+	is_array(x)
+	is_number(i)
+	i < count(x)
+}
 
 # One chain, most common operators first: `else` stops at the first branch whose body holds, so a
 # passing condition costs one or two branches, not one per operator. A missing or null argument fails
@@ -334,10 +396,11 @@ sized(v) if is_array(v)
 
 sized(v) if is_object(v)
 
-# Strings longer than 1 MiB never reach a regex: the embedded engine's std::regex recurses per character.
+# Strings longer than 64 KiB never reach a regex: the embedded engine's std::regex recurses per
+# character (a 1 MB string against `^(a|b)*$` overflows even a 512 MB stack) and backtracks.
 regex_subject(v) if {
 	is_string(v)
-	count(v) <= 1048576
+	count(v) <= 65536
 }
 
 in_any(v, matches) if {

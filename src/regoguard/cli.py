@@ -284,13 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    out = claim_stdout()
-    configure_logging()
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(argv)  # --help and --version print to stdout, before it is claimed
     except SystemExit as exc:  # argparse: usage errors exit 2, --help/--version exit 0
         return int(exc.code or 0)
+    out = claim_stdout()
+    configure_logging()
     args.signal_relay = None
     if args.command == "run":
         from regoguard.proxy.stdio import SignalRelay

@@ -18,6 +18,7 @@ Facts that shape this file (measured on regopy 1.5.2; see benchmarks/):
 from __future__ import annotations
 
 import json
+import math
 import queue
 import threading
 import time
@@ -180,7 +181,9 @@ class Engine:
         self._globs = [(glob_to_regex(g["key"]), g["key"]) for g in compiled.settings["globs"]]
         self._lock = threading.Lock()
         self._inline = threading.local()
-        self._inline_ok = not extra_modules  # a team's own Rego could run long: keep it behind the timeout
+        # Inline evaluation has no timeout: only for policies whose every step is bounded (no regex, which
+        # std::regex can make quadratic; no team Rego). The rest runs on the worker, behind `timeout`.
+        self._inline_ok = not extra_modules and compiled.bounded
         t0 = time.perf_counter_ns()
         self._worker = _Worker(self._build)
         self.build_ns = time.perf_counter_ns() - t0
@@ -192,15 +195,18 @@ class Engine:
     def _build(self) -> tuple[Any, Any]:
         interp = regopy.Interpreter()
         try:
-            interp.add_data(self._data)
+            interp.add_data_json(data_json(self._data))
             for name, source in self._modules.items():
                 interp.add_module(name, source)
             bundle = interp.build(None, [VERDICT, DECISION])
         except regopy.RegoError as exc:
             raise EngineError(f"cannot build the policy bundle: {exc}") from exc
         if not bundle.ok():
-            raise EngineError(f"cannot build the policy bundle: {bundle}")
-        lib_format = _expression(str(interp.query("data.regoguard.lib.format")))
+            raise EngineError("cannot build the policy bundle: regopy rejected the compiled modules or data")
+        try:
+            lib_format = _expression(str(interp.query("data.regoguard.lib.format")))
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise EngineError("the Rego library declares no settings `format`") from exc
         if lib_format != self.compiled.settings.get("format"):
             raise EngineError(
                 f"the Rego library reads settings format {lib_format}, but the policy was compiled to format "
@@ -250,7 +256,10 @@ class Engine:
         if reads.schema:
             # validate: {required_args: true} reads the schema's required list and which arguments are present
             schema = doc.get("schema")
-            parts.append(json.dumps(schema.get("required", _MISSING) if isinstance(schema, dict) else _MISSING))
+            if isinstance(schema, dict):
+                parts.append(json.dumps(schema["required"]) if "required" in schema else "\x00no-required")
+            else:
+                parts.append("\x00no-schema")
             parts.append(tuple(sorted(args)))
         return tuple(parts)
 
@@ -277,11 +286,9 @@ class Engine:
                 "engine/input-too-large",
                 f"call input is {size_hint} bytes; the limit is {self.limits.max_input_bytes}",
             )
-        if _has_nul(doc):
-            return Decision.deny(
-                "engine/nul-in-input",
-                "the call holds a NUL character (\\u0000), which the embedded engine cannot compare exactly",
-            )
+        problem = _value_problem(doc)
+        if problem:
+            return Decision.deny("engine/input", problem)
         key = self._cache_key(doc) if self._cacheable else None
         if key is not None:
             with self._lock:
@@ -334,17 +341,18 @@ class Engine:
         """An allowing verdict, with the charges filled in from the tool's entry (as the library does)."""
         try:
             value = _expression(raw)
-            costs = iter(value["costs"])
-            charges = tuple(
-                Charge(t["counter"], t["scope"], next(costs) if "cost_from" in t else t["cost"], t["capacity"],
-                       t["window"], t["strict"], t["rule"], t["message"])
-                for t in self.compiled.entry_for(name).get("charges", ())
-            )
-            if value["allow"] is not True or next(costs, None) is not None:
-                raise ValueError("verdict and entry disagree")
-        except (ValueError, KeyError, IndexError, TypeError, StopIteration) as exc:
+            costs = list(value["costs"])
+            templates = self.compiled.entry_for(name).get("charges", ())
+            if value["allow"] is not True or len(costs) != sum(1 for t in templates if "cost_from" in t):
+                raise ValueError("the verdict and the tool's entry disagree")
+            charges = []
+            for t in templates:
+                cost = costs.pop(0) if "cost_from" in t else t["cost"]
+                charges.append(Charge(t["counter"], t["scope"], cost, t["capacity"], t["window"], t["strict"],
+                                      t["rule"], t["message"]))
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
             return Decision.deny("engine/malformed", f"the policy gave a malformed verdict: {exc}")
-        return Decision(True, "allow", (), charges, extra={"from_policy": True})
+        return Decision(True, "allow", (), tuple(charges), extra={"from_policy": True})
 
     def _replace_worker(self, stuck: _Worker) -> None:
         with self._lock:
@@ -353,24 +361,61 @@ class Engine:
                 self._worker = _Worker(self._build)
 
 
-def _has_nul(value: Any) -> bool:
-    """True if any string (or key) holds a NUL: regopy's ``set_input`` cuts strings at the first NUL,
-    so ``"/workspace/\\x00/../etc"`` would reach the rules as ``"/workspace/"``. Such input is denied."""
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def data_json(value: Any) -> str:
+    """JSON text that rego-cpp reads as Python meant it: UTF-8 rather than ``\\u`` escapes (which it
+    keeps as six literal characters), and exponents with a decimal point (``1e-07`` is rejected,
+    ``1.0e-07`` accepted)."""
+    floats: dict[str, str] = {}
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, float) and "e" in repr(v) and "." not in repr(v).split("e")[0]:
+            token = f"@regoguard-float-{len(floats)}-{id(floats)}@"
+            mantissa, exponent = repr(v).split("e")
+            floats[token] = f"{mantissa}.0e{exponent}"
+            return token
+        if isinstance(v, dict):
+            return {k: walk(item) for k, item in v.items()}
+        if isinstance(v, list):
+            return [walk(item) for item in v]
+        return v
+
+    text = json.dumps(walk(value), ensure_ascii=False)
+    for token, number in floats.items():
+        text = text.replace(json.dumps(token), number)
+    return text
+
+
+def _value_problem(value: Any) -> str | None:
+    """What in an input the embedded engine would misread, if anything. regopy's ``set_input`` cuts
+    strings at the first NUL (``"/workspace/\\x00/../etc"`` would reach the rules as ``"/workspace/"``)
+    and wraps integers beyond 64 bits (2**64 + 100 would compare as 100). Such input is denied."""
     stack = [value]
     while stack:
         v = stack.pop()
         if isinstance(v, str):
             if "\x00" in v:
-                return True
+                return "the call holds a NUL character (\\u0000), which the embedded engine cannot compare exactly"
+        elif isinstance(v, bool) or v is None:
+            continue
+        elif isinstance(v, int):
+            if not _INT64[0] <= v <= _INT64[1]:
+                return f"the call holds the integer {v}, beyond the 64 bits the embedded engine compares exactly"
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                return f"the call holds the number {v}, which is not a finite JSON number"
         elif isinstance(v, dict):
             for k, item in v.items():
-                if isinstance(k, str) and "\x00" in k:
-                    return True
-                if not isinstance(item, int | float | bool | None):
-                    stack.append(item)
+                if not isinstance(k, str) or "\x00" in k:
+                    return "the call holds an object key that is not text without NUL characters"
+                stack.append(item)
         elif isinstance(v, list):
-            stack.extend(item for item in v if not isinstance(item, int | float | bool | None))
-    return False
+            stack.extend(v)
+        else:
+            return f"the call holds a {type(v).__name__}, which is not JSON"
+    return None
 
 
 def _shape_problem(doc: Any) -> str | None:

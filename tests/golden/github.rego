@@ -13,7 +13,7 @@ settings := {
 	"source": "github.yaml",
 	"default": "deny",
 	"tools": {
-		# tools.get_file_contents (line 6)
+		# tools["get_file_contents"] (line 6)
 		"get_file_contents": {
 			"rules": [
 				# tools."*".rules[0] "acme_only" (line 37)
@@ -21,7 +21,7 @@ settings := {
 			],
 			"charges": [],
 		},
-		# tools.push_files (line 14)
+		# tools["push_files"] (line 14)
 		"push_files": {
 			"rules": [
 				# rules[0] "protected_branch" (line 16)
@@ -35,7 +35,7 @@ settings := {
 			],
 			"charges": [],
 		},
-		# tools.create_issue (line 28)
+		# tools["create_issue"] (line 28)
 		"create_issue": {
 			"rules": [
 				# rules[0] "title_length" (line 30)
@@ -47,13 +47,13 @@ settings := {
 			],
 			"charges": [{"capacity": 5, "cost": 1, "counter": "create_issue._rate_hour", "message": "Rate limit of 5 calls per hour reached. Try again later.", "rule": "create_issue/rules[1]", "scope": "global", "strict": false, "window": 3600}],
 		},
-		# tools.delete_repository: hidden (hide)
+		# tools["delete_repository"]: hidden (hide)
 		"delete_repository": {"hidden": true},
-		# tools.transfer_repository: hidden (hide)
+		# tools["transfer_repository"]: hidden (hide)
 		"transfer_repository": {"hidden": true},
 	},
 	"globs": [
-		# tools.search_* (line 8)
+		# tools["search_*"] (line 8)
 		{"key": "search_*", "regex": "^search_[\\s\\S]*$", "entry": {
 			"rules": [
 				# tools."*".rules[0] "acme_only" (line 37)
@@ -61,7 +61,7 @@ settings := {
 			],
 			"charges": [],
 		}},
-		# tools.list_* (line 10)
+		# tools["list_*"] (line 10)
 		{"key": "list_*", "regex": "^list_[\\s\\S]*$", "entry": {
 			"rules": [
 				# rules[0] (line 12)

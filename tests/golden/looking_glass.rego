@@ -12,7 +12,7 @@ settings := {
 	"source": "looking_glass.yaml",
 	"default": "allow",
 	"tools": {
-		# tools.session_start (line 3)
+		# tools["session_start"] (line 3)
 		"session_start": {
 			"rules": [
 				# rules[0] (line 5)
@@ -20,7 +20,7 @@ settings := {
 			],
 			"charges": [{"capacity": 10, "cost": 1, "counter": "session_start._rate_60s", "message": "Rate limit of 10 calls per minute reached. Try again later.", "rule": "session_start/rules[0]", "scope": "session", "strict": false, "window": 60}],
 		},
-		# tools.session_list (line 11)
+		# tools["session_list"] (line 11)
 		"session_list": {
 			"rules": [
 				# rules[0] (line 13)
@@ -28,7 +28,7 @@ settings := {
 			],
 			"charges": [],
 		},
-		# tools.page_eval_js (line 14)
+		# tools["page_eval_js"] (line 14)
 		"page_eval_js": {
 			"rules": [
 				# rules[0] (line 16)
@@ -36,7 +36,7 @@ settings := {
 			],
 			"charges": [],
 		},
-		# tools.page_click (line 18)
+		# tools["page_click"] (line 18)
 		"page_click": {
 			"rules": [
 				# rules[0] (line 20)

@@ -14,7 +14,7 @@ settings := {
 	"source": "stripe.yaml",
 	"default": "allow",
 	"tools": {
-		# tools.create_charge (line 8)
+		# tools["create_charge"] (line 8)
 		"create_charge": {
 			"rules": [
 				# rules[0] "max_amount" (line 10)
@@ -31,7 +31,7 @@ settings := {
 			"charges": [{"capacity": 1000000, "cost_from": {"path": ["amount"], "text": "args.amount"}, "counter": "create_charge.daily_spend", "message": "Daily spend limit reached", "rule": "create_charge/daily_spend", "scope": "global", "strict": false, "window": 86400}, {"capacity": 10, "cost": 1, "counter": "create_charge._rate_minute", "message": "Rate limit of 10 calls per minute reached. Try again later.", "rule": "create_charge/charge_rate", "scope": "global", "strict": false, "window": 60}, {"capacity": 100, "cost": 1, "counter": "_global._rate_minute", "message": "Rate limit of 100 calls per minute reached. Try again later.", "rule": "*/global_rate", "scope": "global", "strict": false, "window": 60}],
 			"dynamic_costs": true,
 		},
-		# tools.create_refund (line 27)
+		# tools["create_refund"] (line 27)
 		"create_refund": {
 			"rules": [
 				# rules[0] (line 29)
@@ -41,7 +41,7 @@ settings := {
 			],
 			"charges": [{"capacity": 100, "cost": 1, "counter": "_global._rate_minute", "message": "Rate limit of 100 calls per minute reached. Try again later.", "rule": "*/global_rate", "scope": "global", "strict": false, "window": 60}],
 		},
-		# tools.delete_customer: hidden (hide)
+		# tools["delete_customer"]: hidden (hide)
 		"delete_customer": {"hidden": true},
 	},
 	"globs": [

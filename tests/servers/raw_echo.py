@@ -12,7 +12,8 @@ Methods with special behaviour:
                        with ``nextCursor`` "raw-echo-page-2" (an empty last page) and an ``x-unknown`` field
   tools/call           ``{"content": [{"type": "text", "text": "<name> <arguments as JSON>"}]}``; tool names
                        ``hang`` (never answered) and ``die`` (exit status ``arguments.code``, default 3)
-                       behave like the methods below
+                       behave like the methods below; ``env`` answers ``os.environ.get(arguments.name)`` as
+                       JSON text
   env                  ``{"value": os.environ.get(params.name)}``
   emit                 writes each string of ``params.lines`` to stdout as a raw line, then answers
   hang                 never answered (stays in flight)
@@ -37,7 +38,11 @@ LOG = os.environ.get("RAW_ECHO_LOG")
 OUT = sys.stdout.buffer
 
 TOOLS = [
-    {"name": "echo", "description": "Echo.", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}},
+    {
+        "name": "echo",
+        "description": "Echo.",
+        "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}},
+    },
     {
         "name": "delete_customer",
         "description": "Delete a customer.",
@@ -110,7 +115,10 @@ def _answer(msg: Any, line: bytes) -> dict[str, Any] | None:
             return None
         if name == "die":
             _die(arguments.get("code", 3))
-        text = f"{name} {json.dumps(arguments, sort_keys=True)}"
+        if name == "env":
+            text = json.dumps(os.environ.get(str(arguments.get("name"))))
+        else:
+            text = f"{name} {json.dumps(arguments, sort_keys=True)}"
         return _result(id_, {"content": [{"type": "text", "text": text}], "isError": False})
     if method == "env":
         return _result(id_, {"value": os.environ.get(str(params.get("name")))})

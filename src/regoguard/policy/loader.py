@@ -149,8 +149,9 @@ def load_policy_text(text: str, source: str = "<policy>") -> Policy:
         root = parse(text)
     except YamlProblem as exc:
         raise PolicyLoadError([PolicyError(source, exc.pos.line, exc.pos.column, "", exc.message)]) from exc
-    if root is None:
-        raise PolicyLoadError([PolicyError(source, 1, 1, "", "policy is empty; it needs at least `tools:`")])
+    if root is None or root.value is None:
+        line = root.pos.line if root is not None else 1
+        raise PolicyLoadError([PolicyError(source, line, 1, "", "policy is empty; it needs at least `tools:`")])
     policy = _read_policy(reader, root)
     if reader.errors or policy is None:
         raise PolicyLoadError(reader.errors)
@@ -205,6 +206,10 @@ def _read_hide(r: _Reader, node: Node) -> tuple[str, ...]:
         name = r.string(item, f"hide[{i}]", "a hidden tool name")
         if name is None:
             continue
+        if _unescapable(name):
+            r.error(item.pos, f"hide[{i}]", f"tool name {name!r} holds a quote, backslash or control character",
+                    _ESCAPE_HINT)
+            continue
         if name in out:
             r.error(item.pos, f"hide[{i}]", f"duplicate entry {name!r} in hide")
             continue
@@ -217,11 +222,15 @@ def _read_tool(r: _Reader, key: str, node: Node, key_pos: Pos) -> ToolPolicy | N
     if not key.strip():
         r.error(key_pos, path, "tool name must not be empty")
         return None
-    if key != WILDCARD and any(c in key for c in "*?["):
-        try:
-            portable_regex(glob_to_regex(key))
-        except RegexProblem as exc:
-            r.error(key_pos, path, f"tool glob {key!r} is not valid: {exc}")
+    if _unescapable(key):
+        r.error(key_pos, path, f"tool name {key!r} holds a quote, backslash or control character", _ESCAPE_HINT)
+        return None
+    if key != WILDCARD and any(c in key for c in "?["):
+        # `?` and `[...]` match one byte in the embedded engine's std::regex but one character in OPA:
+        # a key like `file_?` would not cover `file_é` here. `*` means the same in both.
+        r.error(key_pos, path, f"tool key {key!r}: only `*` globs are supported in tool names",
+                "write the names out, or use `*` (browser_*)")
+        return None
     if node.kind == "null":
         r.error(node.pos, path, "a tool needs `rules:` (use `rules: []` to allow it with no checks)")
         return None
@@ -347,6 +356,8 @@ def _read_rule(r: _Reader, tool_key: str, index: int, node: Node, path: str) -> 
             continue
         state_counter = (counter, cn)
         assert state_decl is not None
+        if "window" not in state_decl:
+            continue  # the missing or bad window is already reported
         limit = Limit(
             counter=f"{owner}.{counter}",
             capacity=cond.value,
@@ -387,8 +398,10 @@ def _read_rule(r: _Reader, tool_key: str, index: int, node: Node, path: str) -> 
         for k in ("conditions", "rate_limit", "state", "validate"):
             if k in entries:
                 r.error(entries[k].pos, _join(path, k), f"a deny rule takes no {k}: it always denies")
-    elif not explicit_allow and not (_nonempty_list(entries.get("conditions")) or "rate_limit" in entries
-                                     or "validate" in entries or "state" in entries):
+    elif len(r.errors) == n_errors and not explicit_allow and not (
+        _nonempty_list(entries.get("conditions")) or "rate_limit" in entries or "validate" in entries
+        or "state" in entries
+    ):
         r.error(node.pos, path, "an evaluate rule needs at least one condition (or a rate_limit or validate)",
                 "add conditions, or use `action: deny` to block the tool")
 
@@ -582,9 +595,29 @@ def _read_condition(r: _Reader, node: Node, path: str) -> tuple[Condition, bool]
 
 _INVALID = object()
 
+# rego-cpp keeps JSON escapes in policy strings as written (`\n` stays two characters) while the
+# input it compares them with arrives decoded, so a policy string needing an escape could never match.
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f]')
+
+
+def _unescapable(value: Any) -> bool:
+    if isinstance(value, str):
+        return _NEEDS_ESCAPE.search(value) is not None
+    if isinstance(value, list):
+        return any(_unescapable(v) for v in value)
+    if isinstance(value, dict):
+        return any(_unescapable(k) or _unescapable(v) for k, v in value.items())
+    return False
+
+
+_ESCAPE_HINT = "the embedded engine cannot compare text holding quotes, backslashes or control characters"
+
 
 def _check_value(r: _Reader, op: str, node: Node, path: str) -> Any:
     v = node.value
+    if op not in ("regex", "not_regex", "glob") and _unescapable(node.plain()):
+        r.error(node.pos, path, f"value {node.plain()!r} holds a quote, backslash or control character", _ESCAPE_HINT)
+        return _INVALID
     if op in LIST_OPS:
         if not isinstance(v, list):
             r.error(node.pos, path, f"operator {op!r} needs a list value, got a {node.kind}")
@@ -592,8 +625,12 @@ def _check_value(r: _Reader, op: str, node: Node, path: str) -> Any:
         return [n.plain() for n in v]
     if op in NUMBER_OPS:
         if not _is_number(v):
-            r.error(node.pos, path, f"operator {op!r} needs a number, got a {node.kind}",
-                    "numbers must be unquoted in YAML" if isinstance(v, str) else None)
+            hint = None
+            if isinstance(v, str):
+                hint = ("YAML reads this exponent form as text: write it with a dot and a sign (1.0e+6) "
+                        "or in full" if re.fullmatch(r"-?\d+(\.\d+)?[eE][+-]?\d+", v) else
+                        "numbers must be unquoted in YAML")
+            r.error(node.pos, path, f"operator {op!r} needs a number, got a {node.kind}", hint)
             return _INVALID
         return v
     if op in LENGTH_OPS:
@@ -609,6 +646,9 @@ def _check_value(r: _Reader, op: str, node: Node, path: str) -> Any:
     if op in STRING_OPS:
         if not isinstance(v, str):
             r.error(node.pos, path, f"operator {op!r} needs a string, got a {node.kind}")
+            return _INVALID
+        if '"' in v or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in v):
+            r.error(node.pos, path, f"pattern {v!r} holds a quote or a control character", _ESCAPE_HINT)
             return _INVALID
         try:
             if op in ("regex", "not_regex"):

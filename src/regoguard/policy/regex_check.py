@@ -130,7 +130,19 @@ def portable_regex(pattern: str) -> str:
         raise RegexProblem(
             "nested unbounded quantifiers (like (a+)+) can take exponential time; rewrite without nesting"
         )
-    return _fold_case(body) if fold else body
+    body = _fold_case(body) if fold else body
+    return _trim_dot_star(body)
+
+
+def _trim_dot_star(pattern: str) -> str:
+    """Drop a leading ``.*`` / trailing ``.*`` from an unanchored pattern: ``regex.match`` searches, so
+    they change nothing but the time std::regex takes (quadratic in the subject's length)."""
+    while pattern.startswith(".*") and not pattern.startswith(".*?") and "|" not in pattern:
+        pattern = pattern[2:]
+    while (pattern.endswith(".*") and not pattern.endswith("\\.*") and "|" not in pattern
+           and len(pattern) > 2):
+        pattern = pattern[:-2]
+    return pattern or ".*"
 
 
 def glob_to_regex(glob: str) -> str:
