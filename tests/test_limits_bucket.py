@@ -238,8 +238,6 @@ def test_waiting_retry_after_makes_the_call_fit(
         assert not fits(available(state, spec, t0 + retry * 0.9), spec)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: strict cost within EPSILON below capacity never fits, "
-                   "yet retry_after promises a finite wait")
 def test_strict_cost_within_epsilon_of_capacity_is_consistent() -> None:
     spec = Spec(capacity=1.0, window=1.0, cost=1.0 - EPSILON / 2, strict=True)
     full = available(None, spec, 0.0)
@@ -247,8 +245,6 @@ def test_strict_cost_within_epsilon_of_capacity_is_consistent() -> None:
     assert retry_after(0.0, spec) is None  # so "never fits" is the honest answer; actual: ~1.00000001 s
 
 
-@pytest.mark.xfail(strict=True, reason="bug: non-strict cost within EPSILON above capacity fits a full "
-                   "bucket, yet retry_after says it never can")
 def test_non_strict_cost_within_epsilon_above_capacity_is_consistent() -> None:
     spec = Spec(capacity=1.0, window=1.0, cost=1.0 + EPSILON / 2)
     assert fits(available(None, spec, 0.0), spec)  # a full bucket takes it

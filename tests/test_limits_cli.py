@@ -172,8 +172,6 @@ async def test_two_live_proxies_share_one_sqlite_file(env: Env) -> None:
     assert sorted(c["arguments"]["text"] for c in env.spy_calls("echo")) == ["a1", "b1"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: `state show|reset` rejects the PREFIX positional after an option "
-                   "(argparse: 'unrecognized arguments'), e.g. `state reset --state X global//`")
 def test_state_prefix_after_options(env: Env) -> None:
     state = str(env.tmp / "state.db")
     for args in (("show", "--json", "global//"), ("reset", "--state", state, "global//")):

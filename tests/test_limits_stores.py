@@ -125,10 +125,6 @@ def test_large_cap_amounts_summing_to_the_cap(
     store: Store, backend: Backend, clock: ManualClock, request: pytest.FixtureRequest
 ) -> None:
     """A 10,000,000 cap; 0.123456789 then 9999999.876543211 (float sum: exactly 1e7) must both fit."""
-    if backend.name == "redis":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "bug: the Lua script stores tokens with tostring() (14 significant digits): 9999999.876543211 "
-            "is stored as 9999999.8765432, 1.1e-8 short, beyond EPSILON (1e-9), so the second amount is denied")))
     key = "global//pay/create_charge.daily_spend"
     a, b = 0.123456789, 9999999.876543211
     assert a + b == 10_000_000.0
@@ -225,10 +221,6 @@ def test_refill_with_wall_clock_sized_timestamps(
 
     Every store must give back exactly half a bucket after half a window, whatever the magnitude of "now".
     """
-    if backend.name == "redis":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "bug: the Lua script stores `updated` (and `tokens`) with tostring(), which keeps 14 significant "
-            "digits: 1780000000.123456 is stored as 1780000000.1235, so the refill is short by 4.4e-5 s")))
     clock = ManualClock(start=1_780_000_000.123456)
     spec = Spec(capacity=1000, window=86400, cost=1)
     assert take(store, clock, (KEY, Spec(1000, 86400, 1000))).ok  # drain in one go

@@ -59,7 +59,7 @@ def raw_log(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines(keepends=True) if path.exists() else []
 
 
-async def start_spy(tmp_path: Path, policy_text: str = DENY_DELETE, **kw: Any) -> Any:
+def start_spy(tmp_path: Path, policy_text: str = DENY_DELETE, **kw: Any) -> Any:
     log = tmp_path / "spy.jsonl"
     policy = write_policy(tmp_path, policy_text)
     return log, RawProxy.start(policy, python_server("spy"), env={"SPY_LOG": str(log)}, **kw)
@@ -119,7 +119,7 @@ async def test_batch_against_the_spy_never_delivers_the_denied_call(tmp_path: Pa
     """The Python SDK server does not take batches at all (JSON-RPC batching left MCP in 2025-06-18): it
     drops the line without an answer, so the allowed entry never runs there either (it is answered with an
     error when the server exits). The denied entry never even reaches it."""
-    log, started = await start_spy(tmp_path)
+    log, started = start_spy(tmp_path)
     with anyio.fail_after(TIMEOUT):
         async with started as proxy:
             await proxy.initialize()
@@ -141,7 +141,7 @@ async def test_batch_against_the_spy_never_delivers_the_denied_call(tmp_path: Pa
 
 
 async def test_tools_call_without_id_is_never_forwarded(tmp_path: Path) -> None:
-    log, started = await start_spy(tmp_path)
+    log, started = start_spy(tmp_path)
     with anyio.fail_after(TIMEOUT):
         async with started as proxy:
             await proxy.initialize()
@@ -196,7 +196,7 @@ MALFORMED_LINES = [
 
 
 async def test_duplicate_keys_and_malformed_lines_are_parse_errors(tmp_path: Path) -> None:
-    log, started = await start_spy(tmp_path)
+    log, started = start_spy(tmp_path)
     with anyio.fail_after(TIMEOUT):
         async with started as proxy:
             await proxy.initialize()
@@ -210,8 +210,8 @@ async def test_duplicate_keys_and_malformed_lines_are_parse_errors(tmp_path: Pat
             # blank lines are skipped silently
             await proxy.send_raw(b"\n   \n\t\n")
             await proxy.settle()
-            assert not [m for m in proxy.messages if m.get("id") is None and "error" not in m]
             proxy.assert_all_json()
+            assert not [m for m in proxy.messages if m.get("id") is None and "error" not in m]
     n = len(DUPLICATE_KEY_LINES + MALFORMED_LINES)
     assert spy_calls(log) == [("echo", {"text": str(i)}) for i in range(n)]
 
@@ -235,7 +235,7 @@ INVALID_PARAMS_CASES = [
 
 
 async def test_invalid_tools_call_params_get_32602_and_are_not_forwarded(tmp_path: Path) -> None:
-    log, started = await start_spy(tmp_path)
+    log, started = start_spy(tmp_path)
     with anyio.fail_after(TIMEOUT):
         async with started as proxy:
             await proxy.initialize()
@@ -277,7 +277,7 @@ async def test_lookalike_names_do_not_match_under_default_allow(tmp_path: Path) 
     """Exact match only: a lookalike of a denied tool is a different tool. Under ``default: allow`` it is
     allowed and reaches the server, which (here) answers "Unknown tool". A server that normalises names
     (strip, casefold, NFKC) would run the real tool: such servers need ``default: deny``."""
-    log, started = await start_spy(tmp_path)
+    log, started = start_spy(tmp_path)
     with anyio.fail_after(TIMEOUT):
         async with started as proxy:
             await proxy.initialize()
@@ -308,7 +308,7 @@ async def test_lookalike_names_do_not_match_under_default_allow(tmp_path: Path) 
 
 
 async def test_lookalike_names_are_denied_under_default_deny(tmp_path: Path) -> None:
-    log, started = await start_spy(tmp_path, DENY_BY_DEFAULT)
+    log, started = start_spy(tmp_path, DENY_BY_DEFAULT)
     with anyio.fail_after(TIMEOUT):
         async with started as proxy:
             await proxy.initialize()
@@ -329,7 +329,7 @@ async def test_lookalike_names_are_denied_under_default_deny(tmp_path: Path) -> 
 
 async def test_oversize_lines_get_an_error_and_the_session_goes_on(tmp_path: Path) -> None:
     limit = 4096
-    log, started = await start_spy(tmp_path, options=["--max-message-bytes", str(limit)])
+    log, started = start_spy(tmp_path, options=["--max-message-bytes", str(limit)])
 
     def echo_line(id_: Any, size: int) -> bytes:
         base = dumps(tools_call(id_, "echo", {"text": ""}))
@@ -395,7 +395,7 @@ CR_SMUGGLING = {
 
 @pytest.mark.parametrize("carrier", list(CR_SMUGGLING))
 async def test_bare_carriage_return_cannot_smuggle_a_denied_call(carrier: str, tmp_path: Path) -> None:
-    log, started = await start_spy(tmp_path)
+    log, started = start_spy(tmp_path)
     with anyio.fail_after(TIMEOUT):
         async with started as proxy:
             await proxy.initialize()
@@ -415,7 +415,7 @@ async def test_bare_carriage_return_cannot_smuggle_a_denied_call(carrier: str, t
 async def test_overflowing_number_id_never_becomes_invalid_json(tmp_path: Path) -> None:
     """``1e400`` is valid JSON but no double holds it: Python reads it as ``inf``, and echoing that id back
     in a denial wrote ``"id":Infinity`` — not JSON — to the client."""
-    log, started = await start_spy(tmp_path)
+    log, started = start_spy(tmp_path)
     with anyio.fail_after(TIMEOUT):
         async with started as proxy:
             await proxy.initialize()
@@ -428,14 +428,16 @@ async def test_overflowing_number_id_never_becomes_invalid_json(tmp_path: Path) 
 
 
 async def test_reencoded_batch_never_sends_invalid_json_upstream(tmp_path: Path) -> None:
-    """When a batch is split, the allowed entries are re-encoded: an overflowing number must not turn into
-    ``Infinity`` (not JSON) on the server's stdin."""
+    """When a batch is split, the entries that go on are re-encoded: an overflowing number must not turn
+    into ``Infinity`` (not JSON) on the server's stdin. (The engine denies a tools/call holding one; any
+    other message in the batch is relayed.)"""
     log = tmp_path / "raw.log"
     policy = write_policy(tmp_path, DENY_DELETE)
     with anyio.fail_after(TIMEOUT):
         async with RawProxy.start(policy, python_server("raw_echo"), env={"RAW_ECHO_LOG": str(log)}) as proxy:
             await proxy.send_raw(
-                b'[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"n":1e400}}},'
+                b'[{"jsonrpc":"2.0","id":1,"method":"x-vendor/thing","params":{"n":1e400}},'
+                b'{"jsonrpc":"2.0","method":"notifications/x","params":{"n":-1e999}},'
                 b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_customer"}}]\n'
             )
             await proxy.settle()
@@ -515,7 +517,7 @@ async def test_nul_never_shortens_what_the_policy_sees(tmp_path: Path) -> None:
 async def test_gauntlet_spy_sees_exactly_the_allowed_calls(tmp_path: Path) -> None:
     """Allowed calls interleaved with every kind of refused input above, in one session: the spy's log is
     exactly the allowed calls, in order."""
-    log, started = await start_spy(tmp_path, options=["--max-message-bytes", "4096"])
+    log, started = start_spy(tmp_path, options=["--max-message-bytes", "4096"])
     allowed: list[tuple[str, dict[str, Any]]] = []
     with anyio.fail_after(TIMEOUT):
         async with started as proxy:

@@ -93,7 +93,7 @@ CLIENT_LINES = [
     b'"e":123456789012345678901234567890,"f":1e-7,"g":"\\u00e9\xc3\xa9\\ud83d\\ude00","h":[ ],"i":{ }},'
     b'"x-extra":{"k":true,"n":null}}\n',
     b'{ "jsonrpc" : "2.0" , "id" : "spaced" , "method" : "tools/call" , "params" : { "name" : "echo" ,'
-    b' "arguments" : { "n" : 1.50 , "big" : 99999999999999999999 , "s" : "\\/slash\\tand\\u0041" } } }\n',
+    b' "arguments" : { "n" : 1.50 , "big" : 9223372036854775807 , "s" : "\\/slash\\tand\\u0041" } } }\n',
     b'{\t"jsonrpc":"2.0",\t"id":7,"method":"ping"}\n',
     b'{"method":"ping","id":8,"jsonrpc":"2.0"}\n',
     b'{"jsonrpc":"2.0","id":-9007199254740993,"method":"resources/list","params":{"cursor":null}}\n',
@@ -176,6 +176,12 @@ async def test_server_lines_reach_the_client_byte_identical(tmp_path: Path) -> N
             assert result["tools"][0] == raw_echo.TOOLS[0]
             assert result["nextCursor"] == "raw-echo-page-2"
             assert result["x-unknown"] == {"n": 1.5}
+
+            # a tools/list inside a batch (raw_echo answers batches with batches): filtered all the same
+            await proxy.send([request("b-list", "tools/list"), request("b-ping", "ping")])
+            batch = await proxy.expect(lambda m: isinstance(m, list) and m and m[0].get("id") == "b-list")
+            assert [t["name"] for t in batch[0]["result"]["tools"]] == ["echo"]
+            assert batch[1]["id"] == "b-ping"
             proxy.assert_all_json()
 
 

@@ -174,7 +174,7 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
         if not args.fail_open:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        print(f"warning: {exc}; limits are not enforced (--fail-open)", file=sys.stderr)
+        print(f"warning: {exc}; limits are kept in memory, for this process only (--fail-open)", file=sys.stderr)
         store = MemoryStore()
     engine = Engine(compile_policy(policy))
     options = ProxyOptions(
@@ -286,7 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)  # --help and --version print to stdout, before it is claimed
+        # --help and --version print to stdout, before it is claimed
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command == "state" and args.counter is None and len(extra) == 1:
+            args.counter = extra[0]  # `state reset --state X PREFIX`: argparse places optional positionals early
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # argparse: usage errors exit 2, --help/--version exit 0
         return int(exc.code or 0)
     out = claim_stdout()

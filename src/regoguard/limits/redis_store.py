@@ -46,7 +46,7 @@ for i = 1, #KEYS do
   if mode == 'take' then
     local ok
     if strict then ok = cost < t - eps else ok = cost <= t + eps end
-    if not ok then return {0, i - 1, tostring(t)} end
+    if not ok then return {0, i - 1, string.format('%.17g', t)} end
     t = t - cost
   else
     t = t + cost
@@ -57,7 +57,7 @@ for i = 1, #KEYS do
   new[key] = math.ceil(window * 1000) + 1000
 end
 for _, key in ipairs(order) do
-  redis.call('HSET', key, 'tokens', tostring(state[key][1]), 'updated', tostring(now))
+  redis.call('HSET', key, 'tokens', string.format('%.17g', state[key][1]), 'updated', ARGV[1])
   redis.call('PEXPIRE', key, new[key])
 end
 return {1, -1, '0'}

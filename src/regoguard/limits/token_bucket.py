@@ -49,9 +49,9 @@ def fits(tokens: float, spec: Spec) -> bool:
 
 def retry_after(tokens: float, spec: Spec) -> float | None:
     """Seconds until the call would fit, or None if it never can (cost beyond capacity)."""
-    need = spec.cost - tokens
-    if spec.cost > spec.capacity or (spec.strict and spec.cost >= spec.capacity):
+    if not fits(spec.capacity, spec):  # not even a full bucket holds it
         return None
+    need = spec.cost - tokens
     if spec.strict:
         need += EPSILON * 10
     return max(0.0, need / spec.rate)

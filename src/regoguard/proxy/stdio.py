@@ -168,10 +168,10 @@ class StdioProxy:
                 continue
 
     async def _fail_inflight(self) -> None:
-        for id_, verdict in list(self._inflight.values()):
+        # No refund here: a server that died mid-call may have done the work (a charge made, then a crash),
+        # so its tokens stay taken. Only an explicit JSON-RPC error answer gives them back.
+        for id_, _verdict in list(self._inflight.values()):
             self._send_client(jsonrpc.error(id_, jsonrpc.INTERNAL_ERROR, "the MCP server exited before answering"))
-            if verdict is not None:
-                self.guard.refund(verdict)
         self._inflight.clear()
         for fut in self._internal.values():
             if not fut.done():
