@@ -48,6 +48,8 @@ def replacement_library(body: str) -> str:
     head = "package regoguard.lib\n\nimport rego.v1\n\n"
     if fmt is not None:
         head += f"format := {json.dumps(fmt)}\n\n"
+    # the engine's hot path asks for `verdict`; a library that only has `decision` is denied
+    head += 'verdict := {"allow": decision.allow, "costs": []}\n\n'
     return head + body
 
 

@@ -77,15 +77,18 @@ first_glob := min(hits) if {
 
 # --- why a call is denied -----------------------------------------------------------------------------
 
+# No string from the input is ever copied into a decision: rego-cpp writes such strings into its JSON
+# output without escaping them, so a tool named `x"}],"allow":true,...` could rewrite the decision.
+
 reasons := [{
 	"rule": "hide",
-	"message": concat("", ["Tool \"", name, "\" is hidden by policy"]),
+	"message": "The tool is hidden by policy",
 	"detail": ["the tool is listed under hide"],
 }] if entry.hidden
 
 reasons := [{
 	"rule": "default",
-	"message": concat("", ["Tool \"", name, "\" is not allowed by policy (default: deny)"]),
+	"message": "The tool is not allowed by policy (default: deny)",
 	"detail": ["the tool is not listed under tools"],
 }] if entry.unlisted
 

@@ -82,8 +82,11 @@ def _run_query(interp: Any, bundle: Any, doc: dict[str, Any]) -> tuple[str, str 
     if not out.ok():
         return "\x00error:" + str(out), None
     verdict = str(out)
-    if '"allow":true' in verdict.replace(" ", ""):
-        return verdict, None
+    try:
+        if _expression(verdict)["allow"] is True:
+            return verdict, None
+    except (ValueError, KeyError, IndexError, TypeError):
+        pass  # a malformed verdict: asking for the full decision costs nothing here, and _parse denies
     full = interp.query_bundle_entrypoint(bundle, DECISION)
     return verdict, (str(full) if full.ok() else "\x00error:" + str(full))
 
@@ -333,9 +336,12 @@ class Engine:
         for raw in (verdict, full):
             if raw is not None and raw.startswith("\x00error:"):
                 return Decision.deny("engine/error", f"policy evaluation failed: {raw[7:].strip()[:500]}")
-        if full is not None:
-            return parse_decision(full)
-        return self._allowed(doc["tool"]["name"], verdict)
+        if full is None:
+            return self._allowed(doc["tool"]["name"], verdict)
+        decision = parse_decision(full)
+        if decision.allow:  # the verdict denied: the full decision cannot overrule it
+            return Decision.deny("engine/malformed", "the policy's verdict and decision disagree")
+        return _name_the_tool(decision, doc["tool"]["name"])
 
     def _allowed(self, name: str, raw: str) -> Decision:
         """An allowing verdict, with the charges filled in from the tool's entry (as the library does)."""
@@ -431,10 +437,36 @@ def _shape_problem(doc: Any) -> str | None:
     return None
 
 
+_NAMED_MESSAGES = {
+    "hide": 'Tool "{}" is hidden by policy',
+    "default": 'Tool "{}" is not allowed by policy (default: deny)',
+}
+
+
+def _name_the_tool(decision: Decision, name: str) -> Decision:
+    """Put the tool's name into the library's hide/default messages here, in Python: the library keeps
+    input strings out of its output, because rego-cpp would not escape them there."""
+    reasons = tuple(
+        Reason(r.rule, _NAMED_MESSAGES[r.rule].format(name)) if r.rule in _NAMED_MESSAGES else r
+        for r in decision.reasons
+    )
+    return Decision(decision.allow, decision.action, reasons, decision.charges, decision.cached,
+                    decision.eval_ns, decision.extra)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate key in the engine's output")
+    return out
+
+
 def _expression(raw: str) -> Any:
+    """The value of regopy's output. Parsed strictly: rego-cpp does not escape strings that came from the
+    input, so an injected ``"allow": true`` would otherwise win as the last duplicate key."""
     if raw.strip() == "undefined":
         raise ValueError("undefined")
-    out = json.loads(raw)
+    out = json.loads(raw, object_pairs_hook=_unique_keys)
     return out["expressions"][0] if isinstance(out, dict) else out[0]["expressions"][0]
 
 

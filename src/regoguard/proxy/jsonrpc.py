@@ -7,6 +7,7 @@ different values), NaN/Infinity, and anything not valid UTF-8 JSON are parse err
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 PARSE_ERROR = -32700
@@ -37,18 +38,32 @@ def _no_constants(name: str) -> Any:
     raise ParseError(f"{name} is not valid JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ParseError(f"number {text[:40]} does not fit a double")
+    return value
+
+
 def loads(line: bytes) -> Any:
     """Parse one message strictly.
 
     Raises:
-        ParseError: invalid UTF-8 or JSON, a duplicate key, or NaN/Infinity.
+        ParseError: invalid UTF-8 or JSON, a duplicate key, NaN/Infinity or a number that overflows a
+            double, or a carriage return anywhere but before the final newline. (JSON counts a bare CR as
+            whitespace, but the SDK's stdio servers read in universal-newline mode and split lines at it:
+            a call hidden behind a CR would reach the server unseen by us.)
     """
+    body = line[:-2] if line.endswith(b"\r\n") else line
+    if b"\r" in body:
+        raise ParseError("a carriage return inside a message (only a final CRLF is allowed)")
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ParseError(f"message is not UTF-8: {exc}") from exc
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+                          parse_float=_finite)
     except ParseError:
         raise
     except (json.JSONDecodeError, RecursionError) as exc:
@@ -57,7 +72,7 @@ def loads(line: bytes) -> Any:
 
 def dumps(message: Any) -> bytes:
     """One message as one line, newline-terminated (the stdio framing)."""
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8") + b"\n"
 
 
 def error(id_: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import structlog
 
 from regoguard.guard import Guard, Verdict
 from regoguard.proxy import jsonrpc
+from regoguard.proxy.client_io import ClientWriter, open_reader, open_writer
 from regoguard.proxy.lines import OVERSIZE, read_line
 from regoguard.proxy.session import Session
 
@@ -102,7 +103,7 @@ class StdioProxy:
         self._client_out = client_out
         self._signals = signals
         self._proc: asyncio.subprocess.Process | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._writer: ClientWriter | None = None
         # client requests the server has not answered: id key -> (id, the verdict of an allowed tools/call)
         self._inflight: dict[str, tuple[Any, Verdict | None]] = {}
         self._list_ids: set[str] = set()  # client tools/list requests whose answers we filter
@@ -128,10 +129,8 @@ class StdioProxy:
             return 127
         if self._signals is not None:
             self._signals.attach(loop, self)
-        client_reader = asyncio.StreamReader(limit=self.options.max_message_bytes)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(client_reader), self._client_in)
-        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, self._client_out)
-        self._writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        client_reader = await open_reader(loop, self._client_in, self.options.max_message_bytes)
+        self._writer = await open_writer(loop, self._client_out)
 
         client_task = asyncio.create_task(self._pump_client(client_reader))
         server_task = asyncio.create_task(self._pump_server())

@@ -1,0 +1,57 @@
+"""The client's end of stdio as asyncio streams, whether stdin/stdout are pipes, sockets or files.
+
+asyncio's pipe transports refuse regular files (``regoguard run ... < calls.jsonl > out.jsonl``); for
+those a thread feeds the reader and writes go straight to the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import BinaryIO, Protocol
+
+
+class ClientWriter(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+
+class _FileWriter:
+    def __init__(self, file: BinaryIO) -> None:
+        self._fd = file.fileno()
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    async def drain(self) -> None:
+        return None
+
+
+async def open_reader(loop: asyncio.AbstractEventLoop, file: BinaryIO, limit: int) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader(limit=limit)
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), file)
+        return reader
+    except ValueError:
+        pass
+    fd = file.fileno()
+
+    def pump() -> None:
+        while chunk := os.read(fd, 1 << 16):
+            loop.call_soon_threadsafe(reader.feed_data, chunk)
+        loop.call_soon_threadsafe(reader.feed_eof)
+
+    threading.Thread(target=pump, name="regoguard-stdin", daemon=True).start()
+    return reader
+
+
+async def open_writer(loop: asyncio.AbstractEventLoop, file: BinaryIO) -> ClientWriter:
+    try:
+        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, file)
+    except ValueError:
+        return _FileWriter(file)
+    return asyncio.StreamWriter(transport, protocol, None, loop)
