@@ -41,7 +41,7 @@ REGEX_BOUND = 64 * 1024  # the longest string lib.rego lets reach a regex
 ALLOW_ALL = '{"allow": true, "action": "allow", "reasons": [], "charges": []}'
 
 
-def replacement_library(body: str) -> str:
+def replacement_library(body: str, verdict: bool = True) -> str:
     """A module replacing the Rego library (same module name): ``body`` plus whatever the engine checks
     at build time (the settings format the compiler stamps, if any)."""
     fmt = compiled_for(REGEX_POLICY).settings.get("format")
@@ -49,7 +49,8 @@ def replacement_library(body: str) -> str:
     if fmt is not None:
         head += f"format := {json.dumps(fmt)}\n\n"
     # the engine's hot path asks for `verdict`; a library that only has `decision` is denied
-    head += 'verdict := {"allow": decision.allow, "costs": []}\n\n'
+    if verdict:
+        head += 'verdict := {"allow": decision.allow, "costs": []}\n\n'
     return head + body
 
 
@@ -259,13 +260,13 @@ def test_extra_module_that_conflicts_with_the_library_is_a_deny():
     ("decision", "rule"),
     [
         ("5", "engine/malformed"),
-        ('{"allow": true}', "engine/malformed"),
+        ('{"allow": true}', "engine/malformed"),  # an allowing verdict without its costs
         ('{"allow": "yes", "reasons": [], "charges": []}', "engine/undefined"),
-        ('{"allow": true, "reasons": [{"rule": "r", "message": "m"}], "charges": []}', "r"),
+        ('{"allow": true, "reasons": [{"rule": "r", "message": "m"}], "charges": []}', "engine/malformed"),
     ],
 )
 def test_extra_module_with_a_malformed_decision_is_a_deny(decision, rule):
-    lib = replacement_library(f"decision := {decision}\n")
+    lib = replacement_library(f"decision := {decision}\n\nverdict := decision\n", verdict=False)
     engine = Engine(compiled_for(REGEX_POLICY), extra_modules={"regoguard/lib.rego": lib})
     try:
         d = engine.evaluate(call_doc("t", {"s": "abc"}))
