@@ -178,6 +178,12 @@ def module_interpreter(compiled: regoguard.CompiledPolicy) -> Any:
 ENTRYPOINT = "data.regoguard.lib.decision"  # what `opa eval ... data.regoguard.lib.decision` asks for
 
 
+NAMED = {
+    "hide": 'Tool "{}" is hidden by policy',
+    "default": 'Tool "{}" is not allowed by policy (default: deny)',
+}
+
+
 def module_decision(compiled: regoguard.CompiledPolicy, doc: dict[str, Any]) -> dict[str, Any]:
     """The decision the module text gives, shaped like ``Decision.to_json()`` plus ``details``."""
     interp = module_interpreter(compiled)
@@ -186,7 +192,10 @@ def module_decision(compiled: regoguard.CompiledPolicy, doc: dict[str, Any]) -> 
     return {
         "allow": value["allow"],
         "action": value["action"],
-        "reasons": [{"rule": r["rule"], "message": r["message"]} for r in value["reasons"]],
+        # the engine names the tool in the hide/default messages itself (the library keeps input strings
+        # out of its output: rego-cpp would not escape them)
+        "reasons": [{"rule": r["rule"], "message": NAMED.get(r["rule"], r["message"]).format(doc["tool"]["name"])}
+                    for r in value["reasons"]],
         "charges": value["charges"],
         "details": {r["rule"]: r["detail"] for r in value["reasons"]},
     }

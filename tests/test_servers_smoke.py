@@ -168,7 +168,7 @@ async def test_looking_glass_with_raw_client_session() -> None:
             assert init.protocol_version == "2025-11-25"
             assert init.server_info.name == "looking-glass"
             tools = await session.list_tools()
-            assert len(tools.tools) == 6
+            assert len(tools.tools) == len(LOOKING_GLASS_REQUIRED)
             r = await session.call_tool("session_list", {})
             assert text_of(r) == "session_list called with {}"
 
