@@ -1,0 +1,147 @@
+"""What crosses between Python and regopy: policy data in, the call checked on its way in, the
+engine's output parsed strictly on its way out.
+
+regopy facts this file works around (measured on regopy 1.5.2):
+
+- ``add_data`` sends ``\\u`` escapes, which rego-cpp keeps as six literal characters, and rejects
+  exponents without a decimal point (``1e-07``): :func:`data_json` writes what it reads.
+- ``set_input`` cuts strings at the first NUL and wraps integers beyond 64 bits: such calls are denied.
+- Strings that came from the input are written into the output JSON without escaping: the library never
+  copies them into a decision, and the output is parsed with duplicate keys refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from regoguard.decision import Charge, Decision, Reason
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def data_json(value: Any) -> str:
+    """JSON text that rego-cpp reads as Python meant it: UTF-8 rather than ``\\u`` escapes (which it
+    keeps as six literal characters), and exponents with a decimal point (``1e-07`` is rejected,
+    ``1.0e-07`` accepted)."""
+    floats: dict[str, str] = {}
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, float) and "e" in repr(v) and "." not in repr(v).split("e")[0]:
+            token = f"@regoguard-float-{len(floats)}-{id(floats)}@"
+            mantissa, exponent = repr(v).split("e")
+            floats[token] = f"{mantissa}.0e{exponent}"
+            return token
+        if isinstance(v, dict):
+            return {k: walk(item) for k, item in v.items()}
+        if isinstance(v, list):
+            return [walk(item) for item in v]
+        return v
+
+    text = json.dumps(walk(value), ensure_ascii=False)
+    for token, number in floats.items():
+        text = text.replace(json.dumps(token), number)
+    return text
+
+
+def value_problem(value: Any) -> str | None:
+    """What in an input the embedded engine would misread, if anything. regopy's ``set_input`` cuts
+    strings at the first NUL (``"/workspace/\\x00/../etc"`` would reach the rules as ``"/workspace/"``)
+    and wraps integers beyond 64 bits (2**64 + 100 would compare as 100). Such input is denied."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if "\x00" in v:
+                return "the call holds a NUL character (\\u0000), which the embedded engine cannot compare exactly"
+        elif isinstance(v, bool) or v is None:
+            continue
+        elif isinstance(v, int):
+            if not _INT64[0] <= v <= _INT64[1]:
+                return f"the call holds the integer {v}, beyond the 64 bits the embedded engine compares exactly"
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                return f"the call holds the number {v}, which is not a finite JSON number"
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                if not isinstance(k, str) or "\x00" in k:
+                    return "the call holds an object key that is not text without NUL characters"
+                stack.append(item)
+        elif isinstance(v, list):
+            stack.extend(v)
+        else:
+            return f"the call holds a {type(v).__name__}, which is not JSON"
+    return None
+
+
+def shape_problem(doc: Any) -> str | None:
+    if not isinstance(doc, dict):
+        return "input must be an object"
+    tool = doc.get("tool")
+    if not isinstance(tool, dict):
+        return "input.tool must be an object"
+    if not isinstance(tool.get("name"), str):
+        return "input.tool.name must be a string"
+    if "arguments" in tool and not isinstance(tool["arguments"], dict | type(None)):
+        return "input.tool.arguments must be an object"
+    return None
+
+
+_NAMED_MESSAGES = {
+    "hide": 'Tool "{}" is hidden by policy',
+    "default": 'Tool "{}" is not allowed by policy (default: deny)',
+}
+
+
+def name_the_tool(decision: Decision, name: str) -> Decision:
+    """Put the tool's name into the library's hide/default messages here, in Python: the library keeps
+    input strings out of its output, because rego-cpp would not escape them there."""
+    reasons = tuple(
+        Reason(r.rule, _NAMED_MESSAGES[r.rule].format(name)) if r.rule in _NAMED_MESSAGES else r
+        for r in decision.reasons
+    )
+    return Decision(decision.allow, decision.action, reasons, decision.charges, decision.cached,
+                    decision.eval_ns, decision.extra)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate key in the engine's output")
+    return out
+
+
+def expression(raw: str) -> Any:
+    """The value of regopy's output. Parsed strictly: rego-cpp does not escape strings that came from the
+    input, so an injected ``"allow": true`` would otherwise win as the last duplicate key."""
+    if raw.strip() == "undefined":
+        raise ValueError("undefined")
+    out = json.loads(raw, object_pairs_hook=_unique_keys)
+    return out["expressions"][0] if isinstance(out, dict) else out[0]["expressions"][0]
+
+
+def parse_decision(raw: str) -> Decision:
+    """Turn the library's full ``decision`` (regopy output text) into a Decision; anything unexpected
+    is a deny."""
+    if raw.strip() == "undefined":
+        return Decision.deny("engine/undefined", "the policy gave no decision for this call")
+    try:
+        value = expression(raw)
+        allow = value["allow"]
+        reasons = tuple(Reason(r["rule"], r["message"]) for r in value["reasons"])
+        charges = tuple(
+            Charge(c["counter"], c["scope"], c["cost"], c["capacity"], c["window"], c["strict"], c["rule"],
+                   c["message"])
+            for c in value["charges"]
+        )
+        details = {r["rule"]: r.get("detail", []) for r in value["reasons"]}
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return Decision.deny("engine/malformed", f"the policy gave a malformed decision: {exc}")
+    if allow is not True or reasons:
+        if allow is True:  # reasons without a deny: trust the reasons
+            allow = False
+        if not reasons:
+            reasons = (Reason("engine/undefined", "the policy denied the call without a reason"),)
+        return Decision(False, "deny", reasons, (), extra={"details": details, "from_policy": True})
+    return Decision(True, "allow", (), charges, extra={"from_policy": True})

@@ -1,0 +1,123 @@
+"""Reading conditions: ``{path, op, value}``, each value checked against what its operator needs."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from regoguard.policy._yaml import Node
+from regoguard.policy.model import Condition
+from regoguard.policy.reader import ESCAPE_HINT, Reader, is_number, join_path, unescapable
+from regoguard.policy.regex_check import RegexProblem, glob_to_regex, portable_regex
+
+CONDITION_KEYS = ("path", "op", "value")
+LIST_OPS = ("in", "not_in")
+NUMBER_OPS = ("lt", "lte", "gt", "gte")
+STRING_OPS = ("regex", "not_regex", "starts_with", "ends_with", "glob")
+LENGTH_OPS = ("len_lte", "len_gte")
+ANY_OPS = ("eq", "neq", "contains")
+OPERATORS = (*ANY_OPS, *LIST_OPS, *NUMBER_OPS, *STRING_OPS, *LENGTH_OPS, "exists")
+STATE_OPS = ("lte", "lt")
+MAX_PATH_DEPTH = 8
+
+
+def arg_path(text: str) -> tuple[str, ...] | None:
+    if not text.startswith("args."):
+        return None
+    segs = tuple(text[len("args."):].split("."))
+    if any(not s for s in segs) or len(segs) > MAX_PATH_DEPTH:
+        return None
+    return segs
+
+
+def read_condition(r: Reader, node: Node, path: str) -> tuple[Condition, bool] | None:
+    entries = r.mapping(node, path, CONDITION_KEYS, "a condition")
+    if entries is None:
+        return None
+    n_errors = len(r.errors)
+    for k in ("path", "op"):
+        if k not in entries:
+            r.error(node.pos, path, f"a condition needs `{k}`")
+    if "value" not in entries:
+        r.error(node.pos, path, "a condition needs `value`")
+    if len(r.errors) != n_errors:
+        return None
+    text = r.string(entries["path"], join_path(path, "path"), "path")
+    op = r.choice(entries["op"], join_path(path, "op"), "op", OPERATORS)
+    if text is None or op is None:
+        return None
+    vnode = entries["value"]
+    ppos = entries["path"].pos
+    if text.startswith("state."):
+        parts = text.split(".")
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            r.error(ppos, join_path(path, "path"), f'a state path is "state.<tool>.<counter>", got {text!r}')
+            return None
+        if not is_number(vnode.value):
+            r.error(vnode.pos, join_path(path, "value"), f"a state condition needs a number, got {vnode.value!r}")
+            return None
+        if vnode.value <= 0:
+            r.error(vnode.pos, join_path(path, "value"), f"a state limit must be positive, got {vnode.value!r}")
+            return None
+        return Condition((parts[1], parts[2]), op, vnode.value, node.pos.line), True
+    segs = arg_path(text)
+    if segs is None:
+        r.error(ppos, join_path(path, "path"),
+                f'path must be "args.<key>[.<key>...]" (at most {MAX_PATH_DEPTH} keys) or '
+                f'"state.<tool>.<counter>"; got {text!r}')
+        return None
+    value = _check_value(r, op, vnode, join_path(path, "value"))
+    if value is _INVALID:
+        return None
+    return Condition(segs, op, value, node.pos.line), False
+
+
+_INVALID = object()
+
+def _check_value(r: Reader, op: str, node: Node, path: str) -> Any:
+    v = node.value
+    if op not in ("regex", "not_regex", "glob") and unescapable(node.plain()):
+        r.error(node.pos, path, f"value {node.plain()!r} holds a quote, backslash or control character", ESCAPE_HINT)
+        return _INVALID
+    if op in LIST_OPS:
+        if not isinstance(v, list):
+            r.error(node.pos, path, f"operator {op!r} needs a list value, got a {node.kind}")
+            return _INVALID
+        return [n.plain() for n in v]
+    if op in NUMBER_OPS:
+        if not is_number(v):
+            hint = None
+            if isinstance(v, str):
+                hint = ("YAML reads this exponent form as text: write it with a dot and a sign (1.0e+6) "
+                        "or in full" if re.fullmatch(r"-?\d+(\.\d+)?[eE][+-]?\d+", v) else
+                        "numbers must be unquoted in YAML")
+            r.error(node.pos, path, f"operator {op!r} needs a number, got a {node.kind}", hint)
+            return _INVALID
+        return v
+    if op in LENGTH_OPS:
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            r.error(node.pos, path, f"operator {op!r} needs a non-negative integer, got {v!r}")
+            return _INVALID
+        return v
+    if op == "exists":
+        if not isinstance(v, bool):
+            r.error(node.pos, path, f"operator 'exists' needs true or false, got a {node.kind}")
+            return _INVALID
+        return v
+    if op in STRING_OPS:
+        if not isinstance(v, str):
+            r.error(node.pos, path, f"operator {op!r} needs a string, got a {node.kind}")
+            return _INVALID
+        if '"' in v or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in v):
+            r.error(node.pos, path, f"pattern {v!r} holds a quote or a control character", ESCAPE_HINT)
+            return _INVALID
+        try:
+            if op in ("regex", "not_regex"):
+                portable_regex(v)
+            elif op == "glob":
+                portable_regex(glob_to_regex(v))
+        except RegexProblem as exc:
+            r.error(node.pos, path, f"bad {'glob' if op == 'glob' else 'regex'} {v!r}: {exc}")
+            return _INVALID
+        return v
+    return node.plain()
