@@ -230,6 +230,12 @@ async def test_redis_unreachable_fails_closed_or_open(env: Env) -> None:
             for i in range(4):  # no limit enforced while the store is down
                 assert not (await c.call_tool("echo", {"text": f"open {i}"})).is_error
     assert len(env.spy_calls("echo")) == 4
+    # the policy can choose fail-open too
+    open_policy = env.policy("on_store_error: allow\n" + ECHO_POLICY)
+    with anyio.fail_after(TIMEOUT):
+        async with env.proxy(open_policy, "--state", dead) as c:
+            assert not (await c.call_tool("echo", {"text": "policy open"})).is_error
+    assert len(env.spy_calls("echo")) == 5
     shown = env.state("show", "--state", dead)
     assert shown.returncode == 1 and "error" in shown.stderr
 
@@ -258,8 +264,7 @@ async def test_sqlite_unopenable_state_with_fail_open_runs_in_memory(env: Env) -
     with anyio.fail_after(TIMEOUT):
         async with env.proxy(policy, "--state", bad, "--fail-open") as c:
             results = [await c.call_tool("echo", {"text": str(i)}) for i in range(3)]
-    # The proxy warns "limits are not enforced (--fail-open)", but it falls back to a MemoryStore, so the
-    # limit does hold, per process. Pinned here as observed.
+    # The proxy warns that limits are kept in memory for this process only, and they do hold.
     assert [r.is_error for r in results[:2]] == [False, False]
     assert denial_rule(results[2]) == "echo/two_per_minute"
 

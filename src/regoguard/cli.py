@@ -168,10 +168,11 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
         return EXIT_USAGE
     for warning in policy.warnings:
         print(warning, file=sys.stderr)
+    fail_open = args.fail_open or policy.on_store_error == "allow"
     try:
         store = open_store(args.state, args.state_prefix)
     except StoreError as exc:
-        if not args.fail_open:
+        if not fail_open:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         print(f"warning: {exc}; limits are kept in memory, for this process only (--fail-open)", file=sys.stderr)
@@ -183,7 +184,7 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
         max_message_bytes=args.max_message_bytes,
         refund_on_tool_error=args.refund_on_tool_error,
     )
-    guard = Guard(engine, Limiter(store, fail_open=args.fail_open))
+    guard = Guard(engine, Limiter(store, fail_open=fail_open))
     proxy = StdioProxy(guard, command, options, sys.stdin.buffer, out, signals=args.signal_relay)
     try:
         return asyncio.run(proxy.run())
@@ -268,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest client message accepted (default 16 MiB)")
     _state_options(p)
     p.add_argument("--fail-open", action="store_true",
-                   help="if the state store fails, allow calls instead of denying them (default: deny)")
+                   help="if the state store fails, allow calls instead of denying them (default: deny; "
+                        "a policy can choose this with `on_store_error: allow`)")
     p.add_argument("--refund-on-tool-error", action="store_true",
                    help="also give tokens back when the tool answers with isError (JSON-RPC errors always are)")
     p.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")

@@ -19,7 +19,7 @@ from regoguard.policy.reader import ESCAPE_HINT, Reader, join_path, unescapable
 
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 
-TOP_KEYS = ("version", "description", "default", "hide", "tools")
+TOP_KEYS = ("version", "description", "default", "hide", "tools", "on_store_error")
 TOOL_KEYS = ("rules",)
 RULE_KEYS = ("name", "action", "conditions", "on_deny", "reason", "rate_limit", "state", "validate", "scope")
 VALIDATE_KEYS = ("required_args",)
@@ -76,6 +76,10 @@ def _read_policy(r: Reader, root: Node) -> Policy | None:
     if "default" in top:
         default = r.choice(top["default"], "default", "default", ("allow", "deny")) or "allow"
     hide = _read_hide(r, top["hide"]) if "hide" in top else ()
+    on_store_error = "deny"
+    if "on_store_error" in top:
+        choice = r.choice(top["on_store_error"], "on_store_error", "on_store_error", ("deny", "allow"))
+        on_store_error = choice or "deny"
     tools: list[ToolPolicy] = []
     if "tools" in top:
         tnode = top["tools"]
@@ -92,6 +96,7 @@ def _read_policy(r: Reader, root: Node) -> Policy | None:
     return Policy(
         source=r.file,
         default=default,
+        on_store_error=on_store_error,
         description=description,
         version=version,
         hide=hide,

@@ -80,6 +80,8 @@ class Policy:
     version: str | None = None
     hide: tuple[str, ...] = ()
     tools: tuple[ToolPolicy, ...] = ()
+    on_store_error: str = "deny"
+    """What a call that needs a limit gets when the state store fails: ``deny`` (fail closed) or ``allow``."""
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
