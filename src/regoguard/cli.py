@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from regoguard import __version__
-from regoguard.audit import configure_logging
+from regoguard.audit import (
+    DEFAULT_SENSITIVE_KEYS,
+    DecisionLog,
+    FileSink,
+    MaskingRules,
+    Sink,
+    StderrSink,
+    configure_logging,
+)
+from regoguard.audit.summary import summarise
 from regoguard.compiler import CompiledPolicy, compile_policy
 from regoguard.engine import Engine, run_with_large_stack
 from regoguard.errors import PolicyLoadError, RegoguardError
@@ -177,20 +186,49 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
             return EXIT_USAGE
         print(f"warning: {exc}; limits are kept in memory, for this process only (--fail-open)", file=sys.stderr)
         store = MemoryStore()
-    engine = Engine(compile_policy(policy))
+    compiled = compile_policy(policy)
+    engine = Engine(compiled)
+    server_name = args.server_name or default_server_name(command)
+    decision_log = _decision_log(args, policy, compiled.revision, server_name)
     options = ProxyOptions(
-        server_name=args.server_name or default_server_name(command),
+        server_name=server_name,
         principal=args.principal or getpass.getuser(),
         max_message_bytes=args.max_message_bytes,
         refund_on_tool_error=args.refund_on_tool_error,
     )
-    guard = Guard(engine, Limiter(store, fail_open=fail_open))
+    dry_run = args.dry_run or policy.mode == "dry_run"
+    if dry_run:
+        print("regoguard: dry run: every call is forwarded; calls the policy would deny are logged as would_deny",
+              file=sys.stderr)
+    guard = Guard(engine, Limiter(store, fail_open=fail_open), decision_log, dry_run=dry_run)
     proxy = StdioProxy(guard, command, options, sys.stdin.buffer, out, signals=args.signal_relay)
     try:
         return asyncio.run(proxy.run())
     finally:
         engine.close()
         store.close()
+
+
+def _decision_log(args: argparse.Namespace, policy: Policy, revision: str, server: str) -> DecisionLog | None:
+    target = args.decision_log
+    if target in (None, "off"):
+        return None
+    sink: Sink = StderrSink() if target == "stderr" else FileSink(target, args.decision_log_max_bytes,
+                                                                  args.decision_log_backups)
+    audit = policy.audit
+    masking = MaskingRules(erase=audit.erase, mask=audit.mask, hash_arguments=audit.hash_arguments,
+                           default_keys=DEFAULT_SENSITIVE_KEYS if audit.default_masking else ())
+    return DecisionLog(sink, masking, revision, {"server": server, "version": __version__})
+
+
+def cmd_log(args: argparse.Namespace, out: BinaryIO) -> int:
+    summary = summarise(args.path, args.recent)
+    if not summary.files:
+        print(f"error: no decision log at {args.path}", file=sys.stderr)
+        return EXIT_FAIL
+    text = json.dumps(summary.to_json(), indent=2) if args.json else summary.render()
+    out.write((text + "\n").encode())
+    return EXIT_OK
 
 
 def _state_options(p: argparse.ArgumentParser) -> None:
@@ -271,10 +309,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-open", action="store_true",
                    help="if the state store fails, allow calls instead of denying them (default: deny; "
                         "a policy can choose this with `on_store_error: allow`)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="block nothing: log calls the policy would deny as would_deny (also `mode: dry_run`)")
+    p.add_argument("--decision-log", metavar="PATH|stderr|off", default="off",
+                   help="where decision events go: a file (rotated by size), stderr, or off (default)")
+    p.add_argument("--decision-log-max-bytes", type=int, default=50 * 1024 * 1024,
+                   help="rotate the decision log file at this size (default 50 MiB)")
+    p.add_argument("--decision-log-backups", type=int, default=5, help="rotated files kept (default 5)")
+    p.add_argument("--log-level", default=None, help="stderr log level: debug, info, warning, error")
     p.add_argument("--refund-on-tool-error", action="store_true",
                    help="also give tokens back when the tool answers with isError (JSON-RPC errors always are)")
     p.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("log", help="summarise a decision log: calls, denials by rule and by tool, recent denials")
+    p.add_argument("path", help="the decision log file (rotated files beside it are read too)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--recent", type=int, default=10, help="how many recent denials to list (default 10)")
+    p.set_defaults(func=cmd_log)
 
     p = sub.add_parser("state", help="show or reset rate-limit counters")
     p.add_argument("action", choices=("show", "reset"))
@@ -297,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: usage errors exit 2, --help/--version exit 0
         return int(exc.code or 0)
     out = claim_stdout()
-    configure_logging()
+    configure_logging(getattr(args, "log_level", None))
     args.signal_relay = None
     if args.command == "run":
         from regoguard.proxy.stdio import SignalRelay

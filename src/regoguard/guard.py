@@ -1,31 +1,45 @@
-"""The one door every tool call goes through: engine decision (+ limits, + decision log, later).
+"""The one door every tool call goes through: engine decision, then limits, then the decision log.
 
-Transports call :meth:`Guard.decide` and act on the :class:`Verdict`; they never look at policy
-themselves. The guard fails closed: whatever goes wrong while deciding is a deny.
+Transports call :meth:`Guard.decide`, act on the :class:`Verdict`, and call :meth:`Guard.finish` once
+the call's fate is known (denied at once, or answered by the server); they never look at policy
+themselves. The guard fails closed: whatever goes wrong while deciding is a deny. Its log fails open.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from regoguard.audit.decision_log import DecisionLog
 from regoguard.decision import Decision, Reason
 from regoguard.engine import Engine
 from regoguard.limits.limiter import LimitDenial, Limiter, Taken
 
 
-@dataclass(frozen=True)
+@dataclass
 class Verdict:
-    """A decision with the id that names it in denials and in the decision log."""
+    """A decision with the id that names it in denials and in the decision log.
+
+    ``decision`` is what the policy and the limits decided; ``allow`` is what the transport does with the
+    call, which in dry run is always to forward it.
+    """
 
     decision_id: str
     decision: Decision
     taken: Taken | None = None
+    dry_run: bool = False
+    doc: dict[str, Any] = field(default_factory=dict, repr=False)
+    finished: bool = False
 
     @property
     def allow(self) -> bool:
-        return self.decision.allow
+        return self.decision.allow or self.dry_run
+
+    @property
+    def would_deny(self) -> bool:
+        return self.dry_run and not self.decision.allow
 
     def meta(self) -> dict[str, Any]:
         """What a denial carries in ``_meta["regoguard/decision"]``."""
@@ -37,11 +51,27 @@ class Verdict:
 
 
 class Guard:
-    """Decides tool calls for one loaded policy."""
+    """Decides tool calls for one loaded policy.
 
-    def __init__(self, engine: Engine, limiter: Limiter | None = None) -> None:
+    Args:
+        engine: the compiled policy's engine.
+        limiter: takes the charges of allowed calls (None: limits are not enforced).
+        log: the decision log (None: no events).
+        dry_run: decide, count and log every call, but block none.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        limiter: Limiter | None = None,
+        log: DecisionLog | None = None,
+        dry_run: bool = False,
+    ) -> None:
         self.engine = engine
         self.limiter = limiter
+        self.log = log
+        self.dry_run = dry_run
+        self._finish_lock = threading.Lock()
 
     def is_hidden(self, name: str) -> bool:
         """True when the policy hides ``name`` from ``tools/list``."""
@@ -52,9 +82,10 @@ class Guard:
         rules = self.engine.compiled.entry_for(name).get("rules", ())
         return any(r.get("validate_required") for r in rules)
 
-    def reject(self, rule: str, message: str) -> Verdict:
-        """A denial the transport makes before the policy can look (e.g. params that do not parse)."""
-        return Verdict(str(uuid.uuid4()), Decision.deny(rule, message))
+    def reject(self, rule: str, message: str, doc: dict[str, Any] | None = None) -> Verdict:
+        """A denial the transport makes before the policy can look (e.g. params that do not parse).
+        Enforced in dry run too: such a call cannot be decided, so it is not forwarded."""
+        return Verdict(str(uuid.uuid4()), Decision.deny(rule, message), doc=doc or {})
 
     def decide(self, doc: dict[str, Any], size_hint: int | None = None) -> Verdict:
         """Decide one call. Never raises: an unexpected failure is a deny."""
@@ -63,19 +94,43 @@ class Guard:
             decision = self.engine.evaluate(doc, size_hint)
         except Exception as exc:  # the engine does not raise by contract; if it ever does, deny
             decision = Decision.deny("guard/error", f"the guard could not decide: {exc}")
+        verdict = Verdict(decision_id, decision, dry_run=self.dry_run, doc=doc)
         if not decision.allow or not decision.charges or self.limiter is None:
-            return Verdict(decision_id, decision)
+            return verdict
         outcome = self.limiter.take(decision.charges, *_who(doc))
         if isinstance(outcome, LimitDenial):
-            denied = Decision(False, "deny", (Reason(outcome.rule, outcome.message),), (),
-                              decision.cached, decision.eval_ns, {"retry_after": outcome.retry_after})
-            return Verdict(decision_id, denied)
-        return Verdict(decision_id, decision, outcome)
+            verdict.decision = Decision(False, "deny", (Reason(outcome.rule, outcome.message),), (),
+                                        decision.cached, decision.eval_ns, {"retry_after": outcome.retry_after})
+        else:
+            verdict.taken = outcome
+        return verdict
 
     def refund(self, verdict: Verdict) -> None:
-        """Give back what an allowed call took: the server answered it with an error."""
+        """Give back what an allowed call took (the server answered it with an error)."""
         if self.limiter is not None and verdict.taken is not None:
             self.limiter.refund(verdict.taken)
+
+    def finish(self, verdict: Verdict, upstream_error: Any = None, refund: bool = False) -> None:
+        """The call's fate is known: refund it if asked, and write its one decision event.
+
+        ``upstream_error`` is the server's error (or a note that it never answered); ``refund`` is whether
+        its tokens come back (a JSON-RPC error: yes; a server that died mid-call may have done the work:
+        no). Calling this twice for one verdict does nothing the second time.
+        """
+        with self._finish_lock:
+            if verdict.finished:
+                return
+            verdict.finished = True
+        if refund:
+            self.refund(verdict)
+        if self.log is None:
+            return
+        if not verdict.decision.allow:
+            outcome = "would_deny" if verdict.dry_run else "denied"
+        else:
+            outcome = "upstream_error" if upstream_error is not None else "allowed"
+        self.log.record(verdict.decision_id, verdict.doc, verdict.decision, outcome,
+                        "dry_run" if verdict.dry_run else "enforce", upstream_error)
 
     def end_session(self, session_id: str) -> None:
         """Session-scoped buckets go with their session."""

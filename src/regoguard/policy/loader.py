@@ -14,12 +14,23 @@ from regoguard.errors import PolicyError, PolicyLoadError
 from regoguard.policy._yaml import Node, Pos, YamlProblem, parse
 from regoguard.policy.conditions import STATE_OPS, read_condition
 from regoguard.policy.limits import default_message, read_rate_limit, read_state
-from regoguard.policy.model import GLOBAL_SCOPE_NAME, SCOPES, WILDCARD, Condition, Limit, Policy, Rule, ToolPolicy
+from regoguard.policy.model import (
+    GLOBAL_SCOPE_NAME,
+    SCOPES,
+    WILDCARD,
+    AuditSettings,
+    Condition,
+    Limit,
+    Policy,
+    Rule,
+    ToolPolicy,
+)
 from regoguard.policy.reader import ESCAPE_HINT, Reader, join_path, unescapable
 
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 
-TOP_KEYS = ("version", "description", "default", "hide", "tools", "on_store_error")
+TOP_KEYS = ("version", "description", "default", "mode", "hide", "tools", "audit", "on_store_error")
+AUDIT_KEYS = ("erase", "mask", "hash_arguments", "default_masking")
 TOOL_KEYS = ("rules",)
 RULE_KEYS = ("name", "action", "conditions", "on_deny", "reason", "rate_limit", "state", "validate", "scope")
 VALIDATE_KEYS = ("required_args",)
@@ -76,6 +87,10 @@ def _read_policy(r: Reader, root: Node) -> Policy | None:
     if "default" in top:
         default = r.choice(top["default"], "default", "default", ("allow", "deny")) or "allow"
     hide = _read_hide(r, top["hide"]) if "hide" in top else ()
+    mode = "enforce"
+    if "mode" in top:
+        mode = r.choice(top["mode"], "mode", "mode", ("enforce", "dry_run")) or "enforce"
+    audit = _read_audit(r, top["audit"]) if "audit" in top else AuditSettings()
     on_store_error = "deny"
     if "on_store_error" in top:
         choice = r.choice(top["on_store_error"], "on_store_error", "on_store_error", ("deny", "allow"))
@@ -97,12 +112,42 @@ def _read_policy(r: Reader, root: Node) -> Policy | None:
         source=r.file,
         default=default,
         on_store_error=on_store_error,
+        mode=mode,
+        audit=audit,
         description=description,
         version=version,
         hide=hide,
         tools=tuple(tools),
         warnings=tuple(str(w) for w in r.warnings),
     )
+
+
+def _read_audit(r: Reader, node: Node) -> AuditSettings:
+    entries = r.mapping(node, "audit", AUDIT_KEYS, "audit")
+    if entries is None:
+        return AuditSettings()
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("erase", "mask"):
+        if key not in entries:
+            continue
+        lnode = entries[key]
+        if not isinstance(lnode.value, list):
+            r.error(lnode.pos, f"audit.{key}", f"audit.{key} must be a list of JSON pointers or key names")
+            continue
+        items = [r.string(item, f"audit.{key}[{i}]", "a JSON pointer or key name") for i, item in
+                 enumerate(lnode.value)]
+        lists[key] = tuple(i for i in items if i is not None)
+    flags: dict[str, bool] = {}
+    for key in ("hash_arguments", "default_masking"):
+        if key in entries:
+            fnode = entries[key]
+            if isinstance(fnode.value, bool):
+                flags[key] = fnode.value
+            else:
+                r.error(fnode.pos, f"audit.{key}", f"audit.{key} must be true or false, not a {fnode.kind}")
+    return AuditSettings(erase=lists.get("erase", ()), mask=lists.get("mask", ()),
+                         hash_arguments=flags.get("hash_arguments", False),
+                         default_masking=flags.get("default_masking", True))
 
 
 def _read_hide(r: Reader, node: Node) -> tuple[str, ...]:

@@ -73,6 +73,16 @@ class ToolPolicy:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """The policy's ``audit:`` block: what the decision log may show of a call's arguments."""
+
+    erase: tuple[str, ...] = ()
+    mask: tuple[str, ...] = ()
+    hash_arguments: bool = False
+    default_masking: bool = True
+
+
+@dataclass(frozen=True)
 class Policy:
     source: str
     default: str = "allow"
@@ -80,6 +90,9 @@ class Policy:
     version: str | None = None
     hide: tuple[str, ...] = ()
     tools: tuple[ToolPolicy, ...] = ()
+    mode: str = "enforce"
+    """``enforce``, or ``dry_run``: decide and log every call, block none."""
+    audit: AuditSettings = AuditSettings()
     on_store_error: str = "deny"
     """What a call that needs a limit gets when the state store fails: ``deny`` (fail closed) or ``allow``."""
     warnings: tuple[str, ...] = field(default=(), compare=False)

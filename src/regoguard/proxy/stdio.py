@@ -169,8 +169,10 @@ class StdioProxy:
     async def _fail_inflight(self) -> None:
         # No refund here: a server that died mid-call may have done the work (a charge made, then a crash),
         # so its tokens stay taken. Only an explicit JSON-RPC error answer gives them back.
-        for id_, _verdict in list(self._inflight.values()):
+        for id_, verdict in list(self._inflight.values()):
             self._send_client(jsonrpc.error(id_, jsonrpc.INTERNAL_ERROR, "the MCP server exited before answering"))
+            if verdict is not None:
+                self.guard.finish(verdict, {"message": "the MCP server exited before answering"}, refund=False)
         self._inflight.clear()
         for fut in self._internal.values():
             if not fut.done():
@@ -260,6 +262,7 @@ class StdioProxy:
             if "id" not in msg:
                 return _DROP
             verdict = self.guard.reject("proxy/internal-error", f"regoguard could not decide this call: {exc}")
+            self.guard.finish(verdict)
             return "answer", jsonrpc.error(msg["id"], jsonrpc.INTERNAL_ERROR, verdict.decision.message or "",
                                            {"regoguard/decision": verdict.meta()})
 
@@ -282,12 +285,15 @@ class StdioProxy:
     async def _on_tools_call(self, msg: dict[str, Any], size: int) -> tuple[str, Any]:
         if "id" not in msg:
             log.warning("dropped a tools/call notification (no id): it cannot be answered, so it is never forwarded")
+            self.guard.finish(self.guard.reject("proxy/no-id", "a tools/call without an id is never forwarded",
+                                                _call_doc(msg)))
             return _DROP
         self.session.note_meta(msg)
         params = msg.get("params")
         problem = _params_problem(params)
         if problem is not None:
-            verdict = self.guard.reject("proxy/invalid-params", problem)
+            verdict = self.guard.reject("proxy/invalid-params", problem, _call_doc(msg))
+            self.guard.finish(verdict)
             log.info("denied", tool=None, rule=verdict.decision.rule, reason=problem)
             return "answer", jsonrpc.error(
                 msg["id"], jsonrpc.INVALID_PARAMS, f"Invalid params: {problem}",
@@ -299,10 +305,14 @@ class StdioProxy:
         schema = await self._schema_for(name, msg) if self.guard.needs_schema(name) else None
         verdict = self.guard.decide(self.session.input_document(name, arguments, schema), size)
         if verdict.allow:
+            if verdict.would_deny:
+                log.info("would deny (dry run)", tool=name, rule=verdict.decision.rule,
+                         reason=verdict.decision.message, decision_id=verdict.decision_id)
             self._inflight[jsonrpc.id_key(msg["id"])] = (msg["id"], verdict)
             return _FORWARD
         log.info("denied", tool=name, rule=verdict.decision.rule, reason=verdict.decision.message,
                  decision_id=verdict.decision_id)
+        self.guard.finish(verdict)
         return "answer", _denial(msg, name, verdict)
 
     # -- inputSchema for validate: {required_args: true} -------------------------------------------------
@@ -404,19 +414,14 @@ class StdioProxy:
                 fut.set_result(msg)
             return None
         _, verdict = self._inflight.pop(key, (None, None))
-        if verdict is not None and self._failed(msg):
-            self.guard.refund(verdict)
+        if verdict is not None:
+            error = _upstream_error(msg)
+            refund = "error" in msg or (error is not None and self.options.refund_on_tool_error)
+            self.guard.finish(verdict, error, refund)
         if key in self._list_ids:
             self._list_ids.discard(key)
             return self._filter_tools_list(msg)
         return msg
-
-    def _failed(self, msg: dict[str, Any]) -> bool:
-        """A JSON-RPC error gets its tokens back; a tool result with isError too, if the user chose so."""
-        if "error" in msg:
-            return True
-        result = msg.get("result")
-        return self.options.refund_on_tool_error and isinstance(result, dict) and result.get("isError") is True
 
     def _filter_tools_list(self, msg: dict[str, Any]) -> Any:
         result = msg.get("result")
@@ -424,11 +429,30 @@ class StdioProxy:
             return msg
         tools = result["tools"]
         self.session.note_tools(tools)
+        if self.guard.dry_run:  # nothing is blocked in a dry run, hidden tools included
+            return msg
         kept = [t for t in tools if not (isinstance(t, dict) and isinstance(t.get("name"), str)
                                          and self.guard.is_hidden(t["name"]))]
         if len(kept) == len(tools):
             return msg
         return {**msg, "result": {**result, "tools": kept}}
+
+
+def _upstream_error(msg: dict[str, Any]) -> Any:
+    """The server's JSON-RPC error, or its tool result's ``isError``; None when the call succeeded."""
+    if "error" in msg:
+        return msg["error"]
+    result = msg.get("result")
+    if isinstance(result, dict) and result.get("isError") is True:
+        return {"isError": True}
+    return None
+
+
+def _call_doc(msg: dict[str, Any]) -> dict[str, Any]:
+    """What can be logged of a call that never reached the policy."""
+    params = msg.get("params")
+    name = params.get("name") if isinstance(params, dict) else None
+    return {"tool": {"name": name if isinstance(name, str) else None, "arguments": {}}}
 
 
 def _params_problem(params: Any) -> str | None:

@@ -1,0 +1,165 @@
+"""The decision log: one JSON object per decided call, shaped like OPA's decision log.
+
+A pipeline of small steps: build the event (``decision_event``), mask it (``masking``), write it to a
+sink. Logging fails open: a sink that cannot be written is reported on stderr and enforcement goes on
+(the guard itself fails closed; its log must never be the reason a call is blocked or let through).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import threading
+import uuid
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from regoguard.audit.masking import MaskingRules, mask_arguments
+from regoguard.decision import Decision
+
+DECISION_PATH = "regoguard/lib/decision"
+OUTCOMES = ("allowed", "denied", "would_deny", "upstream_error")
+INSTANCE_ID = str(uuid.uuid4())
+
+
+class Sink(Protocol):
+    def write(self, line: str) -> None:
+        """Write one line (no newline). Raises OSError when it cannot."""
+        ...
+
+
+class StderrSink:
+    def write(self, line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+class FileSink:
+    """JSON lines appended to ``path``, rotated by size: ``path`` → ``path.1`` → … ``path.<backups>``."""
+
+    def __init__(self, path: str | Path, max_bytes: int = 50 * 1024 * 1024, backups: int = 5) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._lock = threading.Lock()
+
+    def _rotate(self) -> None:
+        for i in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
+        if self.backups > 0:
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink()
+
+    def write(self, line: str) -> None:
+        data = (line + "\n").encode("utf-8")
+        with self._lock:
+            try:
+                size = self.path.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            if size and size + len(data) > self.max_bytes:
+                self._rotate()
+            with open(self.path, "ab") as f:
+                f.write(data)
+
+
+class _SinkLogger:
+    """The structlog logger at the end of the decision pipeline: hands the rendered line to the sink."""
+
+    def __init__(self, sink: Sink, on_error: Callable[[OSError], None]) -> None:
+        self._sink = sink
+        self._on_error = on_error
+
+    def msg(self, message: str) -> None:
+        try:
+            self._sink.write(message)
+        except OSError as exc:
+            self._on_error(exc)
+
+    info = msg
+
+
+def _timestamp() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class DecisionLog:
+    """Writes decision events. ``sink=None`` turns the log off (events are still counted)."""
+
+    def __init__(self, sink: Sink | None, masking: MaskingRules, revision: str, labels: dict[str, str]) -> None:
+        self.masking = masking
+        self.revision = revision
+        self.labels = {**labels, "instance": INSTANCE_ID}
+        self.written = 0
+        self.failed = 0
+        self._logger = None
+        if sink is not None:
+            self._logger = structlog.wrap_logger(
+                _SinkLogger(sink, self._report),
+                processors=[_drop_event_key, structlog.processors.JSONRenderer(ensure_ascii=False)],
+            )
+
+    def _report(self, exc: OSError) -> None:
+        self.failed += 1
+        if self.failed == 1 or self.failed % 100 == 0:
+            print(f"regoguard: cannot write the decision log ({self.failed} events lost so far): {exc}; "
+                  "enforcement goes on", file=sys.stderr, flush=True)
+
+    def record(self, decision_id: str, doc: dict[str, Any], decision: Decision, outcome: str,
+               mode: str = "enforce", upstream_error: Any = None) -> dict[str, Any]:
+        """Build, mask and write the event for one call; return it (masked)."""
+        event = decision_event(decision_id, doc, decision, outcome, self.masking, self.revision, self.labels, mode,
+                               upstream_error)
+        if self._logger is not None:
+            before = self.failed
+            self._logger.info("decision", **event)
+            if self.failed == before:
+                self.written += 1
+        return event
+
+
+def _drop_event_key(logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event_dict.pop("event", None)
+    return event_dict
+
+
+def decision_event(decision_id: str, doc: dict[str, Any], decision: Decision, outcome: str, masking: MaskingRules,
+                   revision: str, labels: dict[str, str], mode: str = "enforce",
+                   upstream_error: Any = None) -> dict[str, Any]:
+    raw_tool = doc.get("tool")
+    tool: dict[str, Any] = raw_tool if isinstance(raw_tool, dict) else {}
+    arguments, erased, masked = mask_arguments(tool.get("arguments", {}), masking)
+    logged_input = {**doc, "tool": {**tool, "arguments": arguments}}
+    result = decision.to_json()
+    if decision.extra.get("retry_after") is not None:
+        result["retry_after"] = decision.extra["retry_after"]
+    event: dict[str, Any] = {
+        "decision_id": decision_id,
+        "timestamp": _timestamp(),
+        "path": DECISION_PATH,
+        "input": logged_input,
+        "result": result,
+        "revision": revision,
+        "labels": labels,
+        "metrics": {"timer_regoguard_eval_ns": decision.eval_ns, "cached": decision.cached},
+        "outcome": outcome,
+        "mode": mode,
+        "tool": tool.get("name"),
+    }
+    if decision.rule is not None:
+        event["rule"] = decision.rule
+        event["reason"] = decision.message
+    if erased:
+        event["erased"] = erased
+    if masked:
+        event["masked"] = masked
+    if upstream_error is not None:
+        event["upstream_error"] = upstream_error
+    return event

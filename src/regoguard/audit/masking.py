@@ -1,0 +1,125 @@
+"""Keep secrets out of the decision log: erase or mask arguments, or log only their hash.
+
+Paths are JSON pointers into the call's arguments (``/card/number``) or bare key names (``password``,
+matched at any depth, case-insensitively). Every erased or masked path is listed on the event, as OPA's
+decision log does (``erased``, ``masked``), prefixed ``/input/tool/arguments``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_SENSITIVE_KEYS = (
+    "password", "passwd", "passphrase", "secret", "client_secret", "token", "access_token", "refresh_token",
+    "id_token", "api_key", "apikey", "x-api-key", "authorization", "auth", "cookie", "set-cookie",
+    "private_key", "session_token", "credentials", "credit_card", "card_number", "cvv", "ssn",
+)
+MASK = "***"
+ARGS_POINTER = "/input/tool/arguments"
+
+
+@dataclass(frozen=True)
+class MaskingRules:
+    erase: tuple[str, ...] = ()
+    mask: tuple[str, ...] = ()
+    default_keys: tuple[str, ...] = DEFAULT_SENSITIVE_KEYS
+    hash_arguments: bool = False
+    _keys: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
+
+    def __post_init__(self) -> None:
+        keys = {k.lower() for k in (*self.mask, *self.default_keys) if not k.startswith("/")}
+        object.__setattr__(self, "_keys", frozenset(keys))
+
+
+def _pointer(parts: list[str]) -> str:
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _parse_pointer(pointer: str) -> list[str]:
+    return [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+
+
+def _pop(tree: Any, parts: list[str]) -> bool:
+    node = tree
+    for part in parts[:-1]:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    last = parts[-1] if parts else None
+    if isinstance(node, dict) and last in node:
+        del node[last]
+        return True
+    return False
+
+
+def _set(tree: Any, parts: list[str], value: Any) -> bool:
+    node = tree
+    for part in parts[:-1]:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    last = parts[-1] if parts else None
+    if isinstance(node, dict) and last in node:
+        node[last] = value
+        return True
+    if isinstance(node, list) and last is not None and last.isdigit() and int(last) < len(node):
+        node[int(last)] = value
+        return True
+    return False
+
+
+def _erase_keys(node: Any, names: frozenset[str], at: list[str], out: list[str]) -> None:
+    if isinstance(node, dict):
+        for key in list(node):
+            if key.lower() in names:
+                del node[key]
+                out.append(ARGS_POINTER + _pointer([*at, key]))
+            else:
+                _erase_keys(node[key], names, [*at, key], out)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            _erase_keys(item, names, [*at, str(i)], out)
+
+
+def _mask_keys(node: Any, names: frozenset[str], at: list[str], out: list[str]) -> None:
+    if isinstance(node, dict):
+        for key in list(node):
+            if key.lower() in names:
+                node[key] = MASK
+                out.append(ARGS_POINTER + _pointer([*at, key]))
+            else:
+                _mask_keys(node[key], names, [*at, key], out)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            _mask_keys(item, names, [*at, str(i)], out)
+
+
+def mask_arguments(arguments: Any, rules: MaskingRules) -> tuple[Any, list[str], list[str]]:
+    """Return (arguments as they may be logged, erased paths, masked paths). ``arguments`` is not changed."""
+    if rules.hash_arguments:
+        digest = hashlib.sha256(json.dumps(arguments, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        return {"sha256": digest}, [], [ARGS_POINTER]
+    tree = copy.deepcopy(arguments)
+    erased: list[str] = []
+    masked: list[str] = []
+    for path in rules.erase:
+        if path.startswith("/"):
+            if _pop(tree, _parse_pointer(path)):
+                erased.append(ARGS_POINTER + path)
+        else:
+            _erase_keys(tree, frozenset({path.lower()}), [], erased)
+    for path in rules.mask:
+        if path.startswith("/") and _set(tree, _parse_pointer(path), MASK):
+            masked.append(ARGS_POINTER + path)
+    _mask_keys(tree, rules._keys, [], masked)
+    return tree, sorted(set(erased)), sorted(set(masked))

@@ -1,0 +1,89 @@
+"""``regoguard log``: what the agent tried, what was blocked and why, from a decision log."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BLOCKED = ("denied", "would_deny")
+
+
+def log_files(path: str | Path) -> list[Path]:
+    """``path`` and its rotated files (``path.1`` … ``path.N``), oldest first."""
+    base = Path(path)
+    rotated = sorted(
+        (p for p in base.parent.glob(base.name + ".*") if p.name[len(base.name) + 1:].isdigit()),
+        key=lambda p: int(p.name[len(base.name) + 1:]),
+        reverse=True,
+    )
+    return [*rotated, base] if base.exists() else rotated
+
+
+def read_events(path: str | Path) -> Iterator[dict[str, Any]]:
+    for file in log_files(path):
+        with open(file, encoding="utf-8", errors="replace") as f:
+            for raw in f:
+                text = raw.strip()
+                if not text:
+                    continue
+                try:
+                    event = json.loads(text)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(event, dict) and "decision_id" in event:
+                    yield event
+
+
+@dataclass
+class Summary:
+    files: list[str] = field(default_factory=list)
+    calls: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    blocked_by_rule: Counter[str] = field(default_factory=Counter)
+    blocked_by_tool: Counter[str] = field(default_factory=Counter)
+    recent: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "calls": self.calls,
+            "outcomes": dict(self.outcomes.most_common()),
+            "denials_by_rule": dict(self.blocked_by_rule.most_common()),
+            "denials_by_tool": dict(self.blocked_by_tool.most_common()),
+            "recent_denials": self.recent,
+        }
+
+    def render(self) -> str:
+        lines = [f"{self.calls} calls in {len(self.files)} file(s)"]
+        for outcome, n in self.outcomes.most_common():
+            lines.append(f"  {outcome:15s} {n}")
+        for title, counter in (("denials by rule", self.blocked_by_rule), ("denials by tool", self.blocked_by_tool)):
+            if counter:
+                lines.append(title + ":")
+                lines.extend(f"  {n:6d}  {key}" for key, n in counter.most_common(20))
+        if self.recent:
+            lines.append("recent denials:")
+            for e in self.recent:
+                lines.append(f"  {e['timestamp']}  {e['outcome']:10s}  {e['tool']}  {e['rule']}: {e['reason']}")
+        return "\n".join(lines)
+
+
+def summarise(path: str | Path, recent: int = 10) -> Summary:
+    summary = Summary(files=[str(p) for p in log_files(path)])
+    last: list[dict[str, Any]] = []
+    for event in read_events(path):
+        summary.calls += 1
+        outcome = str(event.get("outcome"))
+        summary.outcomes[outcome] += 1
+        if outcome in BLOCKED:
+            summary.blocked_by_rule[str(event.get("rule"))] += 1
+            summary.blocked_by_tool[str(event.get("tool"))] += 1
+            last.append({k: event.get(k) for k in ("timestamp", "decision_id", "outcome", "tool", "rule", "reason")})
+            if len(last) > recent:
+                last.pop(0)
+    summary.recent = list(reversed(last))
+    return summary
