@@ -58,7 +58,8 @@ class FileSink:
             self.path.unlink()
 
     def write(self, line: str) -> None:
-        data = (line + "\n").encode("utf-8")
+        # backslashreplace: a lone surrogate (a server's cut-off emoji) becomes a valid \\udXXX escape
+        data = (line + "\n").encode("utf-8", "backslashreplace")
         with self._lock:
             try:
                 size = self.path.stat().st_size
@@ -73,14 +74,14 @@ class FileSink:
 class _SinkLogger:
     """The structlog logger at the end of the decision pipeline: hands the rendered line to the sink."""
 
-    def __init__(self, sink: Sink, on_error: Callable[[OSError], None]) -> None:
+    def __init__(self, sink: Sink, on_error: Callable[[Exception], None]) -> None:
         self._sink = sink
         self._on_error = on_error
 
     def msg(self, message: str) -> None:
         try:
             self._sink.write(message)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             self._on_error(exc)
 
     info = msg
@@ -101,12 +102,14 @@ class DecisionLog:
         self.failed = 0
         self._logger = None
         if sink is not None:
+            # An unfiltered wrapper: the stderr log level must never silence decision events.
             self._logger = structlog.wrap_logger(
                 _SinkLogger(sink, self._report),
                 processors=[_drop_event_key, structlog.processors.JSONRenderer(ensure_ascii=False)],
+                wrapper_class=structlog.BoundLogger,
             )
 
-    def _report(self, exc: OSError) -> None:
+    def _report(self, exc: Exception) -> None:
         self.failed += 1
         if self.failed == 1 or self.failed % 100 == 0:
             print(f"regoguard: cannot write the decision log ({self.failed} events lost so far): {exc}; "
@@ -119,7 +122,10 @@ class DecisionLog:
                                upstream_error)
         if self._logger is not None:
             before = self.failed
-            self._logger.info("decision", **event)
+            try:
+                self._logger.info("decision", **event)
+            except Exception as exc:  # the log fails open: never let it break the call or the session
+                self._report(exc)
             if self.failed == before:
                 self.written += 1
         return event

@@ -13,6 +13,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+# Key names holding one of these (ignoring case, "-" and "_") are masked too: db_password, github_token,
+# Proxy-Authorization, x-api-key.
+SENSITIVE_WORDS = ("password", "passwd", "passphrase", "secret", "token", "apikey", "authorization", "cookie",
+                   "privatekey", "credential")
+
 DEFAULT_SENSITIVE_KEYS = (
     "password", "passwd", "passphrase", "secret", "client_secret", "token", "access_token", "refresh_token",
     "id_token", "api_key", "apikey", "x-api-key", "authorization", "auth", "cookie", "set-cookie",
@@ -56,6 +61,9 @@ def _pop(tree: Any, parts: list[str]) -> bool:
     if isinstance(node, dict) and last in node:
         del node[last]
         return True
+    if isinstance(node, list) and last is not None and last.isdigit() and int(last) < len(node):
+        del node[int(last)]
+        return True
     return False
 
 
@@ -91,17 +99,26 @@ def _erase_keys(node: Any, names: frozenset[str], at: list[str], out: list[str])
             _erase_keys(item, names, [*at, str(i)], out)
 
 
-def _mask_keys(node: Any, names: frozenset[str], at: list[str], out: list[str]) -> None:
+def _sensitive(key: str, names: frozenset[str], words: tuple[str, ...]) -> bool:
+    lowered = key.lower()
+    if lowered in names:
+        return True
+    compact = lowered.replace("-", "").replace("_", "")
+    return any(w in compact for w in words)
+
+
+def _mask_keys(node: Any, names: frozenset[str], at: list[str], out: list[str],
+               words: tuple[str, ...] = ()) -> None:
     if isinstance(node, dict):
         for key in list(node):
-            if key.lower() in names:
+            if _sensitive(key, names, words):
                 node[key] = MASK
                 out.append(ARGS_POINTER + _pointer([*at, key]))
             else:
-                _mask_keys(node[key], names, [*at, key], out)
+                _mask_keys(node[key], names, [*at, key], out, words)
     elif isinstance(node, list):
         for i, item in enumerate(node):
-            _mask_keys(item, names, [*at, str(i)], out)
+            _mask_keys(item, names, [*at, str(i)], out, words)
 
 
 def mask_arguments(arguments: Any, rules: MaskingRules) -> tuple[Any, list[str], list[str]]:
@@ -121,5 +138,5 @@ def mask_arguments(arguments: Any, rules: MaskingRules) -> tuple[Any, list[str],
     for path in rules.mask:
         if path.startswith("/") and _set(tree, _parse_pointer(path), MASK):
             masked.append(ARGS_POINTER + path)
-    _mask_keys(tree, rules._keys, [], masked)
+    _mask_keys(tree, rules._keys, [], masked, SENSITIVE_WORDS if rules.default_keys else ())
     return tree, sorted(set(erased)), sorted(set(masked))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ def log_files(path: str | Path) -> list[Path]:
     """``path`` and its rotated files (``path.1`` … ``path.N``), oldest first."""
     base = Path(path)
     rotated = sorted(
-        (p for p in base.parent.glob(base.name + ".*") if p.name[len(base.name) + 1:].isdigit()),
+        (p for p in base.parent.glob(glob.escape(base.name) + ".*") if p.name[len(base.name) + 1:].isdigit()),
         key=lambda p: int(p.name[len(base.name) + 1:]),
         reverse=True,
     )
