@@ -255,9 +255,28 @@ def rule_charge(key: str, rule: dict[str, Any], args: dict[str, Any]) -> dict[st
     return None
 
 
+def _misread(value: Any) -> bool:
+    """Strings with NUL, integers beyond 64 bits, non-finite numbers."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, bool) or value is None:
+        return False
+    if isinstance(value, int):
+        return not -(2**63) <= value <= 2**63 - 1
+    if isinstance(value, float):
+        return value != value or value in (float("inf"), float("-inf"))
+    if isinstance(value, dict):
+        return any(_misread(k) or _misread(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_misread(v) for v in value)
+    return False
+
+
 def reference_decide(
     policy: dict[str, Any], tool: str, args: dict[str, Any], schema: dict[str, Any] | None
 ) -> dict[str, Any]:
+    if _misread(args):  # the engine denies what regopy would misread, before any rule (docs/policy.md)
+        return {"allow": False, "rules": ["engine/input"], "charges": []}
     hide = policy.get("hide") or []
     if tool in hide or WILDCARD in hide:
         return {"allow": False, "rules": ["hide"], "charges": []}

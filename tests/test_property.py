@@ -27,7 +27,8 @@ from reference_semantics import PYTHON_REGEX, WINDOWS, is_number, number_text, r
 
 TOOL_POOL = ["create_charge", "read_file", "browser_open", "browser_close", "delete_repo"]
 UNKNOWN_TOOLS = ["write_file", "browser_", "browser_x", "Browser_open", "create_charge2", "delete_rep"]
-GLOB_KEYS = ["browser_*", "*_file", "browser_?lose", "[cd]*"]
+# Tool keys take `*` globs only: `?` and `[...]` are refused by the loader (docs/policy.md).
+GLOB_KEYS = ["browser_*", "*_file", "*lose", "c*"]
 ARG_PATHS = [
     "args.amount",
     "args.count",
@@ -340,10 +341,11 @@ GLOB_SAMPLES = {
     "*": ["", "anything", "a/b.c", "a\nb"],
     "a*": ["a", "abc", "ba", "a/b"],
     "*.txt": [".txt", "a.txt", "a/b.txt", "a.txt.gz", "atxt"],
-    "a?c": ["abc", "ac", "abbc", "a/c", "a.c", "a\nc", "aéc"],
+    # ? and [...] count bytes in the embedded engine against non-ASCII text (docs/policy.md): ASCII here
+    "a?c": ["abc", "ac", "abbc", "a/c", "a.c", "a\nc"],
     "[ab]*": ["a", "bc", "cab", "", "[ab]"],
     "*b*": ["b", "abc", "ac", "B"],
-    "?": ["a", "", "ab", "é", "/"],
+    "?": ["a", "", "ab", "/"],
     "a[0-9]c": ["a5c", "abc", "a55c"],
 }
 
