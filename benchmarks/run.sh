@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run every benchmark script in benchmarks/ (bench_*.py), in name order, with the project's venv
-# python if there is one, else python3. Arguments are passed to every script (e.g. --quick).
+# Run every benchmark script in benchmarks/ (bench_*.py), in name order, with $PYTHON, else the
+# project's .venv (scripts/setup.sh makes it), else python3. Arguments are passed to every script (e.g. --quick).
 #   bash benchmarks/run.sh [--quick]
 set -euo pipefail
 
@@ -9,8 +9,6 @@ root="$(dirname "$here")"
 
 if [[ -n "${PYTHON:-}" ]]; then
     py="$PYTHON"
-elif [[ -x /work/venv/bin/python ]]; then
-    py=/work/venv/bin/python
 elif [[ -x "$root/.venv/bin/python" ]]; then
     py="$root/.venv/bin/python"
 else

@@ -48,7 +48,10 @@ def _parse_pointer(pointer: str) -> list[str]:
     return [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
 
 
-def _pop(tree: Any, parts: list[str]) -> bool:
+def _parent(tree: Any, parts: list[str]) -> tuple[Any, str | int] | None:
+    """The container holding the pointer's target, and the target's key or index; None if absent."""
+    if not parts:
+        return None
     node = tree
     for part in parts[:-1]:
         if isinstance(node, dict) and part in node:
@@ -56,34 +59,29 @@ def _pop(tree: Any, parts: list[str]) -> bool:
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            return False
-    last = parts[-1] if parts else None
+            return None
+    last = parts[-1]
     if isinstance(node, dict) and last in node:
-        del node[last]
-        return True
-    if isinstance(node, list) and last is not None and last.isdigit() and int(last) < len(node):
-        del node[int(last)]
-        return True
-    return False
+        return node, last
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        return node, int(last)
+    return None
+
+
+def _pop(tree: Any, parts: list[str]) -> bool:
+    found = _parent(tree, parts)
+    if found is not None:
+        container, key = found
+        del container[key]
+    return found is not None
 
 
 def _set(tree: Any, parts: list[str], value: Any) -> bool:
-    node = tree
-    for part in parts[:-1]:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return False
-    last = parts[-1] if parts else None
-    if isinstance(node, dict) and last in node:
-        node[last] = value
-        return True
-    if isinstance(node, list) and last is not None and last.isdigit() and int(last) < len(node):
-        node[int(last)] = value
-        return True
-    return False
+    found = _parent(tree, parts)
+    if found is not None:
+        container, key = found
+        container[key] = value
+    return found is not None
 
 
 def _erase_keys(node: Any, names: frozenset[str], at: list[str], out: list[str]) -> None:
