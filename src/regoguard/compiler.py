@@ -54,16 +54,21 @@ class CompiledPolicy:
         """A short hash of the module text: it changes whenever the compiled policy does."""
         return hashlib.sha256(self.module.encode()).hexdigest()[:16]
 
+    def key_for(self, name: str) -> str | None:
+        """The ``tools`` key deciding calls to ``name``, found as the Rego library finds it: the exact
+        key, else the first glob (in file order) matching the whole name; None for ``unlisted``."""
+        if name in self.settings["tools"]:
+            return name
+        return next((g["key"] for g in self.settings["globs"] if re.fullmatch(g["regex"], name, re.DOTALL)), None)
+
     def entry_for(self, name: str) -> dict[str, Any]:
-        """The settings entry deciding calls to ``name``, found as the Rego library finds it: the exact
-        key, else the first glob (in file order) matching the whole name, else ``unlisted``."""
-        entry: dict[str, Any] | None = self.settings["tools"].get(name)
-        if entry is not None:
-            return entry
-        for g in self.settings["globs"]:
-            if re.fullmatch(g["regex"], name, re.DOTALL):
-                return g["entry"]  # type: ignore[no-any-return]
-        return self.settings["unlisted"]  # type: ignore[no-any-return]
+        """The settings entry deciding calls to ``name`` (see :meth:`key_for`)."""
+        key = self.key_for(name)
+        if key is None:
+            return self.settings["unlisted"]  # type: ignore[no-any-return]
+        if key in self.settings["tools"]:
+            return self.settings["tools"][key]  # type: ignore[no-any-return]
+        return next(g["entry"] for g in self.settings["globs"] if g["key"] == key)
 
     @property
     def filename(self) -> str:

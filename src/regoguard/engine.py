@@ -36,7 +36,6 @@ from regoguard.decision import Charge, Decision
 from regoguard.engine_io import data_json, expression, name_the_tool, parse_decision, shape_problem, value_problem
 from regoguard.engine_threads import WORKER_STACK_BYTES, Worker, on_large_stack, run_with_large_stack
 from regoguard.errors import EngineError
-from regoguard.policy.regex_check import glob_to_regex
 
 __all__ = ["WORKER_STACK_BYTES", "Engine", "EngineLimits", "library_modules", "run_with_large_stack"]
 
@@ -111,7 +110,6 @@ class Engine:
         self._cacheable = not extra_modules
         self._cache: OrderedDict[tuple[Any, ...], Decision] = OrderedDict()
         self._reads_by_tool: dict[str, Reads] = {}
-        self._globs = [(glob_to_regex(g["key"]), g["key"]) for g in compiled.settings["globs"]]
         self._lock = threading.Lock()
         self._inline = threading.local()
         # Inline evaluation has no timeout: only for policies whose every step is bounded (no regex, which
@@ -156,12 +154,9 @@ class Engine:
         reads = self._reads_by_tool.get(name)
         if reads is not None:
             return reads
-        reads = self.compiled.reads.get(name)
-        if reads is None:
-            import re
-
-            key = next((k for rx, k in self._globs if re.fullmatch(rx[1:-1], name, re.DOTALL)), None)
-            reads = self.compiled.reads[key] if key is not None else self.compiled.wildcard_reads
+        key = self.compiled.key_for(name)
+        # a hidden name has an entry but no rules, so it reads nothing; an unlisted one reads what "*" reads
+        reads = self.compiled.reads.get(key, Reads()) if key is not None else self.compiled.wildcard_reads
         if len(self._reads_by_tool) < self.limits.cache_size:
             self._reads_by_tool[name] = reads
         return reads
