@@ -16,6 +16,7 @@ Rate limits never fail here: the pure decision only says what an allowed call wo
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from typing import Any
 
@@ -264,7 +265,7 @@ def _misread(value: Any) -> bool:
     if isinstance(value, int):
         return not -(2**63) <= value <= 2**63 - 1
     if isinstance(value, float):
-        return value != value or value in (float("inf"), float("-inf"))
+        return not math.isfinite(value)
     if isinstance(value, dict):
         return any(_misread(k) or _misread(v) for k, v in value.items())
     if isinstance(value, list):
