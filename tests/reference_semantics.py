@@ -111,8 +111,21 @@ def resolve(args: Any, path: str) -> Any:
     return cur
 
 
+def utf8_bytes(text: str) -> str:
+    """The text as its UTF-8 bytes, one character per byte.
+
+    docs/policy.md: against non-ASCII text, `.`, `?` and negated classes count bytes in the embedded
+    engine. Matching regexes and globs over this view reads them that way (ASCII text is unchanged).
+    """
+    return text.encode("utf-8").decode("latin-1")
+
+
 def _regex_search(pattern: str, text: str) -> bool:
-    return re.search(PYTHON_REGEX.get(pattern, pattern), text) is not None
+    return re.search(utf8_bytes(PYTHON_REGEX.get(pattern, pattern)), utf8_bytes(text)) is not None
+
+
+def _glob_match(pattern: str, text: str) -> bool:
+    return fnmatch.fnmatchcase(utf8_bytes(text), utf8_bytes(pattern))
 
 
 def condition_holds(arg: Any, op: str, value: Any) -> bool:
@@ -153,7 +166,7 @@ def condition_holds(arg: Any, op: str, value: Any) -> bool:
     if op == "ends_with":
         return isinstance(arg, str) and arg.endswith(value)
     if op == "glob":
-        return isinstance(arg, str) and fnmatch.fnmatchcase(arg, value)
+        return isinstance(arg, str) and _glob_match(value, arg)
     if op in ("len_lte", "len_gte"):
         if not isinstance(arg, str | list | dict):
             return False
@@ -264,8 +277,8 @@ def _misread(value: Any) -> bool:
         return False
     if isinstance(value, int):
         return not -(2**63) <= value <= 2**63 - 1
-    if isinstance(value, float):
-        return not math.isfinite(value)
+    if isinstance(value, float):  # regopy rounds floats to six decimal places
+        return not math.isfinite(value) or float(format(value, ".6f")) != value
     if isinstance(value, dict):
         return any(_misread(k) or _misread(v) for k, v in value.items())
     if isinstance(value, list):

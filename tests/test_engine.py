@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import regoguard
-from helpers_policy import call_doc, compiled_for, dedent
+from helpers_policy import call_doc, compiled_for, dedent, engine_for
 from regoguard import Engine, EngineLimits
 from regoguard.engine import library_modules, run_with_large_stack
 from regoguard.errors import EngineError
@@ -528,3 +528,22 @@ def test_allowed_call_with_a_dynamic_cost_is_charged_not_an_exception(yaml_text,
         assert [(c.cost, c.capacity, c.window) for c in d.charges] == [(3, 100, 86400)]
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("value", [4e-07, 1.5e-06, 0.1234567, 0.30000000000000004])
+def test_fractions_regopy_would_round_are_denied(value):
+    # regopy passes floats to rego-cpp as text with six decimals: 4e-07 would compare as 0, so
+    # `amount in [0]` would hold. Such input is denied before any rule runs.
+    yaml_text = "tools:\n  t:\n    rules:\n      - conditions:\n          - {path: args.x, op: in, value: [0]}\n"
+    d = engine_for(yaml_text).evaluate(call_doc("t", {"x": value}))
+    assert not d.allow
+    assert d.rule == "engine/input"
+    assert "six decimal places" in (d.message or "")
+
+
+@pytest.mark.parametrize("value", [0.5, 0.25, 12.125, 1e20, -3.000001])
+def test_fractions_with_six_decimals_or_fewer_are_decided(value):
+    yaml_text = "tools:\n  t:\n    rules:\n      - conditions:\n          - {path: args.x, op: lte, value: 100}\n"
+    d = engine_for(yaml_text).evaluate(call_doc("t", {"x": value}))
+    assert d.rule != "engine/input"
+    assert d.allow is (value <= 100)

@@ -42,7 +42,7 @@ ARG_PATHS = [
 NUMERIC_PATHS = ["args.amount", "args.count", "args.meta.cost", "args.items.0"]
 TOP_ARG_NAMES = ["amount", "count", "name", "path", "meta", "items"]
 REGEXES = sorted(PYTHON_REGEX)
-GLOBS = ["*", "a*", "*.txt", "a?c", "[ab]*", "*b*", "?", "a[0-9]c"]
+GLOBS = ["*", "a*", "*.txt", "a?c", "[ab]*", "*b*", "?", "??", "a[0-9]c"]
 
 # --- argument values ---------------------------------------------------------------------------------
 
@@ -334,18 +334,19 @@ REGEX_SAMPLES = {
     "b$": ["b", "ab", "ab\n", "ba"],
     "^[a-z]+$": ["abc", "ab1", "", "abc\n", "Abc"],
     "\\d": ["a5c", "abc", "\u0663", "0"],
-    "a.c": ["abc", "a\nc", "ac", "xa.cx"],
+    "a.c": ["abc", "a\nc", "ac", "xa.cx", "aéc", "a日c"],
     "^$": ["", "\n", "a"],
 }
 GLOB_SAMPLES = {
     "*": ["", "anything", "a/b.c", "a\nb"],
     "a*": ["a", "abc", "ba", "a/b"],
     "*.txt": [".txt", "a.txt", "a/b.txt", "a.txt.gz", "atxt"],
-    # ? and [...] count bytes in the embedded engine against non-ASCII text (docs/policy.md): ASCII here
-    "a?c": ["abc", "ac", "abbc", "a/c", "a.c", "a\nc"],
+    # ? counts bytes in the embedded engine against non-ASCII text (docs/policy.md): "aéc" fails "a?c"
+    "a?c": ["abc", "ac", "abbc", "a/c", "a.c", "a\nc", "aéc"],
     "[ab]*": ["a", "bc", "cab", "", "[ab]"],
     "*b*": ["b", "abc", "ac", "B"],
-    "?": ["a", "", "ab", "/"],
+    "?": ["a", "", "ab", "/", "é"],
+    "??": ["é", "ab", "日"],
     "a[0-9]c": ["a5c", "abc", "a55c"],
 }
 
@@ -357,6 +358,7 @@ def _twins(value: Any) -> list[Any]:
         out += ["true" if value else "false", not value, int(value), [value]]
     elif is_number(value):
         out += [number_text(value), float(value), value + 1, value - 1, value + 0.5, -value, str(value)]
+        out += [value + 4e-07, value * (1 + 2**-52)]
         if float(value).is_integer():
             out.append(int(value))
     elif isinstance(value, str):
@@ -378,7 +380,7 @@ def near_values(op: str, value: Any) -> st.SearchStrategy[Any]:
     if op in ("in", "not_in"):
         return st.sampled_from(value).flatmap(lambda v: st.sampled_from(_twins(v)))
     if op in ("lt", "lte", "gt", "gte"):
-        return st.sampled_from([*_twins(value), value + 0.001, value - 0.001, True])
+        return st.sampled_from([*_twins(value), value + 0.001, value - 0.001, value + 4e-07, value - 4e-07, True])
     if op in ("regex", "not_regex"):
         return st.sampled_from(REGEX_SAMPLES[value])
     if op == "contains":

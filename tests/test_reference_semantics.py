@@ -246,6 +246,14 @@ def test_value_eq(a, b, expected):
         ("abc", "glob", "a?c", True),
         ("abcd", "glob", "a?c", False),
         ("cat", "glob", "[ab]*", False),
+        # `.` and `?` count UTF-8 bytes in the embedded engine (docs/policy.md)
+        ("é", "glob", "?", False),
+        ("é", "glob", "??", True),
+        ("aéc", "regex", "a.c", False),
+        ("é", "not_regex", "^.$", True),
+        ("é", "regex", "^..$", True),
+        ("éa", "starts_with", "é", True),
+        ("é", "len_lte", 1, True),
         ("", "len_lte", 0, True),
         ([1, 2, 3], "len_gte", 3, True),
         ({"a": 1}, "len_lte", 0, False),
@@ -265,3 +273,17 @@ def test_resolve():
     assert resolve(args, "args.meta.tag.x") is MISSING
     assert resolve(args, "args.items.x") is MISSING
     assert resolve(args, "args.nope") is MISSING
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, float("inf"), "a\x00b", {"k": [2**64]}, {"a\x00": 1}])
+def test_arguments_the_engine_would_misread_are_denied_first(value):
+    policy = {"hide": ["t"], "tools": {}}
+    assert reference_decide(policy, "t", {"x": value}, None) == {
+        "allow": False,
+        "rules": ["engine/input"],
+        "charges": [],
+    }
+
+
+def test_int64_edges_are_read():
+    assert reference_decide({}, "t", {"x": 2**63 - 1, "y": -(2**63)}, None)["allow"] is True

@@ -5,7 +5,8 @@ regopy facts this file works around (measured on regopy 1.5.2):
 
 - ``add_data`` sends ``\\u`` escapes, which rego-cpp keeps as six literal characters, and rejects
   exponents without a decimal point (``1e-07``): :func:`data_json` writes what it reads.
-- ``set_input`` cuts strings at the first NUL and wraps integers beyond 64 bits: such calls are denied.
+- ``set_input`` cuts strings at the first NUL, wraps integers beyond 64 bits and rounds floats to six
+  decimal places (``4e-07`` reaches the rules as ``0``): such calls are denied.
 - Strings that came from the input are written into the output JSON without escaping: the library never
   copies them into a decision, and the output is parsed with duplicate keys refused.
 """
@@ -63,6 +64,9 @@ def value_problem(value: Any) -> str | None:
         elif isinstance(v, float):
             if not math.isfinite(v):
                 return f"the call holds the number {v}, which is not a finite JSON number"
+            if float(format(v, ".6f")) != v:  # regopy passes floats as text with 6 decimals: 4e-07 -> 0
+                return (f"the call holds the number {v!r}, which the embedded engine would round to six "
+                        "decimal places")
         elif isinstance(v, dict):
             for k, item in v.items():
                 if not isinstance(k, str) or "\x00" in k:
