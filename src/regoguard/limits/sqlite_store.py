@@ -8,9 +8,11 @@ the last few takes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from regoguard.limits.store import StoreError, TakeResult, apply_all, refund_all
@@ -56,34 +58,31 @@ class SQLiteStore:
             [(k, s.tokens, s.updated) for k, s in states.items()],
         )
 
-    def take_all(self, items: list[tuple[str, Spec]], now: float) -> TakeResult:
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` transaction under the lock: committed, or rolled back on any error."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    result, new = apply_all(self._load([k for k, _ in items]), items, now)
-                    if result.ok:
-                        self._save(new)
+                    yield
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 raise StoreError(f"state database {self.path}: {exc}") from exc
-            return result
+
+    def take_all(self, items: list[tuple[str, Spec]], now: float) -> TakeResult:
+        with self._write():
+            result, new = apply_all(self._load([k for k, _ in items]), items, now)
+            if result.ok:
+                self._save(new)
+        return result
 
     def give_back_all(self, items: list[tuple[str, Spec]], now: float) -> None:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._save(refund_all(self._load([k for k, _ in items]), items, now))
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreError(f"state database {self.path}: {exc}") from exc
+        with self._write():
+            self._save(refund_all(self._load([k for k, _ in items]), items, now))
 
     def snapshot(self, prefix: str = "") -> dict[str, BucketState]:
         with self._lock:
