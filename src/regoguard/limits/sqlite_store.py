@@ -12,6 +12,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,11 +37,24 @@ class SQLiteStore:
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
                                        timeout=busy_timeout_ms / 1000)
             self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
+            self._set_up(busy_timeout_ms / 1000)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the state database {self.path}: {exc}") from exc
+
+    def _set_up(self, timeout: float) -> None:
+        """WAL mode and the table. Switching the journal mode takes an exclusive lock that SQLite's busy
+        handler does not wait for, so processes opening one new file at once retry it here."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _load(self, keys: list[str]) -> dict[str, BucketState | None]:
         unique = sorted(set(keys))
