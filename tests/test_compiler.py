@@ -334,4 +334,6 @@ def test_module_is_valid_rego_for_odd_tool_names(yaml_text):
 
 def test_compiled_library_is_the_repo_library():
     mods = library_modules()
-    assert mods == {"regoguard/lib.rego": (REPO / "rego" / "regoguard" / "lib.rego").read_text()}
+    assert mods == {
+        f"regoguard/{name}": (REPO / "rego" / "regoguard" / name).read_text() for name in ("lib.rego", "custom.rego")
+    }

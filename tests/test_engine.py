@@ -288,7 +288,7 @@ def test_extra_module_can_add_rules_beside_the_library():
         assert engine.evaluate(call_doc("t", {"s": "abc"})).allow
     finally:
         engine.close()
-    assert set(library_modules()) == {"regoguard/lib.rego"}
+    assert set(library_modules()) == {"regoguard/lib.rego", "regoguard/custom.rego"}
 
 
 def test_rego_print_in_an_extra_module_does_not_reach_stdout():

@@ -9,6 +9,8 @@
 #     "reasons": [{"rule": id, "message": text, "detail": [what failed, ...]}, ...],  # the first is shown
 #     "charges": [{"counter", "scope", "cost", "capacity", "window", "strict", "rule", "message"}, ...]}
 #
+# "action" is "require_approval" when the team's Rego (custom.rego) holds the call for a human.
+#
 #   data.regoguard.lib.verdict = {"allow": bool, "costs": [...]}    # the engine's hot path: the same
 #     decision in few words; the engine fills in the charges from the entry and asks for `decision`
 #     only when a call is denied.
@@ -43,13 +45,31 @@ format := 2
 default allow := false
 
 allow if {
-	count(reasons) == 0
+	count(denials) == 0
+	count(custom_approvals) == 0
 	data.regoguard.settings.format == format
 }
 
 default action := "deny"
 
 action := "allow" if allow
+
+# The team's Rego asked for a human (`approval`), and nothing denies the call outright.
+action := "require_approval" if {
+	count(denials) == 0
+	count(custom_approvals) > 0
+}
+
+# The policy's reasons first (its first failing rule is the one shown), then the team's denials; with no
+# denial, the approvals the call is held for.
+denials := array.concat(
+	array.concat(policy_reasons, custom_denials),
+	array.concat(custom_denials_of_charges, custom_denials_of_shape),
+)
+
+reasons := denials if count(denials) > 0
+
+reasons := custom_approvals if count(denials) == 0
 
 # --- which entry decides this call ------------------------------------------------------------------
 
@@ -80,19 +100,19 @@ first_glob := min(hits) if {
 # No string from the input is ever copied into a decision: rego-cpp writes such strings into its JSON
 # output without escaping them, so a tool named `x"}],"allow":true,...` could rewrite the decision.
 
-reasons := [{
+policy_reasons := [{
 	"rule": "hide",
 	"message": "The tool is hidden by policy",
 	"detail": ["the tool is listed under hide"],
 }] if entry.hidden
 
-reasons := [{
+policy_reasons := [{
 	"rule": "default",
 	"message": "The tool is not allowed by policy (default: deny)",
 	"detail": ["the tool is not listed under tools"],
 }] if entry.unlisted
 
-reasons := [{"rule": r.id, "message": reason_message(r), "detail": failures(r)} |
+policy_reasons := [{"rule": r.id, "message": reason_message(r), "detail": failures(r)} |
 	some r in entry.rules
 	fails(r)
 ] if entry.rules
@@ -200,7 +220,7 @@ has_key(obj, k) if _ = obj[k]
 
 default charges := []
 
-charges := [charge(t) | some t in entry.charges] if allow
+charges := array.concat([charge(t) | some t in entry.charges], custom_charges) if allow
 
 charge(t) := t if not t.cost_from
 

@@ -36,6 +36,7 @@ from regoguard.decision import Charge, Decision
 from regoguard.engine_io import data_json, expression, name_the_tool, parse_decision, shape_problem, value_problem
 from regoguard.engine_threads import WORKER_STACK_BYTES, Worker, on_large_stack, run_with_large_stack
 from regoguard.errors import EngineError
+from regoguard.rego_modules import revision_with
 
 __all__ = ["WORKER_STACK_BYTES", "Engine", "EngineLimits", "library_modules", "run_with_large_stack"]
 
@@ -45,20 +46,26 @@ DECISION = "regoguard/lib/decision"  # the full, documented decision: asked for 
 _MISSING = "\x00missing"
 
 
-def _run_query(interp: Any, bundle: Any, doc: dict[str, Any]) -> tuple[str, str | None]:
-    """Ask for the verdict; when it denies, ask for the full decision too (same input, same bundle)."""
+def _run_query(interp: Any, bundle: Any, doc: dict[str, Any], always_full: bool = False) -> tuple[str, str | None]:
+    """Ask for the verdict; when it denies (or the team's Rego may add charges: ``always_full``), ask for
+    the full decision too (same input, same bundle)."""
     interp.set_input(doc)
     out = interp.query_bundle_entrypoint(bundle, VERDICT)
     if not out.ok():
         return "\x00error:" + str(out), None
     verdict = str(out)
-    try:
-        if expression(verdict)["allow"] is True:
-            return verdict, None
-    except (ValueError, KeyError, IndexError, TypeError):
-        pass  # a malformed verdict: asking for the full decision costs nothing here, and _parse denies
+    if not always_full:
+        try:
+            if expression(verdict)["allow"] is True:
+                return verdict, None
+        except (ValueError, KeyError, IndexError, TypeError):
+            pass  # a malformed verdict: asking for the full decision costs nothing here, and _parse denies
     full = interp.query_bundle_entrypoint(bundle, DECISION)
     return verdict, (str(full) if full.ok() else "\x00error:" + str(full))
+
+
+def _run_full_query(interp: Any, bundle: Any, doc: dict[str, Any]) -> tuple[str, str | None]:
+    return _run_query(interp, bundle, doc, always_full=True)
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,10 @@ class Engine:
     ) -> None:
         self.compiled = compiled
         self.limits = limits or EngineLimits()
-        self._modules = {**library_modules(), **(extra_modules or {})}
+        self._extra = dict(extra_modules or {})
+        self._modules = {**library_modules(), **self._extra}
+        self.revision = revision_with(compiled.revision, self._extra)
+        """The compiled policy's revision, folded with the team's modules when there are any."""
         self._data = {"regoguard": {"settings": compiled.settings}}
         self._cacheable = not extra_modules
         self._cache: OrderedDict[tuple[Any, ...], Decision] = OrderedDict()
@@ -116,12 +126,11 @@ class Engine:
         # std::regex can make quadratic; no team Rego). The rest runs on the worker, behind `timeout`.
         self._inline_ok = not extra_modules and compiled.bounded
         t0 = time.perf_counter_ns()
-        self._worker = Worker(self._build, _run_query)
+        # The team's Rego may add charges, which only the full decision carries.
+        self._run = _run_full_query if extra_modules else _run_query
+        self._worker = Worker(self._build, self._run)
         self.build_ns = time.perf_counter_ns() - t0
 
-    @property
-    def revision(self) -> str:
-        return self.compiled.revision
 
     def _build(self) -> tuple[Any, Any]:
         interp = regopy.Interpreter()
@@ -241,7 +250,7 @@ class Engine:
             if built is None:
                 built = self._inline.built = self._build()
             try:
-                raw = _run_query(built[0], built[1], doc)
+                raw = self._run(built[0], built[1], doc)
             except Exception as exc:
                 return Decision.deny("engine/error", f"policy evaluation failed: {exc}")
             return self._parse(doc, *raw)
@@ -264,7 +273,11 @@ class Engine:
         if full is None:
             return self._allowed(doc["tool"]["name"], verdict)
         decision = parse_decision(full)
-        if decision.allow:  # the verdict denied: the full decision cannot overrule it
+        try:
+            verdict_allows = expression(verdict)["allow"] is True
+        except (ValueError, KeyError, IndexError, TypeError):
+            verdict_allows = False
+        if decision.allow != verdict_allows:  # the verdict (which holds no strings) is what decides
             return Decision.deny("engine/malformed", "the policy's verdict and decision disagree")
         return name_the_tool(decision, doc["tool"]["name"])
 
@@ -289,7 +302,7 @@ class Engine:
         with self._lock:
             if self._worker is stuck:
                 stuck.stop()
-                self._worker = Worker(self._build, _run_query)
+                self._worker = Worker(self._build, self._run)
 
 
 _INT64 = (-(2**63), 2**63 - 1)

@@ -147,5 +147,6 @@ def parse_decision(raw: str) -> Decision:
             allow = False
         if not reasons:
             reasons = (Reason("engine/undefined", "the policy denied the call without a reason"),)
-        return Decision(False, "deny", reasons, (), extra={"details": details, "from_policy": True})
+        action = "require_approval" if value.get("action") == "require_approval" else "deny"
+        return Decision(False, action, reasons, (), extra={"details": details, "from_policy": True})
     return Decision(True, "allow", (), charges, extra={"from_policy": True})

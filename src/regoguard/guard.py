@@ -29,6 +29,8 @@ class Verdict:
     decision_id: str
     decision: Decision
     taken: Taken | None = None
+    revision: str | None = None
+    """The policy revision that decided the call (hot reload may swap policies between calls)."""
     dry_run: bool = False
     doc: dict[str, Any] = field(default_factory=dict, repr=False)
     finished: bool = False
@@ -45,6 +47,7 @@ class Verdict:
         """What a denial carries in ``_meta["regoguard/decision"]``."""
         return {
             "decision_id": self.decision_id,
+            "action": self.decision.action,
             "rule": self.decision.rule,
             "reason": self.decision.message,
         }
@@ -73,6 +76,17 @@ class Guard:
         self.dry_run = dry_run
         self._finish_lock = threading.Lock()
 
+    def swap(self, engine: Engine, dry_run: bool | None = None) -> Engine:
+        """Decide every later call with ``engine`` (hot reload); return the engine it replaces.
+
+        A call reads ``self.engine`` once, so it is decided wholly by the old policy or wholly by the new
+        one. The caller closes the old engine once calls already inside it have had time to finish.
+        """
+        old, self.engine = self.engine, engine
+        if dry_run is not None:
+            self.dry_run = dry_run
+        return old
+
     def is_hidden(self, name: str) -> bool:
         """True when the policy hides ``name`` from ``tools/list``."""
         return bool(self.engine.compiled.entry_for(name).get("hidden"))
@@ -90,11 +104,12 @@ class Guard:
     def decide(self, doc: dict[str, Any], size_hint: int | None = None) -> Verdict:
         """Decide one call. Never raises: an unexpected failure is a deny."""
         decision_id = str(uuid.uuid4())
+        engine = self.engine  # once: a reload between here and the end must not mix two policies
         try:
-            decision = self.engine.evaluate(doc, size_hint)
+            decision = engine.evaluate(doc, size_hint)
         except Exception as exc:  # the engine does not raise by contract; if it ever does, deny
             decision = Decision.deny("guard/error", f"the guard could not decide: {exc}")
-        verdict = Verdict(decision_id, decision, dry_run=self.dry_run, doc=doc)
+        verdict = Verdict(decision_id, decision, dry_run=self.dry_run, doc=doc, revision=engine.revision)
         if not decision.allow or not decision.charges or self.limiter is None:
             return verdict
         outcome = self.limiter.take(decision.charges, *_who(doc))
@@ -130,7 +145,7 @@ class Guard:
         else:
             outcome = "upstream_error" if upstream_error is not None else "allowed"
         self.log.record(verdict.decision_id, verdict.doc, verdict.decision, outcome,
-                        "dry_run" if verdict.dry_run else "enforce", upstream_error)
+                        "dry_run" if verdict.dry_run else "enforce", upstream_error, verdict.revision)
 
     def end_session(self, session_id: str) -> None:
         """Session-scoped buckets go with their session."""

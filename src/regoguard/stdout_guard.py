@@ -8,8 +8,10 @@ caller the only writer that reaches the real stdout.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import BinaryIO
 
 _claimed: BinaryIO | None = None
@@ -29,3 +31,24 @@ def claim_stdout() -> BinaryIO:
     sys.stdout = sys.stderr
     _claimed = os.fdopen(private, "wb", buffering=0)
     return _claimed
+
+
+@contextlib.contextmanager
+def engine_chatter_silenced() -> Iterator[None]:
+    """While regopy reports errors we parse and print ourselves, send what it writes to fd 1 nowhere.
+
+    Only once stdout is claimed (fd 1 is then a copy of stderr that nothing else writes to); before that,
+    fd 1 is the real stdout and is left alone.
+    """
+    if _claimed is None:
+        yield
+        return
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)

@@ -29,7 +29,7 @@ from regoguard.policy.reader import ESCAPE_HINT, Reader, join_path, unescapable
 
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 
-TOP_KEYS = ("version", "description", "default", "mode", "hide", "tools", "audit", "on_store_error")
+TOP_KEYS = ("version", "description", "default", "mode", "hide", "tools", "audit", "on_store_error", "rego")
 AUDIT_KEYS = ("erase", "mask", "hash_arguments", "default_masking")
 TOOL_KEYS = ("rules",)
 RULE_KEYS = ("name", "action", "conditions", "on_deny", "reason", "rate_limit", "state", "validate", "scope")
@@ -95,6 +95,7 @@ def _read_policy(r: Reader, root: Node) -> Policy | None:
     if "on_store_error" in top:
         choice = r.choice(top["on_store_error"], "on_store_error", "on_store_error", ("deny", "allow"))
         on_store_error = choice or "deny"
+    rego = _read_rego(r, top["rego"]) if "rego" in top else ()
     tools: list[ToolPolicy] = []
     if "tools" in top:
         tnode = top["tools"]
@@ -112,6 +113,7 @@ def _read_policy(r: Reader, root: Node) -> Policy | None:
         source=r.file,
         default=default,
         on_store_error=on_store_error,
+        rego=rego,
         mode=mode,
         audit=audit,
         description=description,
@@ -120,6 +122,24 @@ def _read_policy(r: Reader, root: Node) -> Policy | None:
         tools=tuple(tools),
         warnings=tuple(str(w) for w in r.warnings),
     )
+
+
+def _read_rego(r: Reader, node: Node) -> tuple[str, ...]:
+    """``rego:``: the team's Rego files or directories, relative to the policy file."""
+    if not isinstance(node.value, list):
+        r.error(node.pos, "rego", f"rego must be a list of .rego files or directories, not a {node.kind}")
+        return ()
+    base = Path(r.file).parent if not r.file.startswith("<") else Path()
+    paths: list[str] = []
+    for i, item in enumerate(node.value):
+        text = r.string(item, f"rego[{i}]", "a path to a .rego file or a directory")
+        if text is None:
+            continue
+        path = Path(text) if Path(text).is_absolute() else base / text
+        if not path.exists():
+            r.error(item.pos, f"rego[{i}]", f"no such Rego file or directory: {path}")
+        paths.append(str(path))
+    return tuple(paths)
 
 
 def _read_audit(r: Reader, node: Node) -> AuditSettings:

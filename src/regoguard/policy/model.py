@@ -95,6 +95,8 @@ class Policy:
     audit: AuditSettings = AuditSettings()
     on_store_error: str = "deny"
     """What a call that needs a limit gets when the state store fails: ``deny`` (fail closed) or ``allow``."""
+    rego: tuple[str, ...] = ()
+    """The team's Rego files and directories (the policy's ``rego:`` list, resolved against its folder)."""
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property

@@ -468,7 +468,11 @@ def _params_problem(params: Any) -> str | None:
 def _denial(msg: dict[str, Any], name: str, verdict: Verdict) -> dict[str, Any]:
     """The tool result a denied call gets: an error the agent reads, and a machine-readable ``_meta``."""
     decision = verdict.decision
-    text = f"[regoguard] Tool call {name!r} denied by policy rule {decision.rule!r}: {decision.message}"
+    if decision.action == "require_approval":
+        text = (f"[regoguard] Tool call {name!r} needs a human's approval (rule {decision.rule!r}): "
+                f"{decision.message}. No approver is configured for this proxy, so the call was not forwarded.")
+    else:
+        text = f"[regoguard] Tool call {name!r} denied by policy rule {decision.rule!r}: {decision.message}"
     result: dict[str, Any] = {
         "content": [{"type": "text", "text": text}],
         "isError": True,

@@ -1,0 +1,205 @@
+"""The team's own Rego modules: found on disk, checked, and handed to the engine beside the library.
+
+A team extends a policy with modules in ``package regoguard.custom`` (``deny``, ``approval`` and
+``charges``: see ``rego/regoguard/custom.rego``) and helpers in packages of its own. This file reads them
+from files and directories (``--rego DIR``, the policy's ``rego:`` list) and checks them before any call
+is decided by them, so a mistake is an error with file, line and column at load time, never a surprise
+at call time:
+
+- syntax and compile errors, located from regopy's error report (name, byte offset);
+- packages that would overwrite regoguard's own (``regoguard``, ``regoguard.lib``...): only
+  ``regoguard.custom`` and its sub-packages, and packages outside ``regoguard``, are the team's;
+- ``with`` outside test files: rego-cpp 1.5 crashes the process evaluating some rules under ``with``
+  (sprintf, comprehensions), which in the proxy would end the session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import regopy
+
+from regoguard.errors import PolicyError, PolicyLoadError
+from regoguard.stdout_guard import engine_chatter_silenced
+
+MAX_MODULE_BYTES = 1024 * 1024
+TEST_SUFFIX = "_test.rego"
+
+_PACKAGE_RE = re.compile(r"^[ \t]*package[ \t]+([A-Za-z_][\w.]*)", re.MULTILINE)
+# Strings, raw strings and comments, blanked before looking for keywords.
+_NOISE_RE = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*')
+_WITH_RE = re.compile(r"\bwith\s+(?:input|data)\b")
+
+
+def load_rego(paths: Sequence[str | Path], *, tests: bool = False) -> dict[str, str]:
+    """Read and check the team's modules under ``paths`` (files, or directories read recursively).
+
+    Args:
+        paths: ``.rego`` files or directories holding them.
+        tests: include ``*_test.rego`` files (for ``regoguard test``); the proxy never loads them.
+
+    Returns:
+        Module name (its path) → source, in a stable order.
+
+    Raises:
+        PolicyLoadError: every problem found, each with file, line and column.
+    """
+    errors: list[PolicyError] = []
+    modules: dict[str, str] = {}
+    for path in _expand(paths, tests, errors):
+        name = str(path)
+        if name in modules:
+            continue
+        source = _read(path, errors)
+        if source is None:
+            continue
+        errors.extend(_shape_errors(name, source, is_test=path.name.endswith(TEST_SUFFIX)))
+        modules[name] = source
+    if not errors and modules:
+        with engine_chatter_silenced():
+            errors.extend(compile_errors(modules))
+    if errors:
+        raise PolicyLoadError(errors)
+    return modules
+
+
+def revision_with(policy_revision: str, modules: Mapping[str, str]) -> str:
+    """The revision of a compiled policy together with the team's modules (the policy's own without any)."""
+    if not modules:
+        return policy_revision
+    h = hashlib.sha256(policy_revision.encode() + b"\x00")
+    for name in sorted(modules):
+        h.update(name.encode() + b"\x00" + modules[name].encode() + b"\x00")
+    return h.hexdigest()[:16]
+
+
+def _expand(paths: Sequence[str | Path], tests: bool, errors: list[PolicyError]) -> list[Path]:
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(p for p in sorted(path.rglob("*.rego"))
+                         if p.is_file() and (tests or not p.name.endswith(TEST_SUFFIX)))
+        elif path.is_file():
+            found.append(path)
+        else:
+            errors.append(PolicyError(str(path), 1, 1, "", "no such Rego file or directory"))
+    return found
+
+
+def _read(path: Path, errors: list[PolicyError]) -> str | None:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        errors.append(PolicyError(str(path), 1, 1, "", f"cannot read Rego module: {exc.strerror}"))
+        return None
+    if len(data) > MAX_MODULE_BYTES:
+        errors.append(PolicyError(str(path), 1, 1, "", f"Rego module is larger than {MAX_MODULE_BYTES} bytes"))
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        errors.append(PolicyError(str(path), 1, 1, "", f"Rego module is not UTF-8: {exc}"))
+        return None
+
+
+def _shape_errors(name: str, source: str, is_test: bool) -> list[PolicyError]:
+    errors: list[PolicyError] = []
+    code = _NOISE_RE.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), source)
+    match = _PACKAGE_RE.search(code)
+    if match is None:
+        errors.append(PolicyError(name, 1, 1, "", "a Rego module needs a `package` line"))
+    elif not _package_allowed(match.group(1)):
+        line, col = _line_col(source, match.start(1))
+        errors.append(PolicyError(
+            name, line, col, "", f"package {match.group(1)} belongs to regoguard",
+            "put the team's rules in `package regoguard.custom` (deny, approval, charges) or a package of its own",
+        ))
+    if not is_test:
+        for m in _WITH_RE.finditer(code):
+            line, col = _line_col(source, m.start())
+            errors.append(PolicyError(
+                name, line, col, "", "`with` is allowed only in test modules (*_test.rego)",
+                "the embedded engine (rego-cpp 1.5) can crash evaluating rules under `with`, which would end "
+                "the proxy's session",
+            ))
+    return errors
+
+
+def _package_allowed(package: str) -> bool:
+    parts = package.split(".")
+    return parts[0] != "regoguard" or (len(parts) >= 2 and parts[1] == "custom")
+
+
+def _line_col(source: str, index: int) -> tuple[int, int]:
+    line = source.count("\n", 0, index) + 1
+    return line, index - (source.rfind("\n", 0, index) + 1) + 1
+
+
+def compile_errors(modules: Mapping[str, str]) -> list[PolicyError]:
+    """Build the modules with the library; regopy's complaints, located in the team's files."""
+    from regoguard.engine import library_modules  # engine imports this file's users, not this file
+
+    interp = regopy.Interpreter()
+    try:
+        for lib_name, lib_source in library_modules().items():
+            interp.add_module(lib_name, lib_source)
+        for name, source in modules.items():
+            interp.add_module(name, source)
+        bundle = interp.build(None, ["regoguard/lib/decision"])
+    except regopy.RegoError as exc:
+        return located_errors(str(exc), modules) or [
+            PolicyError(next(iter(modules)), 1, 1, "", f"the team's Rego does not compile: {exc}")]
+    if not bundle.ok():
+        return [PolicyError(next(iter(modules)), 1, 1, "", "the team's Rego does not compile with the library")]
+    if _evaluates(modules):
+        return []
+    # rego-cpp builds modules that call undefined functions, then fails every query: find which module.
+    culprits = [name for name in modules if not _evaluates({name: modules[name]})] or [next(iter(modules))]
+    return [PolicyError(name, 1, 1, "", "the module cannot be evaluated: it calls an undefined function, or "
+                        "a built-in the embedded engine lacks") for name in culprits]
+
+
+_PROBE = {"tool": {"name": "regoguard-probe", "arguments": {}}, "server": {"name": "probe"},
+          "session": {"id": "probe"}, "principal": {"id": "probe", "claims": {}}}
+
+
+def _evaluates(modules: Mapping[str, str]) -> bool:
+    interp = regopy.Interpreter()
+    try:
+        for name, source in modules.items():
+            interp.add_module(name, source)
+        interp.set_input(_PROBE)
+        return bool(interp.query("data").ok())
+    except (regopy.RegoError, ValueError):  # regopy raises ValueError parsing the empty output of a failure
+        return False
+
+
+_ERROR_HEAD = re.compile(r"\(error (\d+):")
+_ERROR_MSG = re.compile(r"\(errormsg (\d+):")
+
+
+def located_errors(report: str, modules: Mapping[str, str]) -> list[PolicyError]:
+    """Parse regopy's error report (``(error 14:team/deny.rego|82|2 (errormsg 24:Invalid ...)``: length-
+    prefixed name, byte offset, length) into errors with line and column."""
+    errors: list[PolicyError] = []
+    for head in _ERROR_HEAD.finditer(report):
+        start = head.end()
+        name = report[start:start + int(head.group(1))]
+        rest = report[start + len(name):]
+        offset_match = re.match(r"\|(\d+)\|", rest)
+        msg_match = _ERROR_MSG.search(rest)
+        message = rest[msg_match.end():msg_match.end() + int(msg_match.group(1))] if msg_match else "Rego error"
+        source = modules.get(name)
+        if source is None:  # an error inside the library: caused by the team's modules, but not locatable
+            errors.append(PolicyError(next(iter(modules)), 1, 1, "", f"{message} (reported in {name})"))
+            continue
+        line, col = 1, 1
+        if offset_match:
+            prefix = source.encode()[: int(offset_match.group(1))].decode(errors="ignore")
+            line, col = _line_col(prefix, len(prefix))
+        errors.append(PolicyError(name, line, col, "", message))
+    return errors
