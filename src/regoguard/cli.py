@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from regoguard import __version__
 from regoguard.audit import (
@@ -24,12 +24,17 @@ from regoguard.audit import (
     configure_logging,
 )
 from regoguard.audit.summary import summarise
-from regoguard.compiler import CompiledPolicy, compile_policy
+from regoguard.compiler import compile_policy
 from regoguard.engine import Engine, run_with_large_stack
 from regoguard.errors import PolicyLoadError, RegoguardError
 from regoguard.limits import Limiter, MemoryStore, StoreError, open_store
 from regoguard.policy import Policy, load_policy
+from regoguard.policy_set import PolicySet, load_policy_set
+from regoguard.reload import PolicyWatcher
 from regoguard.stdout_guard import claim_stdout
+
+if TYPE_CHECKING:
+    from regoguard.guard import Guard
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -56,13 +61,21 @@ def _load_all(paths: Sequence[str]) -> tuple[list[Policy], bool]:
 
 
 def cmd_check(args: argparse.Namespace, out: BinaryIO) -> int:
-    policies, ok = _load_all(args.policy)
-    for policy in policies:
+    ok = True
+    for path in args.policy:
+        try:
+            loaded = load_policy_set(path, args.rego)
+        except PolicyLoadError as exc:
+            _print_errors(exc)
+            ok = False
+            continue
+        policy = loaded.policy
         for warning in policy.warnings:
             print(warning, file=sys.stderr)
         tools = sum(1 for t in policy.tools)
         rules = sum(len(t.rules) for t in policy.tools)
-        out.write(f"{policy.source}: ok ({tools} tool keys, {rules} rules)\n".encode())
+        team = f", {len(loaded.modules)} Rego module{'s' if len(loaded.modules) != 1 else ''}" if loaded.modules else ""
+        out.write(f"{policy.source}: ok ({tools} tool keys, {rules} rules{team})\n".encode())
     return EXIT_OK if ok else EXIT_FAIL
 
 
@@ -131,11 +144,11 @@ def cmd_eval(args: argparse.Namespace, out: BinaryIO) -> int:
         print("error: --schema must be a JSON object (the tool's inputSchema)", file=sys.stderr)
         return EXIT_USAGE
     try:
-        compiled: CompiledPolicy = compile_policy(load_policy(args.config))
+        loaded = load_policy_set(args.config, args.rego)
     except PolicyLoadError as exc:
         _print_errors(exc)
         return EXIT_USAGE
-    engine = Engine(compiled)
+    engine = Engine(loaded.compiled, extra_modules=loaded.modules or None)
     try:
         doc: dict[str, Any] = {
             "tool": {"name": args.tool, "arguments": arguments},
@@ -171,10 +184,11 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        policy = load_policy(args.config)
+        loaded = load_policy_set(args.config, args.rego)
     except PolicyLoadError as exc:
         _print_errors(exc)
         return EXIT_USAGE
+    policy = loaded.policy
     for warning in policy.warnings:
         print(warning, file=sys.stderr)
     fail_open = args.fail_open or policy.on_store_error == "allow"
@@ -186,10 +200,9 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
             return EXIT_USAGE
         print(f"warning: {exc}; limits are kept in memory, for this process only (--fail-open)", file=sys.stderr)
         store = MemoryStore()
-    compiled = compile_policy(policy)
-    engine = Engine(compiled)
+    engine = Engine(loaded.compiled, extra_modules=loaded.modules or None)
     server_name = args.server_name or default_server_name(command)
-    decision_log = _decision_log(args, policy, compiled.revision, server_name)
+    decision_log = _decision_log(args, policy, engine.revision, server_name)
     options = ProxyOptions(
         server_name=server_name,
         principal=args.principal or getpass.getuser(),
@@ -200,13 +213,40 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
     if dry_run:
         print("regoguard: dry run: every call is forwarded; calls the policy would deny are logged as would_deny",
               file=sys.stderr)
-    guard = Guard(engine, Limiter(store, fail_open=fail_open), decision_log, dry_run=dry_run)
+    limiter = Limiter(store, fail_open=fail_open)
+    guard = Guard(engine, limiter, decision_log, dry_run=dry_run)
+    watcher = None
+    if args.reload_interval > 0:
+        watcher = PolicyWatcher(loaded, args.rego, lambda new: _apply_reload(args, new, guard, limiter, decision_log),
+                                args.reload_interval)
+        watcher.start()
     proxy = StdioProxy(guard, command, options, sys.stdin.buffer, out, signals=args.signal_relay)
     try:
         return asyncio.run(proxy.run())
     finally:
-        engine.close()
+        if watcher is not None:
+            watcher.stop()
+        guard.engine.close()
         store.close()
+
+
+def _apply_reload(args: argparse.Namespace, new: PolicySet, guard: Guard, limiter: Limiter,
+                  decision_log: DecisionLog | None) -> None:
+    """Put a freshly loaded policy in force: build its engine first (raising leaves the old one), then swap."""
+    import threading
+
+    engine = Engine(new.compiled, extra_modules=new.modules or None)
+    for warning in new.policy.warnings:
+        print(warning, file=sys.stderr)
+    old = guard.swap(engine, dry_run=args.dry_run or new.policy.mode == "dry_run")
+    limiter.fail_open = args.fail_open or new.policy.on_store_error == "allow"
+    if decision_log is not None:
+        decision_log.masking = _masking(new.policy)
+        decision_log.revision = engine.revision
+    # Calls already inside the old engine finish within its timeout; then it goes.
+    closer = threading.Timer(old.limits.timeout + 1.0, old.close)
+    closer.daemon = True
+    closer.start()
 
 
 def _decision_log(args: argparse.Namespace, policy: Policy, revision: str, server: str) -> DecisionLog | None:
@@ -215,10 +255,13 @@ def _decision_log(args: argparse.Namespace, policy: Policy, revision: str, serve
         return None
     sink: Sink = StderrSink() if target == "stderr" else FileSink(target, args.decision_log_max_bytes,
                                                                   args.decision_log_backups)
+    return DecisionLog(sink, _masking(policy), revision, {"server": server, "version": __version__})
+
+
+def _masking(policy: Policy) -> MaskingRules:
     audit = policy.audit
-    masking = MaskingRules(erase=audit.erase, mask=audit.mask, hash_arguments=audit.hash_arguments,
-                           default_keys=DEFAULT_SENSITIVE_KEYS if audit.default_masking else ())
-    return DecisionLog(sink, masking, revision, {"server": server, "version": __version__})
+    return MaskingRules(erase=audit.erase, mask=audit.mask, hash_arguments=audit.hash_arguments,
+                        default_keys=DEFAULT_SENSITIVE_KEYS if audit.default_masking else ())
 
 
 def cmd_log(args: argparse.Namespace, out: BinaryIO) -> int:
@@ -271,6 +314,12 @@ def cmd_state(args: argparse.Namespace, out: BinaryIO) -> int:
         store.close()
 
 
+def _rego_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rego", action="append", default=[], metavar="DIR",
+                   help="the team's Rego modules (a directory or .rego file; repeatable), loaded beside the "
+                        "policy's own `rego:` list")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="regoguard", description="Policy-enforcing proxy for MCP: YAML policy, Rego decisions."
@@ -278,8 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"regoguard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("check", help="validate policy files; errors as file:line:column")
+    p = sub.add_parser("check", help="validate policy files (and their Rego); errors as file:line:column")
     p.add_argument("policy", nargs="+")
+    _rego_option(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("compile", help="write the Rego module of each policy")
@@ -297,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--principal", default="cli", help="principal id in the input document")
     p.add_argument("--server-name", default="cli", help="server name in the input document")
     p.add_argument("--pretty", action="store_true", help="indent the JSON")
+    _rego_option(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("run", help="run an MCP server behind the guard: regoguard run -c POLICY -- COMMAND ...")
@@ -317,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rotate the decision log file at this size (default 50 MiB)")
     p.add_argument("--decision-log-backups", type=int, default=5, help="rotated files kept (default 5)")
     p.add_argument("--log-level", default=None, help="stderr log level: debug, info, warning, error")
+    _rego_option(p)
+    p.add_argument("--reload-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="how often to look for changes to the policy and its Rego (default 1; 0 turns hot "
+                        "reload off)")
     p.add_argument("--refund-on-tool-error", action="store_true",
                    help="also give tokens back when the tool answers with isError (JSON-RPC errors always are)")
     p.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
@@ -334,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON (show)")
     _state_options(p)
     p.set_defaults(func=cmd_state)
+
+    from regoguard import scan
+
+    scan.add_parser(sub)
     return parser
 
 
