@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     from regoguard import scan
 
     scan.add_parser(sub)
+    from regoguard.policytest import command as policytest_command
+
+    policytest_command.add_parser(sub)
     return parser
 
 
