@@ -48,9 +48,10 @@ def replacement_library(body: str, verdict: bool = True) -> str:
     head = "package regoguard.lib\n\nimport rego.v1\n\n"
     if fmt is not None:
         head += f"format := {json.dumps(fmt)}\n\n"
-    # the engine's hot path asks for `verdict`; a library that only has `decision` is denied
+    # the engine's hot path asks for `verdict` (`team_verdict` with team modules loaded, as a replacement
+    # library is); a library that only has `decision` is denied
     if verdict:
-        head += 'verdict := {"allow": decision.allow, "costs": []}\n\n'
+        head += 'verdict := {"allow": decision.allow, "costs": []}\n\nteam_verdict := {"allow": decision.allow}\n\n'
     return head + body
 
 
@@ -266,7 +267,8 @@ def test_extra_module_that_conflicts_with_the_library_is_a_deny():
     ],
 )
 def test_extra_module_with_a_malformed_decision_is_a_deny(decision, rule):
-    lib = replacement_library(f"decision := {decision}\n\nverdict := decision\n", verdict=False)
+    lib = replacement_library(f"decision := {decision}\n\nverdict := decision\n\nteam_verdict := decision\n",
+                              verdict=False)
     engine = Engine(compiled_for(REGEX_POLICY), extra_modules={"regoguard/lib.rego": lib})
     try:
         d = engine.evaluate(call_doc("t", {"s": "abc"}))

@@ -20,20 +20,31 @@ package regoguard.lib
 
 import rego.v1
 
-custom_denials := [d |
-	some x in data.regoguard.custom.deny
-	d := custom_reason(x, "deny")
-]
+# Without the team's Rego, each of these is one failed lookup (`data.regoguard.custom` is undefined).
+default team_denials := []
+
+team_denials := array.concat(custom_denials, array.concat(custom_denials_of_charges, custom_denials_of_shape)) if {
+	data.regoguard.custom
+}
+
+default custom_approvals := []
 
 custom_approvals := [a |
 	some x in data.regoguard.custom.approval
 	a := custom_reason(x, "approval")
-]
+] if data.regoguard.custom
+
+default custom_charges := []
 
 custom_charges := [c |
 	some x in data.regoguard.custom.charges
 	valid_charge(x)
 	c := custom_charge(x)
+] if data.regoguard.custom
+
+custom_denials := [d |
+	some x in data.regoguard.custom.deny
+	d := custom_reason(x, "deny")
 ]
 
 # A malformed charge is a denial: a limit the team meant to enforce must not silently vanish.

@@ -36,18 +36,29 @@ decision := {
 	"charges": charges,
 }
 
-verdict := {"allow": allow, "costs": costs}
+# The hot path reads only the YAML policy's rules; with the team's Rego loaded, the engine asks for
+# `team_verdict` instead (the same decision, the team's denials and approvals included).
+verdict := {"allow": policy_allow, "costs": costs}
+
+team_verdict := {"allow": allow}
 
 # The shape of `settings` this library reads. The compiler stamps the same number into every policy;
 # a policy compiled for another shape is never allowed.
 format := 2
 
+default policy_allow := false
+
+policy_allow if {
+	count(policy_reasons) == 0
+	data.regoguard.settings.format == format
+}
+
 default allow := false
 
 allow if {
-	count(denials) == 0
+	policy_allow
+	count(team_denials) == 0
 	count(custom_approvals) == 0
-	data.regoguard.settings.format == format
 }
 
 default action := "deny"
@@ -62,10 +73,7 @@ action := "require_approval" if {
 
 # The policy's reasons first (its first failing rule is the one shown), then the team's denials; with no
 # denial, the approvals the call is held for.
-denials := array.concat(
-	array.concat(policy_reasons, custom_denials),
-	array.concat(custom_denials_of_charges, custom_denials_of_shape),
-)
+denials := array.concat(policy_reasons, team_denials)
 
 reasons := denials if count(denials) > 0
 
@@ -233,7 +241,7 @@ costs := [cost_value(t.cost_from) |
 	some t in entry.charges
 	t.cost_from
 ] if {
-	allow
+	policy_allow
 	entry.dynamic_costs
 }
 

@@ -40,7 +40,8 @@ from regoguard.rego_modules import revision_with
 
 __all__ = ["WORKER_STACK_BYTES", "Engine", "EngineLimits", "library_modules", "run_with_large_stack"]
 
-VERDICT = "regoguard/lib/verdict"  # the hot path: {"allow", "costs"}
+VERDICT = "regoguard/lib/verdict"  # the hot path: {"allow", "costs"}, the YAML policy's rules only
+TEAM_VERDICT = "regoguard/lib/team_verdict"  # {"allow"}, the team's Rego included
 DECISION = "regoguard/lib/decision"  # the full, documented decision: asked for when a call is denied
 
 _MISSING = "\x00missing"
@@ -50,7 +51,7 @@ def _run_query(interp: Any, bundle: Any, doc: dict[str, Any], always_full: bool 
     """Ask for the verdict; when it denies (or the team's Rego may add charges: ``always_full``), ask for
     the full decision too (same input, same bundle)."""
     interp.set_input(doc)
-    out = interp.query_bundle_entrypoint(bundle, VERDICT)
+    out = interp.query_bundle_entrypoint(bundle, TEAM_VERDICT if always_full else VERDICT)
     if not out.ok():
         return "\x00error:" + str(out), None
     verdict = str(out)
@@ -138,7 +139,7 @@ class Engine:
             interp.add_data_json(data_json(self._data))
             for name, source in self._modules.items():
                 interp.add_module(name, source)
-            bundle = interp.build(None, [VERDICT, DECISION])
+            bundle = interp.build(None, [VERDICT, TEAM_VERDICT, DECISION])
         except regopy.RegoError as exc:
             raise EngineError(f"cannot build the policy bundle: {exc}") from exc
         if not bundle.ok():
