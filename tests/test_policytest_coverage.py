@@ -84,7 +84,7 @@ def test_coverage_lists_exactly_the_rules_never_seen_denying(project: Path):
 def test_fail_under_and_json(project: Path):
     ok = run("--coverage", "--fail-under", "50", "--run", "cap|read|hidden", cwd=project)
     assert ok.returncode == 0, ok.stdout
-    under = run("--coverage", "--fail-under", "60", "--run", "cap|read|hidden", cwd=project)
+    under = run("--fail-under", "60", "--run", "cap|read|hidden", cwd=project)
     assert under.returncode == 1
     assert "coverage 50% is under --fail-under 60%" in under.stdout
     doc = json.loads(run("--coverage", "--json", "--run", "cap|read|hidden", cwd=project).stdout)

@@ -41,7 +41,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.add_argument("--coverage", action="store_true",
                    help="list the policy rules no test saw deny a call, and tools no test calls")
-    p.add_argument("--fail-under", type=float, metavar="PCT", help="with --coverage: exit 1 under PCT percent")
+    p.add_argument("--fail-under", type=float, metavar="PCT",
+                   help="exit 1 when coverage is under PCT percent (implies --coverage)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                    help="time allowed each Rego test (default 10)")
     p.set_defaults(func=cmd_test)
@@ -98,6 +99,10 @@ def cmd_test(args: argparse.Namespace, out: BinaryIO) -> int:
         return _usage("Rego files are not test files: give their directory with --rego DIR")
     if args.timeout <= 0:
         return _usage("--timeout must be a positive number of seconds")
+    if args.fail_under is not None:
+        if not 0 <= args.fail_under <= 100:
+            return _usage("--fail-under is a percentage, from 0 to 100")
+        args.coverage = True
     loader = Loader(rego)
     try:
         results = _run_yaml(run, loader, discover(paths))
