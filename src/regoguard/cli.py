@@ -1,4 +1,4 @@
-"""The ``regoguard`` command line: check, compile, eval (and run, once the proxy lands).
+"""The ``regoguard`` command line: check, compile, eval, log, state; run (cli_run), test (policytest), scan.
 
 Exit codes: 0 success (valid / allowed), 1 invalid policy or denied call, 2 usage or policy error in
 ``eval``. Errors go to stderr; only each command's own output reaches stdout.
@@ -11,41 +11,19 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
-from regoguard import __version__
-from regoguard.audit import (
-    DEFAULT_SENSITIVE_KEYS,
-    DecisionLog,
-    FileSink,
-    MaskingRules,
-    Sink,
-    StderrSink,
-    configure_logging,
-)
+from regoguard import __version__, cli_run
+from regoguard.audit import configure_logging
 from regoguard.audit.summary import summarise
+from regoguard.cli_common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, print_errors, rego_option, state_options
 from regoguard.compiler import compile_policy
 from regoguard.engine import Engine, run_with_large_stack
 from regoguard.errors import PolicyLoadError, RegoguardError
-from regoguard.limits import Limiter, MemoryStore, StoreError, open_store
+from regoguard.limits import StoreError, open_store
 from regoguard.policy import Policy, load_policy
-from regoguard.policy_set import PolicySet, load_policy_set
-from regoguard.reload import PolicyWatcher
+from regoguard.policy_set import load_policy_set
 from regoguard.stdout_guard import claim_stdout
-
-if TYPE_CHECKING:
-    from regoguard.guard import Guard
-
-EXIT_OK = 0
-EXIT_FAIL = 1
-EXIT_USAGE = 2
-
-
-def _print_errors(exc: PolicyLoadError) -> None:
-    for err in exc.errors:
-        print(err, file=sys.stderr)
-    n = len(exc.errors)
-    print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
 
 
 def _load_all(paths: Sequence[str]) -> tuple[list[Policy], bool]:
@@ -55,7 +33,7 @@ def _load_all(paths: Sequence[str]) -> tuple[list[Policy], bool]:
         try:
             policies.append(load_policy(p))
         except PolicyLoadError as exc:
-            _print_errors(exc)
+            print_errors(exc)
             ok = False
     return policies, ok
 
@@ -66,7 +44,7 @@ def cmd_check(args: argparse.Namespace, out: BinaryIO) -> int:
         try:
             loaded = load_policy_set(path, args.rego)
         except PolicyLoadError as exc:
-            _print_errors(exc)
+            print_errors(exc)
             ok = False
             continue
         policy = loaded.policy
@@ -146,7 +124,7 @@ def cmd_eval(args: argparse.Namespace, out: BinaryIO) -> int:
     try:
         loaded = load_policy_set(args.config, args.rego)
     except PolicyLoadError as exc:
-        _print_errors(exc)
+        print_errors(exc)
         return EXIT_USAGE
     engine = Engine(loaded.compiled, extra_modules=loaded.modules or None)
     try:
@@ -169,101 +147,6 @@ def cmd_eval(args: argparse.Namespace, out: BinaryIO) -> int:
     return EXIT_OK if decision.allow else EXIT_FAIL
 
 
-def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
-    import asyncio
-    import getpass
-
-    from regoguard.guard import Guard
-    from regoguard.proxy.stdio import ProxyOptions, StdioProxy, default_server_name
-
-    command = list(args.server_command)
-    if command and command[0] == "--":
-        command = command[1:]
-    if not command:
-        print("error: give the MCP server's command after --, e.g. regoguard run -c p.yaml -- npx server",
-              file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        loaded = load_policy_set(args.config, args.rego)
-    except PolicyLoadError as exc:
-        _print_errors(exc)
-        return EXIT_USAGE
-    policy = loaded.policy
-    for warning in policy.warnings:
-        print(warning, file=sys.stderr)
-    fail_open = args.fail_open or policy.on_store_error == "allow"
-    try:
-        store = open_store(args.state, args.state_prefix)
-    except StoreError as exc:
-        if not fail_open:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        print(f"warning: {exc}; limits are kept in memory, for this process only (--fail-open)", file=sys.stderr)
-        store = MemoryStore()
-    engine = Engine(loaded.compiled, extra_modules=loaded.modules or None)
-    server_name = args.server_name or default_server_name(command)
-    decision_log = _decision_log(args, policy, engine.revision, server_name)
-    options = ProxyOptions(
-        server_name=server_name,
-        principal=args.principal or getpass.getuser(),
-        max_message_bytes=args.max_message_bytes,
-        refund_on_tool_error=args.refund_on_tool_error,
-    )
-    dry_run = args.dry_run or policy.mode == "dry_run"
-    if dry_run:
-        print("regoguard: dry run: every call is forwarded; calls the policy would deny are logged as would_deny",
-              file=sys.stderr)
-    limiter = Limiter(store, fail_open=fail_open)
-    guard = Guard(engine, limiter, decision_log, dry_run=dry_run)
-    watcher = None
-    if args.reload_interval > 0:
-        watcher = PolicyWatcher(loaded, args.rego, lambda new: _apply_reload(args, new, guard, limiter, decision_log),
-                                args.reload_interval)
-        watcher.start()
-    proxy = StdioProxy(guard, command, options, sys.stdin.buffer, out, signals=args.signal_relay)
-    try:
-        return asyncio.run(proxy.run())
-    finally:
-        if watcher is not None:
-            watcher.stop()
-        guard.engine.close()
-        store.close()
-
-
-def _apply_reload(args: argparse.Namespace, new: PolicySet, guard: Guard, limiter: Limiter,
-                  decision_log: DecisionLog | None) -> None:
-    """Put a freshly loaded policy in force: build its engine first (raising leaves the old one), then swap."""
-    import threading
-
-    engine = Engine(new.compiled, extra_modules=new.modules or None)
-    for warning in new.policy.warnings:
-        print(warning, file=sys.stderr)
-    old = guard.swap(engine, dry_run=args.dry_run or new.policy.mode == "dry_run")
-    limiter.fail_open = args.fail_open or new.policy.on_store_error == "allow"
-    if decision_log is not None:
-        decision_log.masking = _masking(new.policy)
-        decision_log.revision = engine.revision
-    # Calls already inside the old engine finish within its timeout; then it goes.
-    closer = threading.Timer(old.limits.timeout + 1.0, old.close)
-    closer.daemon = True
-    closer.start()
-
-
-def _decision_log(args: argparse.Namespace, policy: Policy, revision: str, server: str) -> DecisionLog | None:
-    target = args.decision_log
-    if target in (None, "off"):
-        return None
-    sink: Sink = StderrSink() if target == "stderr" else FileSink(target, args.decision_log_max_bytes,
-                                                                  args.decision_log_backups)
-    return DecisionLog(sink, _masking(policy), revision, {"server": server, "version": __version__})
-
-
-def _masking(policy: Policy) -> MaskingRules:
-    audit = policy.audit
-    return MaskingRules(erase=audit.erase, mask=audit.mask, hash_arguments=audit.hash_arguments,
-                        default_keys=DEFAULT_SENSITIVE_KEYS if audit.default_masking else ())
-
-
 def cmd_log(args: argparse.Namespace, out: BinaryIO) -> int:
     summary = summarise(args.path, args.recent)
     if not summary.files:
@@ -272,13 +155,6 @@ def cmd_log(args: argparse.Namespace, out: BinaryIO) -> int:
     text = json.dumps(summary.to_json(), indent=2) if args.json else summary.render()
     out.write((text + "\n").encode())
     return EXIT_OK
-
-
-def _state_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state", metavar="PATH|redis://...",
-                   help="where limits live: a SQLite file (default ~/.local/state/regoguard/state.db), "
-                        "redis://host:port/db, or memory")
-    p.add_argument("--state-prefix", default="regoguard:", help="key prefix in Redis (default regoguard:)")
 
 
 def cmd_state(args: argparse.Namespace, out: BinaryIO) -> int:
@@ -314,12 +190,6 @@ def cmd_state(args: argparse.Namespace, out: BinaryIO) -> int:
         store.close()
 
 
-def _rego_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rego", action="append", default=[], metavar="DIR",
-                   help="the team's Rego modules (a directory or .rego file; repeatable), loaded beside the "
-                        "policy's own `rego:` list")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="regoguard", description="Policy-enforcing proxy for MCP: YAML policy, Rego decisions."
@@ -329,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate policy files (and their Rego); errors as file:line:column")
     p.add_argument("policy", nargs="+")
-    _rego_option(p)
+    rego_option(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("compile", help="write the Rego module of each policy")
@@ -347,35 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--principal", default="cli", help="principal id in the input document")
     p.add_argument("--server-name", default="cli", help="server name in the input document")
     p.add_argument("--pretty", action="store_true", help="indent the JSON")
-    _rego_option(p)
+    rego_option(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("run", help="run an MCP server behind the guard: regoguard run -c POLICY -- COMMAND ...")
-    p.add_argument("-c", "--config", required=True, metavar="POLICY")
-    p.add_argument("--server-name", help="server name in the input document (default: from the command)")
-    p.add_argument("--principal", help="principal id in the input document (default: the OS user)")
-    p.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024,
-                   help="largest client message accepted (default 16 MiB)")
-    _state_options(p)
-    p.add_argument("--fail-open", action="store_true",
-                   help="if the state store fails, allow calls instead of denying them (default: deny; "
-                        "a policy can choose this with `on_store_error: allow`)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="block nothing: log calls the policy would deny as would_deny (also `mode: dry_run`)")
-    p.add_argument("--decision-log", metavar="PATH|stderr|off", default="off",
-                   help="where decision events go: a file (rotated by size), stderr, or off (default)")
-    p.add_argument("--decision-log-max-bytes", type=int, default=50 * 1024 * 1024,
-                   help="rotate the decision log file at this size (default 50 MiB)")
-    p.add_argument("--decision-log-backups", type=int, default=5, help="rotated files kept (default 5)")
-    p.add_argument("--log-level", default=None, help="stderr log level: debug, info, warning, error")
-    _rego_option(p)
-    p.add_argument("--reload-interval", type=float, default=1.0, metavar="SECONDS",
-                   help="how often to look for changes to the policy and its Rego (default 1; 0 turns hot "
-                        "reload off)")
-    p.add_argument("--refund-on-tool-error", action="store_true",
-                   help="also give tokens back when the tool answers with isError (JSON-RPC errors always are)")
-    p.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
-    p.set_defaults(func=cmd_run)
+    cli_run.add_parser(sub)
 
     p = sub.add_parser("log", help="summarise a decision log: calls, denials by rule and by tool, recent denials")
     p.add_argument("path", help="the decision log file (rotated files beside it are read too)")
@@ -387,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("show", "reset"))
     p.add_argument("counter", nargs="?", help="a key prefix, e.g. global//payments/create_charge.daily_spend")
     p.add_argument("--json", action="store_true", help="print JSON (show)")
-    _state_options(p)
+    state_options(p)
     p.set_defaults(func=cmd_state)
 
     from regoguard import scan

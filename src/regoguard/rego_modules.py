@@ -59,8 +59,15 @@ def load_rego(paths: Sequence[str | Path], *, tests: bool = False) -> dict[str, 
         errors.extend(_shape_errors(name, source, is_test=path.name.endswith(TEST_SUFFIX)))
         modules[name] = source
     if not errors and modules:
+        # Test modules are only parsed here: evaluating them next to the library could run a `with`
+        # that crashes the process; `regoguard test` runs them in child processes.
+        rules = {n: src for n, src in modules.items() if not n.endswith(TEST_SUFFIX)}
+        tests_only = {n: src for n, src in modules.items() if n.endswith(TEST_SUFFIX)}
         with engine_chatter_silenced():
-            errors.extend(compile_errors(modules))
+            if rules:
+                errors.extend(compile_errors(rules))
+            for name, source in tests_only.items():
+                errors.extend(_parse_errors(name, source))
     if errors:
         raise PolicyLoadError(errors)
     return modules
@@ -161,6 +168,15 @@ def compile_errors(modules: Mapping[str, str]) -> list[PolicyError]:
     culprits = [name for name in modules if not _evaluates({name: modules[name]})] or [next(iter(modules))]
     return [PolicyError(name, 1, 1, "", "the module cannot be evaluated: it calls an undefined function, or "
                         "a built-in the embedded engine lacks") for name in culprits]
+
+
+def _parse_errors(name: str, source: str) -> list[PolicyError]:
+    interp = regopy.Interpreter()
+    try:
+        interp.add_module(name, source)
+    except regopy.RegoError as exc:
+        return located_errors(str(exc), {name: source}) or [PolicyError(name, 1, 1, "", f"does not parse: {exc}")]
+    return []
 
 
 _PROBE = {"tool": {"name": "regoguard-probe", "arguments": {}}, "server": {"name": "probe"},
