@@ -35,6 +35,17 @@ tools:
             value: 4096
 """
 
+TESTS = """\
+policy: files.yaml
+tests:
+  - name: a small read is allowed
+    call: {tool: read_file, args: {length: 100}}
+    expect: allow
+  - name: a big read is denied
+    call: {tool: read_file, args: {length: 100000}}
+    expect: {decision: deny, rule: read_file/small reads}
+"""
+
 
 def _hooks() -> list[dict[str, Any]]:
     hooks = yaml.safe_load(MANIFEST.read_text(encoding="utf-8"))
@@ -70,8 +81,9 @@ def policy_repo(tmp_path: Path) -> Path:
     (repo / "notes.yaml").write_text("not: [a, policy\n", encoding="utf-8")  # outside policies/: not checked
     subprocess.run([str(BIN / "regoguard"), "compile", "policies/files.yaml", "-o", "compiled"], cwd=repo,
                    check=True, capture_output=True, timeout=60)
+    (repo / "policies" / "files_test.yaml").write_text(TESTS, encoding="utf-8")
     (repo / ".pre-commit-config.yaml").write_text(
-        _local_config(["regoguard-check", "regoguard-compile-check"]), encoding="utf-8")
+        _local_config(["regoguard-check", "regoguard-compile-check", "regoguard-test"]), encoding="utf-8")
     _git(repo, "init", "-q")
     _git(repo, "add", "-A")
     return repo
@@ -88,6 +100,17 @@ def test_hooks_pass_on_a_clean_policy_repository(policy_repo: Path, tmp_path: Pa
     done = _pre_commit(policy_repo, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "regoguard check" in done.stdout and "Passed" in done.stdout
+    assert "regoguard test" in done.stdout
+
+
+def test_a_failing_policy_test_fails_the_commit(policy_repo: Path, tmp_path: Path) -> None:
+    path = policy_repo / "policies" / "files_test.yaml"
+    path.write_text(TESTS.replace("length: 100}", "length: 5000}"), encoding="utf-8")
+    _git(policy_repo, "add", "-A")
+    done = _pre_commit(policy_repo, tmp_path)
+    assert done.returncode == 1, done.stdout
+    assert "FAIL policies/files_test.yaml::a small read is allowed" in done.stdout, done.stdout
+    assert "1 passed, 1 failed" in done.stdout, done.stdout
 
 
 def test_a_policy_typo_fails_the_commit_with_file_line_and_column(policy_repo: Path, tmp_path: Path) -> None:
