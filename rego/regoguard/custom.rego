@@ -23,7 +23,10 @@ import rego.v1
 # Without the team's Rego, each of these is one failed lookup (`data.regoguard.custom` is undefined).
 default team_denials := []
 
-team_denials := array.concat(custom_denials, array.concat(custom_denials_of_charges, custom_denials_of_shape)) if {
+team_denials := array.concat(
+	array.concat(custom_denials, custom_denials_of_approvals),
+	array.concat(custom_denials_of_charges, custom_denials_of_shape),
+) if {
 	data.regoguard.custom
 }
 
@@ -31,8 +34,20 @@ default custom_approvals := []
 
 custom_approvals := [a |
 	some x in data.regoguard.custom.approval
+	well_formed_or_text(x)
 	a := custom_reason(x, "approval")
 ] if data.regoguard.custom
+
+# A malformed approval is a denial (its message says so), never a hold.
+custom_denials_of_approvals := [d |
+	some x in data.regoguard.custom.approval
+	not well_formed_or_text(x)
+	d := custom_reason(x, "approval")
+]
+
+well_formed_or_text(x) if is_string(x)
+
+well_formed_or_text(x) if well_formed_reason(x)
 
 default custom_charges := []
 

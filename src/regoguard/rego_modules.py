@@ -19,6 +19,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import regopy
 
@@ -31,7 +32,11 @@ TEST_SUFFIX = "_test.rego"
 _PACKAGE_RE = re.compile(r"^[ \t]*package[ \t]+([A-Za-z_][\w.]*)", re.MULTILINE)
 # Strings, raw strings and comments, blanked before looking for keywords.
 _NOISE_RE = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*')
-_WITH_RE = re.compile(r"\bwith\s+(?:input|data)\b")
+# `with <anything> as`: through an import alias (`import input as inp`) it reaches input all the same.
+_WITH_RE = re.compile(r"\bwith\s+\S+\s+as\b")
+# The library decides from the team's rules; a team rule reading the library back is a cycle.
+_LIBRARY_REF_RE = re.compile(r"\bdata\.regoguard\.lib\b|\bdata\.regoguard\s*\[|\bdata\.regoguard\s*$|"
+                             r"\bdata\.regoguard\s+as\b", re.MULTILINE)
 
 
 def load_rego(paths: Sequence[str | Path], *, tests: bool = False) -> dict[str, str]:
@@ -49,9 +54,14 @@ def load_rego(paths: Sequence[str | Path], *, tests: bool = False) -> dict[str, 
     """
     errors: list[PolicyError] = []
     modules: dict[str, str] = {}
+    reserved = set(_library_names())
     for path in _expand(paths, tests, errors):
         name = str(path)
         if name in modules:
+            continue
+        if name in reserved:
+            errors.append(PolicyError(name, 1, 1, "", f"{name} has the name of a regoguard library module",
+                                      "give the directory another name, or its absolute path"))
             continue
         source = _read(path, errors)
         if source is None:
@@ -125,6 +135,13 @@ def _shape_errors(name: str, source: str, is_test: bool) -> list[PolicyError]:
             name, line, col, "", f"package {match.group(1)} belongs to regoguard",
             "put the team's rules in `package regoguard.custom` (deny, approval, charges) or a package of its own",
         ))
+    for m in _LIBRARY_REF_RE.finditer(code):
+        line, col = _line_col(source, m.start())
+        errors.append(PolicyError(
+            name, line, col, "", "the team's Rego may not read data.regoguard.lib (or all of data.regoguard)",
+            "the library's decision is built from data.regoguard.custom, so reading it back is a cycle; read "
+            "input, data.regoguard.custom and data.regoguard.settings",
+        ))
     if not is_test:
         for m in _WITH_RE.finditer(code):
             line, col = _line_col(source, m.start())
@@ -146,6 +163,12 @@ def _line_col(source: str, index: int) -> tuple[int, int]:
     return line, index - (source.rfind("\n", 0, index) + 1) + 1
 
 
+def _library_names() -> list[str]:
+    from regoguard.engine import library_modules
+
+    return list(library_modules())
+
+
 def compile_errors(modules: Mapping[str, str]) -> list[PolicyError]:
     """Build the modules with the library; regopy's complaints, located in the team's files."""
     from regoguard.engine import library_modules  # engine imports this file's users, not this file
@@ -163,7 +186,7 @@ def compile_errors(modules: Mapping[str, str]) -> list[PolicyError]:
     if not bundle.ok():
         return [PolicyError(next(iter(modules)), 1, 1, "", "the team's Rego does not compile with the library")]
     if _evaluates(modules):
-        return []
+        return _decision_errors(interp, modules)
     # rego-cpp builds modules that call undefined functions, then fails every query: find which module.
     culprits = [name for name in modules if not _evaluates({name: modules[name]})] or [next(iter(modules))]
     return [PolicyError(name, 1, 1, "", "the module cannot be evaluated: it calls an undefined function, or "
@@ -177,6 +200,25 @@ def _parse_errors(name: str, source: str) -> list[PolicyError]:
     except regopy.RegoError as exc:
         return located_errors(str(exc), {name: source}) or [PolicyError(name, 1, 1, "", f"does not parse: {exc}")]
     return []
+
+
+def _decision_errors(interp: Any, modules: Mapping[str, str]) -> list[PolicyError]:
+    """Decide a probe call with the library, an empty policy and the team's modules: a team module that
+    breaks every decision (a cycle, a conflict with the library) is refused now, not found by every call."""
+    from regoguard.compiler import compile_policy
+    from regoguard.engine_io import data_json
+    from regoguard.policy import Policy
+
+    interp.add_data_json(data_json({"regoguard": {"settings": compile_policy(Policy(source="<probe>")).settings}}))
+    interp.set_input(_PROBE)
+    try:
+        ok = bool(interp.query("data.regoguard.lib.team_verdict").ok())
+    except (regopy.RegoError, ValueError):
+        ok = False
+    if ok:
+        return []
+    return [PolicyError(next(iter(modules)), 1, 1, "", "with the team's Rego loaded, the library cannot decide "
+                        "a call (a conflict with the library, or a cycle through it)")]
 
 
 _PROBE = {"tool": {"name": "regoguard-probe", "arguments": {}}, "server": {"name": "probe"},
