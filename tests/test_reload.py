@@ -587,10 +587,6 @@ if _GATE:
 '''
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: PolicyWatcher re-reads the files after two polls agreed on their "
-                   "hash; a save begun in between is loaded half-written (here: a valid head that allows "
-                   "delete_customer), and if the save then completes before the watcher re-hashes, the "
-                   "half policy stays in force until the next edit")
 async def test_a_save_begun_after_the_polls_agreed_is_not_loaded_half_written(tmp_path: Path) -> None:
     hook = tmp_path / "hook"
     hook.mkdir()

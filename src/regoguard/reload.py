@@ -7,7 +7,8 @@ The rules of a swap:
 - a change that does not load is reported on stderr (every error, with file, line and column), and the
   policy in force keeps enforcing;
 - counters live in the state store, keyed by counter name, so they carry over;
-- a file caught mid-write is not loaded: a change is taken once two reads a poll apart agree.
+- a file caught mid-write is not loaded: a change is taken once two reads a poll apart agree, and what
+  was loaded is applied only if the files still hold exactly what those reads saw.
 
 Polling, not inotify: it works the same on every OS and on network and container mounts, and reading a
 few small files once a second costs nothing next to the calls it guards.
@@ -71,17 +72,37 @@ class PolicyWatcher:
                 pending = now
                 continue
             pending = None
-            self._seen = now
-            self.check_now()
+            self.check_now(expected=now)
 
-    def check_now(self) -> bool:
-        """Load the watched files and apply them if they load; True if a new policy is in force."""
+    def _changed_while_loading(self, expected: str | None) -> bool:
+        """True if the files no longer hold what the polls agreed on: a save began after they agreed, so
+        what was just loaded may be half a file. Nothing is applied; the next polls try again."""
+        if expected is None:
+            return False
+        if fingerprint(self.current.watched) == expected:
+            return False
+        log.info("the policy changed while it was being loaded; waiting for it to settle",
+                 policy=self.current.policy.source)
+        return True
+
+    def check_now(self, expected: str | None = None) -> bool:
+        """Load the watched files and apply them if they load; True if a new policy is in force.
+
+        ``expected``: the fingerprint the polls agreed on; what is loaded is applied only if the files
+        still hold exactly that once it is loaded (else a save in progress could be half-read).
+        """
         try:
             loaded = load_policy_set(self.current.policy.source, self.rego_dirs)
+            if self._changed_while_loading(expected):
+                return False
+            self._seen = expected or fingerprint(self.current.watched)
             if loaded.revision == self.current.revision:
                 return False
             self.apply(loaded)
         except RegoguardError as exc:
+            if self._changed_while_loading(expected):
+                return False
+            self._seen = expected or self._seen
             self.failures += 1
             log.error("policy reload failed; the policy in force keeps enforcing",
                       policy=self.current.policy.source, revision=self.current.revision)
@@ -89,13 +110,18 @@ class PolicyWatcher:
                 log.error(line)
             return False
         except Exception as exc:  # anything else while building: same answer, old policy stays
+            self._seen = expected or self._seen
             self.failures += 1
             log.error("policy reload failed; the policy in force keeps enforcing",
                       policy=self.current.policy.source, error=repr(exc))
             return False
         log.info("policy reloaded", policy=loaded.policy.source, revision=loaded.revision,
                  previous=self.current.revision)
+        watches_other_files = loaded.watched != self.current.watched
         self.current = loaded
         self.reloads += 1
-        self._seen = fingerprint(loaded.watched)  # the new policy may watch other files (its `rego:` list)
+        if watches_other_files or expected is None:
+            # It watches other files now (its `rego:` list changed): let the next polls fingerprint them
+            # and load once more (a reload to the same revision changes nothing).
+            self._seen = ""
         return True
