@@ -115,7 +115,9 @@ def apply_reload(args: argparse.Namespace, new: PolicySet, guard: Guard, limiter
                   decision_log: DecisionLog | None) -> None:
     """Put a freshly loaded policy in force: build its engine first (raising leaves the old one), then swap."""
 
-    engine = Engine(new.compiled, extra_modules=new.modules or None)
+    # The worker's interpreter is built here, before the swap; inline evaluation would build one on the
+    # proxy's thread at the first call, so a reloaded engine goes without it.
+    engine = Engine(new.compiled, extra_modules=new.modules or None, inline=False)
     for warning in new.policy.warnings:
         print(warning, file=sys.stderr)
     old = guard.swap(engine, dry_run=args.dry_run or new.policy.mode == "dry_run")

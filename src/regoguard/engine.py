@@ -103,6 +103,8 @@ class Engine:
         compiled: the output of :func:`regoguard.compile_policy`.
         limits: bounds on input size, time and cache.
         extra_modules: more Rego modules (name → source) loaded beside the library, e.g. a team's own.
+        inline: allow inline evaluation (its interpreter is built on the calling thread at the first call;
+            a hot reload turns it off so that no call pays for a build).
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class Engine:
         compiled: CompiledPolicy,
         limits: EngineLimits | None = None,
         extra_modules: dict[str, str] | None = None,
+        inline: bool = True,
     ) -> None:
         self.compiled = compiled
         self.limits = limits or EngineLimits()
@@ -125,7 +128,7 @@ class Engine:
         self._inline = threading.local()
         # Inline evaluation has no timeout: only for policies whose every step is bounded (no regex, which
         # std::regex can make quadratic; no team Rego). The rest runs on the worker, behind `timeout`.
-        self._inline_ok = not extra_modules and compiled.bounded
+        self._inline_ok = inline and not extra_modules and compiled.bounded
         t0 = time.perf_counter_ns()
         # The team's Rego may add charges, which only the full decision carries.
         self._run = _run_full_query if extra_modules else _run_query
