@@ -66,7 +66,8 @@ def load_rego(paths: Sequence[str | Path], *, tests: bool = False) -> dict[str, 
         source = _read(path, errors)
         if source is None:
             continue
-        errors.extend(_shape_errors(name, source, is_test=path.name.endswith(TEST_SUFFIX)))
+        if not path.name.endswith(TEST_SUFFIX):  # test modules are never loaded beside the proxy's library
+            errors.extend(_shape_errors(name, source))
         modules[name] = source
     if not errors and modules:
         # Test modules are only parsed here: evaluating them next to the library could run a `with`
@@ -76,8 +77,7 @@ def load_rego(paths: Sequence[str | Path], *, tests: bool = False) -> dict[str, 
         with engine_chatter_silenced():
             if rules:
                 errors.extend(compile_errors(rules))
-            for name, source in tests_only.items():
-                errors.extend(_parse_errors(name, source))
+            errors.extend(parse_errors(tests_only))
     if errors:
         raise PolicyLoadError(errors)
     return modules
@@ -123,7 +123,7 @@ def _read(path: Path, errors: list[PolicyError]) -> str | None:
         return None
 
 
-def _shape_errors(name: str, source: str, is_test: bool) -> list[PolicyError]:
+def _shape_errors(name: str, source: str) -> list[PolicyError]:
     errors: list[PolicyError] = []
     code = _NOISE_RE.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), source)
     match = _PACKAGE_RE.search(code)
@@ -142,14 +142,13 @@ def _shape_errors(name: str, source: str, is_test: bool) -> list[PolicyError]:
             "the library's decision is built from data.regoguard.custom, so reading it back is a cycle; read "
             "input, data.regoguard.custom and data.regoguard.settings",
         ))
-    if not is_test:
-        for m in _WITH_RE.finditer(code):
-            line, col = _line_col(source, m.start())
-            errors.append(PolicyError(
-                name, line, col, "", "`with` is allowed only in test modules (*_test.rego)",
-                "the embedded engine (rego-cpp 1.5) can crash evaluating rules under `with`, which would end "
-                "the proxy's session",
-            ))
+    for m in _WITH_RE.finditer(code):
+        line, col = _line_col(source, m.start())
+        errors.append(PolicyError(
+            name, line, col, "", "`with` is allowed only in test modules (*_test.rego)",
+            "the embedded engine (rego-cpp 1.5) can crash evaluating rules under `with`, which would end "
+            "the proxy's session",
+        ))
     return errors
 
 
@@ -193,13 +192,16 @@ def compile_errors(modules: Mapping[str, str]) -> list[PolicyError]:
                         "a built-in the embedded engine lacks") for name in culprits]
 
 
-def _parse_errors(name: str, source: str) -> list[PolicyError]:
-    interp = regopy.Interpreter()
-    try:
-        interp.add_module(name, source)
-    except regopy.RegoError as exc:
-        return located_errors(str(exc), {name: source}) or [PolicyError(name, 1, 1, "", f"does not parse: {exc}")]
-    return []
+def parse_errors(modules: Mapping[str, str]) -> list[PolicyError]:
+    """Parse each module alone (parsing never evaluates, so it cannot crash); errors as file:line:column."""
+    errors: list[PolicyError] = []
+    for name, source in modules.items():
+        try:
+            regopy.Interpreter().add_module(name, source)
+        except regopy.RegoError as exc:
+            errors.extend(located_errors(str(exc), {name: source})
+                          or [PolicyError(name, 1, 1, "", f"does not parse: {exc}")])
+    return errors
 
 
 def _decision_errors(interp: Any, modules: Mapping[str, str]) -> list[PolicyError]:

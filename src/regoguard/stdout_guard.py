@@ -9,6 +9,7 @@ caller the only writer that reaches the real stdout.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import sys
 from collections.abc import Iterator
@@ -49,6 +50,8 @@ def engine_chatter_silenced() -> Iterator[None]:
         os.dup2(devnull, 1)
         yield
     finally:
+        with contextlib.suppress(Exception):  # what C stdio still buffers goes where the rest went
+            ctypes.CDLL(None).fflush(None)
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)

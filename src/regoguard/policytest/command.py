@@ -22,9 +22,10 @@ from regoguard.policytest import report
 from regoguard.policytest.discover import discover
 from regoguard.policytest.loading import Loader, Target
 from regoguard.policytest.model import display_path
-from regoguard.policytest.rego_files import TEST_SUFFIX, find_tests, load_modules
+from regoguard.policytest.rego_files import find_tests, load_modules
 from regoguard.policytest.rego_tests import RegoGroup, run_group
 from regoguard.policytest.runner import CaseResult, run_case
+from regoguard.rego_modules import TEST_SUFFIX
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 

@@ -13,7 +13,8 @@ from regoguard.errors import EngineError, PolicyError, PolicyLoadError
 from regoguard.policy import Policy, load_policy
 from regoguard.policytest.format import load_suite
 from regoguard.policytest.model import SuiteFile, display_path
-from regoguard.policytest.rego_files import load_modules, quiet_fd1, rego_error_positions
+from regoguard.policytest.rego_files import load_modules, rego_error_positions
+from regoguard.stdout_guard import engine_chatter_silenced
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class Loader:
         except PolicyLoadError as exc:
             return exc.errors
         try:
-            with quiet_fd1():
+            with engine_chatter_silenced():
                 engine = Engine(compiled, extra_modules=modules or None)
         except EngineError as exc:
             return rego_error_positions(str(exc), modules) if modules else [

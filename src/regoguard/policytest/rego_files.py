@@ -7,73 +7,21 @@ turns those into :class:`PolicyError` s like the policy loader's.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import regopy
-
-from regoguard.errors import PolicyError, PolicyLoadError
+from regoguard.errors import PolicyError
 from regoguard.policytest.model import display_path
 from regoguard.rego_modules import load_rego, located_errors
-from regoguard.stdout_guard import engine_chatter_silenced
-
-TEST_SUFFIX = "_test.rego"
 
 
 def load_modules(paths: Sequence[Path], *, tests: bool) -> dict[str, str]:
     """Module name (its path) → source for every ``.rego`` file under ``paths``; ``*_test.rego`` files
-    too with ``tests``. Raises PolicyLoadError, every error with file:line:column.
-
-    The team's modules go through :func:`regoguard.rego_modules.load_rego`, as the proxy loads them. Test
-    modules are only parsed here, each alone: compiling them (as ``load_rego(tests=True)`` does, with the
-    library) would run into the rego-cpp crash the worker processes exist for, in this process.
-    """
-    shown = [display_path(p) for p in paths]
-    modules = load_rego([p for p in shown if not p.endswith(TEST_SUFFIX)], tests=False)
-    if not tests:
-        return modules
-    errors: list[PolicyError] = []
-    found: dict[str, str] = {}
-    for root in map(Path, shown):
-        files = sorted(root.rglob("*" + TEST_SUFFIX)) if root.is_dir() else [root]
-        for f in files:
-            if f.name.endswith(TEST_SUFFIX) and f.is_file() and str(f) not in found:
-                try:
-                    found[str(f)] = f.read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError) as exc:
-                    errors.append(PolicyError(str(f), 1, 1, "", f"cannot read Rego module: {exc}"))
-    errors += syntax_errors(found)
-    if errors:
-        raise PolicyLoadError(errors)
-    return {**modules, **found}
-
-
-@contextlib.contextmanager
-def quiet_fd1() -> Iterator[None]:
-    """rego-cpp prints its error reports to file descriptor 1: silence them while we report errors
-    ourselves, and flush C stdio before fd 1 comes back so nothing buffered leaks out later."""
-    with engine_chatter_silenced():
-        try:
-            yield
-        finally:
-            with contextlib.suppress(Exception):
-                ctypes.CDLL(None).fflush(None)
-
-
-def syntax_errors(modules: dict[str, str]) -> list[PolicyError]:
-    """Parse each module alone (parsing never evaluates, so it cannot crash); errors as file:line:column."""
-    errors: list[PolicyError] = []
-    with quiet_fd1():
-        for name, source in modules.items():
-            try:
-                regopy.Interpreter().add_module(name, source)
-            except regopy.RegoError as exc:
-                errors.extend(rego_error_positions(str(exc), {name: source}))
-    return errors
+    too with ``tests`` (only parsed, never evaluated here: see :func:`regoguard.rego_modules.load_rego`).
+    Raises PolicyLoadError, every error with file:line:column."""
+    return load_rego([display_path(p) for p in paths], tests=tests)
 
 
 def rego_error_positions(text: str, modules: dict[str, str]) -> list[PolicyError]:
