@@ -88,9 +88,7 @@ custom_denials_of_shape := [{
 custom_reason(x, _) := {"rule": "rego", "message": safe_text(x), "detail": ["a rule in the team's Rego"]} if is_string(x)
 
 custom_reason(x, _) := {"rule": safe_id(x.rule), "message": safe_text(x.message), "detail": ["a rule in the team's Rego"]} if {
-	is_object(x)
-	is_string(x.rule)
-	is_string(x.message)
+	well_formed_reason(x)
 }
 
 custom_reason(x, kind) := {
@@ -98,8 +96,7 @@ custom_reason(x, kind) := {
 	"message": concat("", ["A `", kind, "` from the team's Rego is malformed, so the call is denied"]),
 	"detail": ["expected a message string, or {\"rule\": id, \"message\": text}"],
 } if {
-	not is_string(x)
-	not well_formed_reason(x)
+	not well_formed_or_text(x)
 }
 
 well_formed_reason(x) if {

@@ -30,3 +30,15 @@ def rego_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rego", action="append", default=[], metavar="DIR",
                    help="the team's Rego modules (a directory or .rego file; repeatable), loaded beside the "
                         "policy's own `rego:` list")
+
+
+def server_command(args: argparse.Namespace, example: str) -> list[str] | None:
+    """The MCP server's command given after ``--`` (argparse keeps the ``--``); None, with the usage
+    error printed, when there is none."""
+    command = list(args.server_command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print(f"error: give the MCP server's command after --, e.g. {example}", file=sys.stderr)
+        return None
+    return command

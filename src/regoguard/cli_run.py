@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from regoguard import __version__
 from regoguard.audit import DEFAULT_SENSITIVE_KEYS, DecisionLog, FileSink, MaskingRules, Sink, StderrSink
-from regoguard.cli_common import EXIT_USAGE, print_errors, rego_option, state_options
+from regoguard.cli_common import EXIT_USAGE, print_errors, rego_option, server_command, state_options
 from regoguard.engine import Engine
 from regoguard.errors import PolicyLoadError
 from regoguard.limits import Limiter, MemoryStore, StoreError, open_store
@@ -57,12 +57,8 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
     from regoguard.guard import Guard
     from regoguard.proxy.stdio import ProxyOptions, StdioProxy, default_server_name
 
-    command = list(args.server_command)
-    if command and command[0] == "--":
-        command = command[1:]
-    if not command:
-        print("error: give the MCP server's command after --, e.g. regoguard run -c p.yaml -- npx server",
-              file=sys.stderr)
+    command = server_command(args, "regoguard run -c p.yaml -- npx server")
+    if command is None:
         return EXIT_USAGE
     try:
         loaded = load_policy_set(args.config, args.rego)

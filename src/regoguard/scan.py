@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from regoguard.cli_common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, server_command
 from regoguard.errors import RegoguardError
 from regoguard.scan_classify import GROUPS, ToolInfo
 from regoguard.scan_render import (
@@ -44,9 +45,6 @@ if TYPE_CHECKING:  # the SDK loads in a few hundred ms; every other command woul
     from mcp import ClientSession
     from mcp.types import Tool
 
-EXIT_OK = 0
-EXIT_FAIL = 1
-EXIT_USAGE = 2
 
 DEFAULT_TIMEOUT = 30.0
 MAX_PAGES = 1000
@@ -94,12 +92,8 @@ def _seconds(text: str) -> float:
 
 
 def cmd_scan(args: argparse.Namespace, out: BinaryIO) -> int:
-    command = list(args.server_command)
-    if command and command[0] == "--":
-        command = command[1:]
-    if not command:
-        print("error: give the MCP server's command after --, e.g. regoguard scan -- npx -y @scope/server",
-              file=sys.stderr)
+    command = server_command(args, "regoguard scan -- npx -y @scope/server")
+    if command is None:
         return EXIT_USAGE
     target = Path(args.output) if args.output else None
     if target is not None and (problem := _unwritable_target(target, args.force)):
