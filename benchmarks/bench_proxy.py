@@ -1,6 +1,7 @@
 """Benchmark the latency ``regoguard run`` adds to every ``tools/call``, end to end over stdio pipes.
 
-Usage: python benchmarks/bench_proxy.py [--quick] [--calls N] [--concurrent-calls N] [--timeout S]
+Usage: python benchmarks/bench_proxy.py [--quick] [--tools N] [--before SRC] [--calls N] [--concurrent-calls N]
+                                       [--timeout S]
 
 A raw driver (asyncio subprocess pipes, no MCP SDK: its own cost would swamp the numbers) talks to
 benchmarks/fast_server.py (plain Python, answers every ``tools/call`` at once with ``"ok"``) through
@@ -10,13 +11,17 @@ five configurations, all started in the same run and measured interleaved:
   socat         driver <-> ``socat - EXEC:"python fast_server.py"`` (a bare byte relay: the cost of one
                 more process and two more pipe hops, with no work at all; a tiny Python asyncio byte pump
                 stands in if socat is not installed, and the output says so)
-  rg cached     driver <-> ``regoguard run -c <100-tool policy> --state memory`` <-> fast_server; every
+  rg cached     driver <-> ``regoguard run -c <N-tool policy> --state memory`` <-> fast_server; every
                 call is identical, so every decision is a decision-cache hit
   rg uncached   the same, but each call carries a different value for the capped argument, so every call
                 misses the cache and is a full regopy query
+  rg denied     as "rg uncached", but every call is over the tool's cap: denied by the policy
   rg sqlite     as "rg uncached", with the default SQLite state (a file in a temporary directory)
+  before ...    with ``--before SRC``: cached, uncached and denied again, running the package found in SRC
+                (e.g. ``git worktree add /tmp/old HEAD~3`` then ``--before /tmp/old/src``), in the same rounds
 
-The policy (generated; Intercept dialect): 100 tools, each with an ``lte`` cap and an ``in`` list on its
+The policy (generated; Intercept dialect): N tools (1,000 by default), each with a ``regex``, an ``lte`` cap
+and an ``in`` list on its
 arguments, plus a ``"*"`` rule with ``rate_limit: 1000000/minute`` (so every allowed call also takes a
 token from the limit store). Every call goes to the same tool, with arguments that pass every rule; each
 answer is checked (``"isError":false``, the right id), so a denial or an error fails the run.
@@ -31,7 +36,7 @@ Each driver session sends ``initialize``, ``notifications/initialized`` and one 
    throughput = calls / wall time, and median/p99 of the per-call round trip.
 
 ADDED latency = regoguard median - direct median (and - socat median). Targets (printed beside the
-numbers): added median <= 0.35 ms cached and <= 0.8 ms uncached (100-tool policy); >= 2,000 calls/s
+numbers): added median <= 0.15 ms cached and <= 0.25 ms uncached or denied; >= 5,000 uncached calls/s
 through one proxy with 32 in flight. Everything runs on local pipes; every loop is bounded; the whole
 run is under a hard timeout; every child runs in its own process group and is ended at exit.
 Exit status: 0 targets met, 1 a target missed, 2 the benchmark itself failed.
@@ -72,15 +77,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SERVER = HERE / "fast_server.py"
 
-N_TOOLS = 100
+N_TOOLS = 1000  # default for --tools
 TOOL = "tool_0042"  # the tool every call goes to (fast_server lists tool_0040..tool_0044)
 REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "eu-central-1", "ap-south-1", "ap-northeast-1"]
 INFLIGHT = 32
 LINE_LIMIT = 1 << 20
 
-TARGET_ADDED_CACHED_MS = 0.35
-TARGET_ADDED_UNCACHED_MS = 0.8
-TARGET_THROUGHPUT = 2000.0
+TARGET_ADDED_CACHED_MS = 0.15
+TARGET_ADDED_UNCACHED_MS = 0.25  # uncached and denied alike
+TARGET_THROUGHPUT = 5000.0
 
 # A Python stand-in for socat: copies bytes both ways between our stdio and the child, nothing else.
 PY_PUMP = textwrap.dedent("""
@@ -109,18 +114,22 @@ PY_PUMP = textwrap.dedent("""
 # --- the generated policy ---------------------------------------------------------------------------------
 
 
-def policy_yaml() -> str:
-    """100 tools, each: an ``lte`` cap on ``amount`` and an ``in`` list on ``region``; a global rate limit."""
-    lines = ['version: "1"', f"description: generated proxy benchmark policy, {N_TOOLS} tools",
+def policy_yaml(n_tools: int) -> str:
+    """N tools, each: a ``regex`` on ``note``, an ``lte`` cap on ``amount`` and an ``in`` list on ``region``;
+    a global rate limit."""
+    lines = ['version: "1"', f"description: generated proxy benchmark policy, {n_tools} tools",
              "default: deny", "tools:"]
-    for i in range(N_TOOLS):
-        cap = 10**9 + i  # large enough for every uncached call's distinct amount
+    for i in range(n_tools):
+        cap = 10**9 + i  # large enough for every uncached call's distinct amount; "denied" calls exceed it
         allowed = [REGIONS[(i + k) % len(REGIONS)] for k in range(3)]
         if i == 42:
             allowed = ["us-east-1", "eu-west-1", "ap-south-1"]
         lines += [
             f"  tool_{i:04d}:",
             "    rules:",
+            "      - name: note",
+            "        conditions:",
+            '          - {path: args.note, op: regex, value: "^[a-z ]{1,64}$"}',
             "      - name: amount cap",
             "        conditions:",
             f"          - {{path: args.amount, op: lte, value: {cap}}}",
@@ -144,6 +153,8 @@ class Endpoint:
     argv: list[str]
     vary: bool  # each call with a different ``amount`` (misses the decision cache)
     stderr_path: Path
+    deny: bool = False  # each call over the tool's cap: denied by the policy (and uncached)
+    env: dict[str, str] | None = None  # run with this environment (e.g. the code from before a change)
     proc: asyncio.subprocess.Process | None = None
     next_id: int = 0
     next_amount: int = 1
@@ -156,8 +167,8 @@ class Endpoint:
 
     def call_line(self) -> tuple[int, bytes]:
         self.next_id += 1
-        if self.vary:
-            amount = self.next_amount
+        if self.vary or self.deny:
+            amount = self.next_amount + (2 * 10**9 if self.deny else 0)
             self.next_amount += 1
         else:
             amount = 1234
@@ -171,7 +182,7 @@ class Endpoint:
         t0 = time.perf_counter_ns()
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self._stderr,
-            env=env, start_new_session=True, limit=LINE_LIMIT,
+            env=self.env or env, start_new_session=True, limit=LINE_LIMIT,
         )
         init = {"protocolVersion": "2025-06-18", "capabilities": {},
                 "clientInfo": {"name": "bench-proxy", "version": "0"}}
@@ -210,7 +221,7 @@ class Endpoint:
                 return answer
 
     def check(self, id_: int, line: bytes) -> None:
-        if _answer_id(line) != id_ or b'"isError":false' not in line:
+        if _answer_id(line) != id_ or (b'"isError":true' if self.deny else b'"isError":false') not in line:
             raise BenchError(f"{self.name}: unexpected answer to call {id_}: {line[:300]!r}")
 
     async def sequential(self, n: int, keep: bool) -> None:
@@ -353,13 +364,13 @@ def verdict(ok: bool) -> str:
 # --- the decision alone, in process ----------------------------------------------------------------------
 
 
-def decision_baseline(n: int) -> tuple[list[int], list[int]]:
+def decision_baseline(n: int, n_tools: int) -> tuple[list[int], list[int]]:
     """``Guard.decide`` for the same policy and calls, in this process, on a large-stack thread (the inline
     path the CLI takes), with a memory store: what one decision costs without any relaying. Returns the
     cached and uncached samples (ns), interleaved call by call."""
 
     def measure() -> tuple[list[int], list[int]]:
-        engine = Engine(compile_policy(load_policy_text(policy_yaml(), "bench-100.yaml")))
+        engine = Engine(compile_policy(load_policy_text(policy_yaml(n_tools), "bench.yaml")))
         guard = Guard(engine, Limiter(MemoryStore()))
         perf = time.perf_counter_ns
 
@@ -404,8 +415,8 @@ async def run(args: argparse.Namespace, tmp: Path, baseline: tuple[list[int], li
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("REGOGUARD_LOG_LEVEL", None)
-    policy = tmp / "bench-100.yaml"
-    policy.write_text(policy_yaml(), encoding="utf-8")
+    policy = tmp / "bench.yaml"
+    policy.write_text(policy_yaml(args.tools), encoding="utf-8")
     check = subprocess.run([py, "-m", "regoguard", "check", str(policy)], env=env, capture_output=True,
                            text=True, timeout=60, check=False)
     if check.returncode != 0:
@@ -428,9 +439,18 @@ async def run(args: argparse.Namespace, tmp: Path, baseline: tuple[list[int], li
         Endpoint(relay_name, relay_argv, False, tmp / "relay.err"),
         Endpoint("rg cached", [*rg, "--state", "memory", "--", *server], False, tmp / "rg-cached.err"),
         Endpoint("rg uncached", [*rg, "--state", "memory", "--", *server], True, tmp / "rg-uncached.err"),
+        Endpoint("rg denied", [*rg, "--state", "memory", "--", *server], False, tmp / "rg-denied.err", deny=True),
         Endpoint("rg sqlite", [*rg, "--state", str(tmp / "state.db"), "--", *server], True, tmp / "rg-sqlite.err"),
     ]
-    direct, relay, cached, uncached, sqlite_ep = endpoints
+    direct, relay, cached, uncached, denied, sqlite_ep = endpoints
+    before: list[tuple[Endpoint, Endpoint]] = []  # (before, after) pairs
+    if args.before:
+        old_env = {**env, "PYTHONPATH": str(Path(args.before).resolve())}
+        for ep in (cached, uncached, denied):
+            old = Endpoint(ep.name.replace("rg ", "before "), ep.argv, ep.vary, tmp / f"before-{len(before)}.err",
+                           deny=ep.deny, env=old_env)
+            endpoints.append(old)
+            before.append((old, ep))
 
     try:
         regopy_v = metadata.version("regopy")
@@ -441,7 +461,9 @@ async def run(args: argparse.Namespace, tmp: Path, baseline: tuple[list[int], li
           f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; regopy {regopy_v}")
     print(f"regoguard: {source_state()}")
     print(f"relay: {relay_note}")
-    print(f"policy: {N_TOOLS} tools (lte cap + in list each) + \"*\" rate_limit 1000000/minute; "
+    if args.before:
+        print(f"before: the same configurations with the code in {args.before}")
+    print(f"policy: {args.tools} tools (regex + lte cap + in list each) + \"*\" rate_limit 1000000/minute; "
           f"every call: {TOOL}")
     print(f"sequential: {args.calls} calls per configuration in {args.rounds} interleaved rounds "
           f"(+{args.warmup} warm-up); concurrent: {args.concurrent_calls} calls per configuration, "
@@ -495,7 +517,7 @@ async def run(args: argparse.Namespace, tmp: Path, baseline: tuple[list[int], li
         target: float | None = None
         if ep is cached:
             target = TARGET_ADDED_CACHED_MS
-        elif ep in (uncached, sqlite_ep):
+        elif ep in (uncached, denied, sqlite_ep):
             target = TARGET_ADDED_UNCACHED_MS
         if ep is direct:
             row += f" {'-':>16} {'-':>16}"
@@ -530,13 +552,22 @@ async def run(args: argparse.Namespace, tmp: Path, baseline: tuple[list[int], li
         tput = ep.conc_calls / (ep.conc_wall_ns / 1e9)
         row = (f"{ep.name:<13} {tput:>9.0f} {tput / d_tput:>7.2f}x {med(ep.conc):>10.3f} "
                f"{pct(ep.conc, 0.99):>8.3f}")
-        if ep in (cached, uncached, sqlite_ep):
+        if ep is uncached:
             ok = tput >= TARGET_THROUGHPUT
             row += f"   >= {TARGET_THROUGHPUT:.0f}  {verdict(ok)}"
             if not ok:
                 failures.append(f"{ep.name}: {tput:.0f} calls/s with {INFLIGHT} in flight < {TARGET_THROUGHPUT:.0f}")
         print(row)
     print()
+    if before:
+        print("before -> after, same run (medians, ms; throughput calls/s at 32 in flight)")
+        for old, new in before:
+            o_t = old.conc_calls / (old.conc_wall_ns / 1e9)
+            n_t = new.conc_calls / (new.conc_wall_ns / 1e9)
+            print(f"  {new.name:<12} sequential {med(old.seq):.3f} -> {med(new.seq):.3f} "
+                  f"({med(new.seq) - med(old.seq):+.3f}, {med(new.seq) / med(old.seq):.2f}x); "
+                  f"concurrent {o_t:,.0f} -> {n_t:,.0f} calls/s ({n_t / o_t:.2f}x)")
+        print()
     print("ratios are regoguard/direct from this run; 'added' = median difference. The machine is shared: "
           "compare configurations within a run, not across runs.")
     print()
@@ -558,7 +589,12 @@ def main() -> int:
     ap.add_argument("--baseline", type=int, default=None,
                     help="in-process Guard.decide calls for the decision-only baseline (default 1000)")
     ap.add_argument("--timeout", type=float, default=None, help="hard limit on the whole run, s (default 300)")
+    ap.add_argument("--tools", type=int, default=N_TOOLS, help=f"tools in the generated policy (default {N_TOOLS})")
+    ap.add_argument("--before", metavar="SRC", default=None,
+                    help="also run the regoguard configurations with the package in SRC (e.g. a checkout's src/ "
+                         "from before a change), measured in the same interleaved rounds")
     args = ap.parse_args()
+    args.tools = max(1, args.tools)
     if args.quick:
         defaults = {"calls": 1000, "concurrent_calls": 2000, "rounds": 5, "conc_rounds": 2, "warmup": 100,
                     "conc_warmup": 256, "timeout": 90.0, "baseline": 300}
@@ -585,7 +621,7 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp:
             try:
-                baseline = decision_baseline(args.baseline)
+                baseline = decision_baseline(args.baseline, args.tools)
                 return asyncio.run(asyncio.wait_for(run(args, Path(tmp), baseline), args.timeout))
             except TimeoutError:
                 print(f"bench_proxy: the run exceeded its {args.timeout:.0f} s timeout", file=sys.stderr)

@@ -482,9 +482,11 @@ async def test_server_error_with_a_lone_surrogate_does_not_kill_the_proxy(paths:
     OSError): the exception leaves Guard.finish inside the server pump and the proxy exits with status 1,
     dropping the session. With ``--decision-log off`` the same exchange is relayed fine.
 
-    raw_echo's ``emit`` writes the error line for the in-flight ``hang`` call, as a server would."""
+    raw_echo's ``emit`` writes the error line for the in-flight ``hang`` call (under the id the server got
+    it by, which the proxy assigned), as a server would."""
     policy = write_policy(paths.tmp, POLICY)
-    error_line = json.dumps({"jsonrpc": "2.0", "id": 7, "error": {"code": -32000, "message": "cut \\ud83d"}})
+    error_line = json.dumps({"jsonrpc": "2.0", "id": "$LAST_HANG_ID", "error": {"code": -32000,
+                                                                             "message": "cut \\ud83d"}})
     error_line = error_line.replace("\\\\ud83d", "\\ud83d")  # a real \ud83d escape on the wire
     assert "\\ud83d" in error_line and "\\\\" not in error_line
     with anyio.fail_after(TIMEOUT):

@@ -7,6 +7,7 @@ raw_echo's ``RAW_ECHO_LOG``): a denied or malformed ``tools/call`` must never be
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,10 @@ def start_spy(tmp_path: Path, policy_text: str = DENY_DELETE, **kw: Any) -> Any:
 # --------------------------------------------------------------------------- batches
 
 
+def _without_id(msg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in msg.items() if k != "id"}
+
+
 async def test_batch_denied_entry_answered_by_proxy_allowed_entry_forwarded(tmp_path: Path) -> None:
     log = tmp_path / "raw.log"
     policy = write_policy(tmp_path, DENY_DELETE)
@@ -107,9 +112,12 @@ async def test_batch_denied_entry_answered_by_proxy_allowed_entry_forwarded(tmp_
             proxy.assert_all_json()
 
     received = [strict_loads(line) for line in raw_log(log)]
-    assert received[0] == [allowed]  # re-encoded without the denied, hidden and id-less entries
-    assert raw_log(log)[1] == line  # untouched
-    assert received[2] == request("settle", "ping")
+    # the batch without the denied, hidden and id-less entries; only ids differ (the proxy assigns them)
+    assert [_without_id(e) for e in received[0]] == [_without_id(allowed)]
+    # untouched but for the ids, which the proxy assigns: even the spacing between entries is kept
+    assert re.fullmatch(re.escape(line).replace(b'"id":10', b'"id":[0-9]+').replace(b'"id":11', b'"id":[0-9]+'),
+                        raw_log(log)[1]), raw_log(log)[1]
+    assert _without_id(received[2]) == _without_id(request("settle", "ping"))
     assert len(received) == 3
     assert b"delete_customer" not in log.read_bytes()
     assert b"bulk_tool_060" not in log.read_bytes()
@@ -194,15 +202,24 @@ MALFORMED_LINES = [
     b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"t":"a\x01b"}}}\n',
 ]
 
+# The id each line's parse error carries: the request's own where it can be read unambiguously (a
+# duplicate key elsewhere, a bad value after the id, trailing garbage), null where it cannot (two ids,
+# an id that is not JSON, bytes that are not UTF-8, a byte-order mark, no object at all).
+READABLE_IDS = [1, 2, 3, 4, 5, None, 8, None, 1, 1, 1, 1, None, None, None, 1, 1, None, 1]
+
 
 async def test_duplicate_keys_and_malformed_lines_are_parse_errors(tmp_path: Path) -> None:
     log, started = start_spy(tmp_path)
     with anyio.fail_after(TIMEOUT):
         async with started as proxy:
             await proxy.initialize()
-            for i, line in enumerate(DUPLICATE_KEY_LINES + MALFORMED_LINES):
+            lines = DUPLICATE_KEY_LINES + MALFORMED_LINES
+            for i, (line, readable_id) in enumerate(zip(lines, READABLE_IDS, strict=True)):
                 await proxy.send_raw(line)
-                err = error_of(await proxy.null_id_error(PARSE_ERROR), PARSE_ERROR)
+                # the error names the request when its id can be read unambiguously, else it has id null
+                err = error_of(await proxy.expect(
+                    lambda m, want=readable_id: isinstance(m, dict) and m.get("id", 0) == want
+                    and m.get("error", {}).get("code") == PARSE_ERROR), PARSE_ERROR)
                 assert err["message"].startswith("Parse error"), err
                 # the session goes on: a normal request right after works
                 r = await proxy.call(tools_call(f"after-{i}", "echo", {"text": str(i)}))

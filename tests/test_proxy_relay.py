@@ -107,7 +107,14 @@ CLIENT_LINES = [
 ]
 
 
-async def test_client_lines_reach_the_server_byte_identical(tmp_path: Path) -> None:
+# The id of each CLIENT_LINES request as written (None: a notification or a response, forwarded untouched).
+CLIENT_LINE_IDS = [b"0", None, b"1", b'"spaced"', b"7", b"8", b"-9007199254740993", None, None, None, b"10",
+                   b"11", b"12"]
+
+
+async def test_client_lines_reach_the_server_identical_but_for_the_id(tmp_path: Path) -> None:
+    """Every byte of a client line reaches the server as written, except a request's id, which the proxy
+    assigns (it owns the upstream id space); the answer comes back under the client's own id."""
     log = tmp_path / "raw.log"
     policy = write_policy(tmp_path, ALLOW_ALL)
     with anyio.fail_after(TIMEOUT):
@@ -118,7 +125,21 @@ async def test_client_lines_reach_the_server_byte_identical(tmp_path: Path) -> N
                 answer = await proxy.response(id_)
                 assert "result" in answer, answer
             proxy.assert_all_json()
-    assert log.read_bytes() == b"".join(CLIENT_LINES)
+    received = log.read_bytes().splitlines(keepends=True)
+    assert len(received) == len(CLIENT_LINES)
+    upstream_ids = []
+    for written, got, raw_id in zip(CLIENT_LINES, received, CLIENT_LINE_IDS, strict=True):
+        sent = written.replace(b"\r\n", b"\n")  # framing, not message: the proxy ends lines with \n
+        if raw_id is None:
+            assert got == sent
+            continue
+        at = sent.index(raw_id, sent.index(b'"id"') + 4)  # where the id's value begins
+        tail = sent[at + len(raw_id):]
+        assert got.startswith(sent[:at]) and got.endswith(tail), (sent, got)
+        new_id = got[at:len(got) - len(tail)]
+        assert new_id.isdigit(), (sent, got)
+        upstream_ids.append(int(new_id))
+    assert len(set(upstream_ids)) == len(upstream_ids)
 
 
 async def test_unknown_method_answer_shows_the_line_the_server_got(tmp_path: Path) -> None:
@@ -133,6 +154,9 @@ async def test_unknown_method_answer_shows_the_line_the_server_got(tmp_path: Pat
             assert answer["result"]["received"].encode("utf-8") == line
 
 
+UNSOLICITED = b'{"jsonrpc":"2.0","id":"nobody","result":{}}'
+
+
 def _emitted_lines() -> list[bytes]:
     return [
         # a notification with odd numbers and fields no spec names
@@ -144,8 +168,8 @@ def _emitted_lines() -> list[bytes]:
         b'{"jsonrpc":"2.0","id":77,"method":"roots/list"}',
         b'{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":0.50,'
         b'"total":1E0}}',
-        # a response to an id the client never used: relayed (the client decides what to do with it)
-        b'{"jsonrpc":"2.0","id":"nobody","result":{}}',
+        # a response to an id the proxy never sent: dropped (see UNSOLICITED below)
+        UNSOLICITED,
         # a batch from the server: relayed as is
         b'[{"jsonrpc":"2.0","method":"notifications/a"},{"jsonrpc":"2.0","method":"notifications/b"}]',
     ]
@@ -160,7 +184,9 @@ async def test_server_lines_reach_the_client_byte_identical(tmp_path: Path) -> N
             await proxy.send(request("e", "emit", {"lines": [line.decode("utf-8") for line in emitted]}))
             await proxy.response("e")
             got = [line.rstrip(b"\n") for line in proxy.lines]
-            assert got[: len(emitted)] == emitted
+            relayed = [line for line in emitted if line != UNSOLICITED]
+            assert got[: len(relayed)] == relayed
+            assert UNSOLICITED not in got
 
             # nothing hidden on this page: the server's answer, byte for byte
             before = len(proxy.lines)

@@ -15,7 +15,9 @@ Methods with special behaviour:
                        behave like the methods below; ``env`` answers ``os.environ.get(arguments.name)`` as
                        JSON text
   env                  ``{"value": os.environ.get(params.name)}``
-  emit                 writes each string of ``params.lines`` to stdout as a raw line, then answers
+  emit                 writes each string of ``params.lines`` to stdout as a raw line, then answers; the text
+                       ``"$LAST_HANG_ID"`` in a line becomes the id (as received) of the last ``hang`` request
+                       or call, so a test can make the server answer a request whose id only the server knows
   hang                 never answered (stays in flight)
   die                  exits at once with status ``params.code`` (default 3), without answering
   anything else        ``{"method": <method>, "received": <the request line as a string>}``
@@ -91,12 +93,17 @@ def _die(code: Any) -> None:
     os._exit(int(code) if isinstance(code, int) else 3)
 
 
+_last_hang = ["null"]  # the JSON text of the last hang request's id
+
+
 def _answer(msg: Any, line: bytes) -> dict[str, Any] | None:
     """The response to one message, or None (notification, response, hang)."""
     if not (isinstance(msg, dict) and isinstance(msg.get("method"), str) and "id" in msg):
         return None
     method, id_ = msg["method"], msg["id"]
     params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+    if method == "hang" or (method == "tools/call" and params.get("name") == "hang"):
+        _last_hang[0] = json.dumps(id_)
     if method == "initialize":
         return _result(id_, {
             "protocolVersion": params.get("protocolVersion", "2025-11-25"),
@@ -124,7 +131,7 @@ def _answer(msg: Any, line: bytes) -> dict[str, Any] | None:
         return _result(id_, {"value": os.environ.get(str(params.get("name")))})
     if method == "emit":
         for raw in params.get("lines", []):
-            _write(raw.encode("utf-8"))
+            _write(raw.replace('"$LAST_HANG_ID"', _last_hang[0]).encode("utf-8", "surrogatepass"))
         return _result(id_, {"emitted": len(params.get("lines", []))})
     if method == "hang":
         return None

@@ -21,6 +21,14 @@ META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
 STATELESS_PROTOCOL = "2026-07-28"
 
 
+MAX_DEPTH = 100
+"""Deepest nesting of arrays and objects accepted in a message (refused up front: code that walks a
+message recursively, ours or the engine's, must never meet a depth near the interpreter's limit)."""
+MAX_NUMBER_DIGITS = 1000
+"""Longest number accepted, in characters (Python refuses to convert integers of more than 4,300 digits;
+no JSON number a tool needs is near either)."""
+
+
 class ParseError(ValueError):
     """The line is not one JSON-RPC message we are willing to read."""
 
@@ -38,7 +46,15 @@ def _no_constants(name: str) -> Any:
     raise ParseError(f"{name} is not valid JSON")
 
 
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise ParseError(f"a number of {len(text)} digits exceeds the limit of {MAX_NUMBER_DIGITS}")
+    return int(text)
+
+
 def _finite(text: str) -> float:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise ParseError(f"a number of {len(text)} characters exceeds the limit of {MAX_NUMBER_DIGITS}")
     value = float(text)
     if not math.isfinite(value):
         raise ParseError(f"number {text[:40]} does not fit a double")
@@ -50,9 +66,10 @@ def loads(line: bytes) -> Any:
 
     Raises:
         ParseError: invalid UTF-8 or JSON, a duplicate key, NaN/Infinity or a number that overflows a
-            double, or a carriage return anywhere but before the final newline. (JSON counts a bare CR as
-            whitespace, but the SDK's stdio servers read in universal-newline mode and split lines at it:
-            a call hidden behind a CR would reach the server unseen by us.)
+            double, a number longer than MAX_NUMBER_DIGITS, nesting deeper than MAX_DEPTH, or a carriage
+            return anywhere but before the final newline. (JSON counts a bare CR as whitespace, but the
+            SDK's stdio servers read in universal-newline mode and split lines at it: a call hidden behind
+            a CR would reach the server unseen by us.)
     """
     body = line[:-2] if line.endswith(b"\r\n") else line
     if b"\r" in body:
@@ -62,17 +79,46 @@ def loads(line: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise ParseError(f"message is not UTF-8: {exc}") from exc
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
-                          parse_float=_finite)
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+                           parse_float=_finite, parse_int=_bounded_int)
     except ParseError:
         raise
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except RecursionError as exc:
+        raise ParseError(f"nesting deeper than {MAX_DEPTH}") from exc
+    except ValueError as exc:  # JSONDecodeError, and whatever a number conversion raises
         raise ParseError(f"invalid JSON: {exc}") from exc
+    # Fast path: fewer brackets in all than the limit cannot nest deeper than it.
+    if line.count(b"[") + line.count(b"{") > MAX_DEPTH and depth_exceeds(value, MAX_DEPTH):
+        raise ParseError(f"nesting deeper than {MAX_DEPTH}")
+    return value
+
+
+def depth_exceeds(value: Any, limit: int) -> bool:
+    """True when arrays/objects in ``value`` nest more than ``limit`` deep (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def dumps(message: Any) -> bytes:
     """One message as one line, newline-terminated (the stdio framing)."""
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8") + b"\n"
+    return encode(message) + b"\n"
+
+
+def encode(message: Any) -> bytes:
+    """One message as UTF-8 JSON text. A string holding a lone surrogate (which UTF-8 cannot carry) is
+    written as its ``\\u`` escape rather than failing."""
+    try:
+        return json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(message, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
 def error(id_: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
@@ -92,11 +138,6 @@ def is_notification(msg: Any) -> bool:
 
 def is_response(msg: Any) -> bool:
     return isinstance(msg, dict) and "method" not in msg and "id" in msg and ("result" in msg or "error" in msg)
-
-
-def id_key(id_: Any) -> str:
-    """A hashable, type-exact key for a JSON-RPC id (1 and "1" are different ids)."""
-    return json.dumps(id_)
 
 
 def request_meta(msg: dict[str, Any]) -> dict[str, Any]:

@@ -49,6 +49,11 @@ class Session:
                 schema = tool.get("inputSchema")
                 self.schemas[tool["name"]] = schema if isinstance(schema, dict) else {}
 
+    def forget_tools(self) -> None:
+        """The server said its tools changed: schemas seen so far may be stale."""
+        self.schemas.clear()
+        self.schemas_complete = False
+
     def input_document(self, name: str, arguments: dict[str, Any], schema: dict[str, Any] | None) -> dict[str, Any]:
         """The documented Rego input for one call (README, "The Rego contract")."""
         doc: dict[str, Any] = {

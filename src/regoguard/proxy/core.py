@@ -1,0 +1,492 @@
+"""One MCP session's relay logic, free of any transport: message in → messages out.
+
+A transport feeds :class:`RelayCore` each line it reads (``client_line``, ``server_line``) and sends what
+comes back in the :class:`Outbox`; it calls ``tick`` now and then and ``server_closed`` when the server is
+gone. The core never does I/O, never awaits and never raises, so stdio and HTTP share it unchanged, and
+tests can drive it step by step.
+
+What it guarantees, whatever either side sends:
+
+- every ``tools/call`` is decided by the guard before anything of it goes upstream, and a denied one never
+  does (batches entry by entry; a call without an id, with params that do not parse or under an id already
+  in flight is answered by the proxy, never forwarded);
+- every request goes upstream under an id the proxy assigned (:mod:`regoguard.proxy.inflight`), and only
+  that id is rewritten; the answer goes back under the client's id exactly as written;
+- each client request gets one answer; an answer for an id never sent, or a second one, is dropped;
+- refunds, the decision log and ``tools/list`` filtering follow the exact request the answer is for;
+- nothing but JSON-RPC objects (or batches of them) reaches the client;
+- a message that cannot be parsed, bounded or handled gets a JSON-RPC error and the next one is read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from regoguard.guard import Guard
+from regoguard.proxy import ids, jsonrpc
+from regoguard.proxy.inflight import InFlight, Pending
+from regoguard.proxy.replies import call_doc, denial_reply, error_reply, params_problem, reply, upstream_error
+from regoguard.proxy.session import Session
+
+log = structlog.get_logger("regoguard.proxy")
+
+SCHEMA_FETCH_TIMEOUT = 10.0
+SCHEMA_FETCH_MAX_PAGES = 100
+DEFAULT_MAX_IN_FLIGHT = 10_000
+
+
+@dataclass(frozen=True)
+class CoreOptions:
+    refund_on_tool_error: bool = False
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    schema_fetch_timeout: float = SCHEMA_FETCH_TIMEOUT
+    schema_fetch_max_pages: int = SCHEMA_FETCH_MAX_PAGES
+
+
+@dataclass(frozen=True)
+class ToClient:
+    """One message (or batch) for the client, unframed; ``answers`` names the client requests it answers
+    (their id keys), so a transport with one stream per request knows where it goes."""
+
+    data: bytes
+    answers: tuple[Hashable, ...] = ()
+
+
+@dataclass
+class Outbox:
+    to_server: list[bytes] = field(default_factory=list)
+    to_client: list[ToClient] = field(default_factory=list)
+
+
+@dataclass
+class _Fetch:
+    upstream: int
+    pages: int
+    deadline: float
+    meta: dict[str, Any] | None
+
+
+@dataclass
+class _Routed:
+    """What becomes of one client message: text for the server, or for the client, or nothing."""
+
+    upstream: str | None = None
+    client: str | None = None
+    answers: tuple[Hashable, ...] = ()
+
+
+_PARK = _Routed()  # sentinel: the line waits for the proxy's own tools/list
+
+
+class RelayCore:
+    """One client session relayed to one server session.
+
+    Args:
+        guard: decides every ``tools/call``.
+        session: what is known of the client (names, schemas) for the input document.
+        options: bounds and refund rules.
+        clock: monotonic seconds (tests drive it).
+    """
+
+    def __init__(self, guard: Guard, session: Session, options: CoreOptions | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.guard = guard
+        self.session = session
+        self.options = options or CoreOptions()
+        self._clock = clock
+        self.inflight = InFlight(self.options.max_in_flight)
+        self._parked: deque[bytes] = deque()
+        self._fetch: _Fetch | None = None
+        self._closed: str | None = None  # why the server is gone, once it is
+        self._out = Outbox()
+
+    # -- entry points ------------------------------------------------------------------------------------
+
+    def client_line(self, line: bytes) -> Outbox:
+        """One message (or batch) from the client."""
+        if self._parked or self._fetch is not None:
+            self._parked.append(line)  # order is kept: nothing overtakes a call waiting for schemas
+            return self._flush()
+        try:
+            self._client_line(line, may_park=True)
+        except Exception as exc:  # never the end of the session, never a forward
+            log.exception("internal error while handling a client line; answered with an error")
+            self._out.to_server.clear()
+            self._to_client(error_reply(ids.salvage_id(line.rstrip(b"\r\n")), jsonrpc.INTERNAL_ERROR,
+                                        f"regoguard could not handle this message: {exc}"))
+        return self._flush()
+
+    def client_oversize(self, size: int, limit: int) -> Outbox:
+        """The transport skipped a client message larger than it accepts."""
+        log.warning("oversize message from client", size=size, limit=limit)
+        self._to_client(error_reply(None, jsonrpc.INVALID_REQUEST,
+                                    f"message of {size} bytes exceeds the proxy's limit of {limit}"))
+        return self._flush()
+
+    def server_line(self, line: bytes) -> Outbox:
+        """One message (or batch) from the server."""
+        try:
+            self._server_line(line)
+        except Exception:
+            log.exception("internal error while relaying a server message; it was dropped")
+        return self._flush()
+
+    def tick(self) -> Outbox:
+        """Let time pass: a schema fetch that took too long is given up (the calls waiting for it are then
+        decided without the schema, so a validating rule denies them)."""
+        if self._fetch is not None and self._clock() >= self._fetch.deadline:
+            log.warning("the server did not list its tools in time to validate arguments",
+                        timeout=self.options.schema_fetch_timeout)
+            self.inflight.retire(self._fetch.upstream)
+            self._fetch = None
+            try:
+                self._unpark()
+            except Exception:
+                log.exception("internal error while handling the calls that waited for the tool list")
+        return self._flush()
+
+    def server_closed(self, reason: str = "the MCP server exited before answering") -> Outbox:
+        """The server is gone: every request still waiting is answered with an error. No refund: a server
+        that died mid-call may have done the work, so its tokens stay taken."""
+        self._closed = reason
+        self._fetch = None
+        self._unpark()  # what waited is answered below or, being new, refused by _route
+        self._out.to_server.clear()
+        for _, pending in self.inflight.drain():
+            if pending.kind == "internal":
+                continue
+            self._to_client(error_reply(pending.client_id, jsonrpc.INTERNAL_ERROR, reason), pending.key)
+            if pending.verdict is not None:
+                self.guard.finish(pending.verdict, {"message": reason}, refund=False)
+        return self._flush()
+
+    def _flush(self) -> Outbox:
+        out, self._out = self._out, Outbox()
+        return out
+
+    def _to_client(self, text: str, *answers: Hashable | None) -> None:
+        self._out.to_client.append(ToClient(text.encode("utf-8"), tuple(a for a in answers if a is not None)))
+
+    # -- client → server ---------------------------------------------------------------------------------
+
+    def _client_line(self, line: bytes, may_park: bool) -> None:
+        body = line.rstrip(b"\n").removesuffix(b"\r")
+        if not body.strip():
+            return
+        try:
+            msg = jsonrpc.loads(body)
+            text = body.decode("utf-8")
+        except jsonrpc.ParseError as exc:
+            self._to_client(error_reply(ids.salvage_id(body), jsonrpc.PARSE_ERROR, f"Parse error: {exc}"))
+            return
+        if isinstance(msg, list):
+            self._client_batch(line, msg, text, may_park)
+            return
+        routed = self._route_safely(msg, text, len(body), may_park)
+        if routed is _PARK:
+            self._park(line, msg)
+            return
+        if routed.upstream is not None:
+            self._out.to_server.append(routed.upstream.encode("utf-8"))
+        if routed.client is not None:
+            self._to_client(routed.client, *routed.answers)
+
+    def _client_batch(self, line: bytes, batch: list[Any], text: str, may_park: bool) -> None:
+        if not batch:
+            self._to_client(error_reply(None, jsonrpc.INVALID_REQUEST, "empty batch"))
+            return
+        spans = ids.element_spans(text)
+        if may_park:
+            for entry in batch:
+                if self._needs_fetch(entry):
+                    self._park(line, entry)
+                    return
+        forwarded: list[str | None] = []
+        answers: list[str] = []
+        answered: list[Hashable] = []
+        for entry, (begin, end) in zip(batch, spans, strict=True):
+            routed = self._route_safely(entry, text[begin:end], len(text), may_park=False)
+            forwarded.append(routed.upstream)
+            if routed.client is not None:
+                answers.append(routed.client)
+                answered.extend(routed.answers)
+        if any(part is not None for part in forwarded):
+            self._out.to_server.append(ids.splice(text, spans, forwarded).encode("utf-8"))
+        if answers:
+            self._to_client("[" + ",".join(answers) + "]", *answered)
+
+    def _route_safely(self, msg: Any, text: str, size: int, may_park: bool) -> _Routed:
+        """Route one message; whatever goes wrong, answer it with an error and forward nothing of it."""
+        try:
+            return self._route(msg, text, size, may_park)
+        except Exception as exc:
+            log.exception("internal error while handling a client message; answered with an error")
+            raw = _raw_id_or_none(text) if isinstance(msg, dict) and "method" in msg else None
+            if raw is None:
+                return _Routed()
+            return _Routed(client=error_reply(raw, jsonrpc.INTERNAL_ERROR,
+                                              f"regoguard could not handle this message: {exc}"),
+                           answers=(ids.id_key(msg["id"]),))
+
+    def _route(self, msg: Any, text: str, size: int, may_park: bool) -> _Routed:
+        if not isinstance(msg, dict):
+            return _Routed(client=error_reply(None, jsonrpc.INVALID_REQUEST, "a message must be a JSON object"))
+        if "method" not in msg:
+            if "id" in msg and ("result" in msg or "error" in msg):
+                return _Routed(upstream=text)  # the client's answer to a server request: the server's ids
+            return _Routed(client=error_reply(_raw_id_or_none(text), jsonrpc.INVALID_REQUEST,
+                                              "not a JSON-RPC request, notification or response"))
+        method = msg["method"]
+        if "id" not in msg:
+            return self._notification(msg, text, method)
+        raw_id = ids.raw_id(text)
+        assert raw_id is not None
+        key = ids.id_key(msg["id"])
+        if not isinstance(method, str):
+            return _Routed(client=error_reply(raw_id, jsonrpc.INVALID_REQUEST, "method must be a string"),
+                           answers=(key,))
+        if self.inflight.client_busy(key):
+            if method == "tools/call":
+                self.guard.finish(self.guard.reject("proxy/duplicate-id", "a request under an id already in "
+                                                    "flight is never forwarded", call_doc(msg)))
+            return _Routed(client=error_reply(raw_id, jsonrpc.INVALID_REQUEST,
+                                              f"request id {raw_id[:100]} is already in flight; ids must be "
+                                              "unique within a session"), answers=(key,))
+        if self._closed is not None:
+            return _Routed(client=error_reply(raw_id, jsonrpc.INTERNAL_ERROR, self._closed), answers=(key,))
+        if self.inflight.full:
+            return _Routed(client=error_reply(raw_id, jsonrpc.INTERNAL_ERROR,
+                                              f"more than {self.inflight.max_pending} requests in flight"),
+                           answers=(key,))
+        self.session.note_meta(msg)
+        if method == "tools/call":
+            return self._tools_call(msg, text, raw_id, key, size, may_park)
+        if method == "initialize":
+            self.session.note_initialize(msg)
+        upstream = self.inflight.add(Pending("list" if method == "tools/list" else "request", raw_id, key))
+        return _Routed(upstream=ids.with_id(text, str(upstream)))
+
+    def _notification(self, msg: dict[str, Any], text: str, method: Any) -> _Routed:
+        if method == "tools/call":
+            log.warning("dropped a tools/call notification (no id): it cannot be answered, so it is never forwarded")
+            self.guard.finish(self.guard.reject("proxy/no-id", "a tools/call without an id is never forwarded",
+                                                call_doc(msg)))
+            return _Routed()
+        if method == "notifications/cancelled":
+            return self._cancel(msg, text)
+        return _Routed(upstream=text)
+
+    def _cancel(self, msg: dict[str, Any], text: str) -> _Routed:
+        """A cancellation names the client's id; the server knows the request by ours."""
+        params = msg.get("params")
+        if not isinstance(params, dict) or "requestId" not in params:
+            return _Routed(upstream=text)  # names no request: harmless as it is
+        upstream = self.inflight.upstream_for(ids.id_key(params["requestId"]))
+        if upstream is None:
+            log.debug("dropped a cancellation for a request not in flight")
+            return _Routed()
+        pending = self.inflight.retire(upstream)
+        if pending is not None and pending.verdict is not None:
+            # The server may already have acted: a cancelled call keeps its tokens, whatever it answers.
+            self.guard.finish(pending.verdict, {"message": "cancelled by the client"}, refund=False)
+        p_span = ids.member_span(text, "params")
+        assert p_span is not None
+        span = ids.member_span(text, "requestId", p_span[0])
+        assert span is not None
+        return _Routed(upstream=text[:span[0]] + str(upstream) + text[span[1]:])
+
+    def _tools_call(self, msg: dict[str, Any], text: str, raw_id: str, key: Hashable, size: int,
+                    may_park: bool) -> _Routed:
+        params = msg.get("params")
+        problem = params_problem(params)
+        if problem is not None:
+            verdict = self.guard.reject("proxy/invalid-params", problem, call_doc(msg))
+            self.guard.finish(verdict)
+            log.info("denied", tool=None, rule=verdict.decision.rule, reason=problem)
+            return _Routed(client=error_reply(raw_id, jsonrpc.INVALID_PARAMS, f"Invalid params: {problem}",
+                                              {"regoguard/decision": verdict.meta()}), answers=(key,))
+        assert isinstance(params, dict)
+        name: str = params["name"]
+        if may_park and self._needs_fetch(msg):
+            return _PARK
+        arguments = params.get("arguments") or {}
+        schema = self.session.schemas.get(name) if self.guard.needs_schema(name) else None
+        verdict = self.guard.decide(self.session.input_document(name, arguments, schema), size)
+        if not verdict.allow:
+            log.info("denied", tool=name, rule=verdict.decision.rule, reason=verdict.decision.message,
+                     decision_id=verdict.decision_id)
+            self.guard.finish(verdict)
+            return _Routed(client=denial_reply(raw_id, msg, name, verdict), answers=(key,))
+        if verdict.would_deny:
+            log.info("would deny (dry run)", tool=name, rule=verdict.decision.rule,
+                     reason=verdict.decision.message, decision_id=verdict.decision_id)
+        upstream = self.inflight.add(Pending("call", raw_id, key, verdict))
+        return _Routed(upstream=ids.with_id(text, str(upstream)))
+
+    # -- the proxy's own tools/list, for validate: {required_args: true} ----------------------------------
+
+    def _needs_fetch(self, msg: Any) -> bool:
+        """A ``tools/call`` whose decision reads a schema the proxy has not seen (the client never listed)."""
+        if not (isinstance(msg, dict) and msg.get("method") == "tools/call" and "id" in msg):
+            return False
+        params = msg.get("params")
+        name = params.get("name") if isinstance(params, dict) else None
+        if not isinstance(name, str) or name in self.session.schemas or self.session.schemas_complete:
+            return False
+        return self.guard.needs_schema(name)
+
+    def _park(self, line: bytes, trigger: dict[str, Any]) -> None:
+        self._parked.append(line)
+        meta = jsonrpc.request_meta(trigger) if jsonrpc.is_stateless(trigger) else None
+        self._request_tools(None, 1, meta)
+
+    def _request_tools(self, cursor: Any, page: int, meta: dict[str, Any] | None) -> None:
+        params: dict[str, Any] = {}
+        if cursor is not None:
+            params["cursor"] = cursor
+        if meta:
+            params["_meta"] = meta
+        upstream = self.inflight.add(Pending("internal"))
+        self._fetch = _Fetch(upstream, page, self._clock() + self.options.schema_fetch_timeout, meta)
+        self._out.to_server.append(jsonrpc.encode({"jsonrpc": "2.0", "id": upstream, "method": "tools/list",
+                                                   "params": params}))
+
+    def _fetched(self, upstream: int, msg: dict[str, Any]) -> None:
+        fetch = self._fetch
+        if fetch is None or fetch.upstream != upstream:
+            return
+        self._fetch = None
+        result = msg.get("result")
+        if not isinstance(result, dict):
+            log.warning("could not list the server's tools to validate arguments", error=msg.get("error"))
+        else:
+            self.session.note_tools(result.get("tools"))
+            cursor = result.get("nextCursor")
+            if not cursor:
+                self.session.schemas_complete = True
+            elif fetch.pages < self.options.schema_fetch_max_pages:
+                self._request_tools(cursor, fetch.pages + 1, fetch.meta)
+                return
+        self._unpark()
+
+    def _unpark(self) -> None:
+        """Handle the lines that waited, in order; none of them waits again for this fetch."""
+        while self._parked and self._fetch is None:
+            self._client_line(self._parked.popleft(), may_park=False)
+
+    # -- server → client ---------------------------------------------------------------------------------
+
+    def _server_line(self, line: bytes) -> None:
+        body = line.rstrip(b"\n").removesuffix(b"\r")
+        if not body.strip():
+            return
+        try:
+            msg = jsonrpc.loads(body)
+            text = body.decode("utf-8")
+        except jsonrpc.ParseError as exc:
+            self._unreadable_answer(body, str(exc))
+            return
+        if isinstance(msg, list):
+            spans = ids.element_spans(text)
+            kept: list[str | None] = []
+            answered: list[Hashable] = []
+            for entry, (begin, end) in zip(msg, spans, strict=True):
+                out = self._server_message(entry, text[begin:end])
+                kept.append(out[0] if out is not None else None)
+                answered.extend(out[1] if out is not None else ())
+            if any(part is not None for part in kept):
+                self._to_client(ids.splice(text, spans, kept), *answered)
+            return
+        out = self._server_message(msg, text)
+        if out is not None:
+            self._to_client(out[0], *out[1])
+
+    def _unreadable_answer(self, body: bytes, problem: str) -> None:
+        """A server line that does not parse: kept off the client's stream. If it names a request of ours,
+        that request is answered with an error rather than left waiting."""
+        log.warning("dropped a line from the server that is not JSON-RPC", error=problem,
+                    line=body[:200].decode("utf-8", "replace"))
+        raw = ids.salvage_id(body)
+        upstream = _upstream_id(raw)
+        pending = self.inflight.pop(upstream) if upstream is not None else None
+        if pending is None:
+            return
+        if pending.kind == "internal":
+            self._fetched(upstream or 0, {"error": {"message": problem}})
+            return
+        message = f"the MCP server sent an answer regoguard cannot read: {problem}"
+        self._to_client(error_reply(pending.client_id, jsonrpc.INTERNAL_ERROR, message), pending.key)
+        if pending.verdict is not None:
+            self.guard.finish(pending.verdict, {"message": message}, refund=False)
+
+    def _server_message(self, msg: Any, text: str) -> tuple[str, tuple[Hashable, ...]] | None:
+        """The text to relay for one server message (with the client's id restored), or None to drop it."""
+        if not isinstance(msg, dict):
+            log.warning("dropped a server message that is not a JSON-RPC object", line=text[:200])
+            return None
+        if "method" in msg:
+            if msg.get("method") == "notifications/tools/list_changed":
+                self.session.forget_tools()
+            return text, ()  # a server request or notification: the server's own ids, passed through
+        if "id" not in msg:
+            log.warning("dropped a server message that is not JSON-RPC", line=text[:200])
+            return None
+        upstream = msg["id"]
+        pending = self.inflight.pop(upstream) if type(upstream) is int else None
+        if pending is None:
+            if type(upstream) is int and self.inflight.is_late(upstream):
+                log.debug("dropped a late answer to a request that was cancelled or given up")
+            else:
+                log.warning("dropped an answer for an id regoguard never sent or that was already answered",
+                            id=text[:100] if not isinstance(upstream, int | str) else upstream)
+            return None
+        if pending.kind == "internal":
+            self._fetched(upstream, msg)
+            return None
+        assert pending.client_id is not None
+        if pending.verdict is not None:
+            error = upstream_error(msg)
+            refund = "error" in msg or (error is not None and self.options.refund_on_tool_error)
+            self.guard.finish(pending.verdict, error, refund)
+        if pending.kind == "list":
+            filtered = self._filter_tools_list(msg)
+            if filtered is not None:
+                return reply(pending.client_id, filtered), (pending.key,)
+        return ids.with_id(text, pending.client_id), (pending.key,)
+
+    def _filter_tools_list(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        """The answer without hidden tools (None: nothing to remove). Every page is filtered; ``nextCursor``
+        and every other field stay."""
+        result = msg.get("result")
+        if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
+            return None
+        tools = result["tools"]
+        self.session.note_tools(tools)
+        if self.guard.dry_run:  # nothing is blocked in a dry run, hidden tools included
+            return None
+        kept = [t for t in tools if not (isinstance(t, dict) and isinstance(t.get("name"), str)
+                                         and self.guard.is_hidden(t["name"]))]
+        if len(kept) == len(tools):
+            return None
+        body = {k: v for k, v in msg.items() if k not in ("jsonrpc", "id")}
+        body["result"] = {**result, "tools": kept}
+        return body
+
+
+def _raw_id_or_none(text: str) -> str | None:
+    try:
+        return ids.raw_id(text)
+    except ids.NoSpan:
+        return None
+
+
+def _upstream_id(raw: str | None) -> int | None:
+    if raw is None or not raw.isdigit():
+        return None
+    return int(raw)
