@@ -248,7 +248,7 @@ def test_policy_audit_block_reaches_the_masking_rules(tmp_path: Path) -> None:
     """``audit:`` in a policy file → AuditSettings → the MaskingRules the CLI gives the decision log."""
     import argparse
 
-    from regoguard.cli_run import _decision_log
+    from regoguard.cli.run import _decision_log
     from regoguard.policy import load_policy
 
     policy_file = tmp_path / "p.yaml"

@@ -146,7 +146,8 @@ async def test_sqlite_limit_across_processes_restarts_and_reset(env: Env, mode: 
             assert ECHO_KEY in shown.stdout and "tokens=0" in shown.stdout
             as_json = json.loads(env.state("show", "--json", "--state", state).stdout)
             assert set(as_json) == {ECHO_KEY}
-            assert as_json[ECHO_KEY]["tokens"] == pytest.approx(0.0, abs=1e-3)
+            # empty, give or take what refilled since (2/minute: a loaded machine's seconds) — no call fits
+            assert 0.0 <= as_json[ECHO_KEY]["tokens"] < 1.0
             assert env.state("show", "principal/", "--state", state).stdout == "no counters\n"
 
             reset = env.state("reset", "--state", state)

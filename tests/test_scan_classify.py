@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers_policy import decide
-from regoguard import scan_render
-from regoguard.scan_classify import (
+from regoguard.scan import render as scan_render
+from regoguard.scan.classify import (
     _WORDS,
     ToolInfo,
     classify,
@@ -23,7 +23,7 @@ from regoguard.scan_classify import (
     split_words,
     word_group,
 )
-from regoguard.scan_render import (
+from regoguard.scan.render import (
     PolicyTooLarge,
     ScanInternalError,
     comment_text,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from regoguard import __version__
 from regoguard.audit import DEFAULT_SENSITIVE_KEYS, DecisionLog, FileSink, MaskingRules, Sink, StderrSink
-from regoguard.cli_common import EXIT_USAGE, print_errors, rego_option, server_command, state_options
+from regoguard.cli.common import EXIT_USAGE, print_errors, rego_option, server_command, state_options
 from regoguard.engine import Engine
 from regoguard.errors import PolicyLoadError
 from regoguard.limits import Limiter, MemoryStore, StoreError, open_store

@@ -3,7 +3,7 @@
 Writing a policy for a server with forty tools starts with copying forty names out of its
 ``tools/list``; scan does that part. It starts the server over stdio (the SDK's client, the
 ``initialize`` handshake every stdio server speaks), lists every page of tools, sorts them into risk
-groups (:mod:`regoguard.scan_classify`), and writes a policy (:mod:`regoguard.scan_render`) in which
+groups (:mod:`regoguard.scan.classify`), and writes a policy (:mod:`regoguard.scan.render`) in which
 destructive and financial tools are denied and the rest are rate-limited, under ``default: deny``.
 
 The file is only ever written after it has loaded and compiled as ``regoguard check`` would load it:
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from regoguard.cli_common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, server_command
+from regoguard.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, server_command
 from regoguard.errors import RegoguardError
-from regoguard.scan_classify import GROUPS, ToolInfo
-from regoguard.scan_render import (
+from regoguard.scan.classify import GROUPS, ToolInfo
+from regoguard.scan.render import (
     PolicyTooLarge,
     Rendered,
     ScanInternalError,

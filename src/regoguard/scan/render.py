@@ -27,7 +27,7 @@ from regoguard.errors import PolicyLoadError, RegoguardError
 from regoguard.policy import load_policy_text
 from regoguard.policy.loader import MAX_POLICY_BYTES
 from regoguard.policy.reader import unescapable
-from regoguard.scan_classify import GROUPS, Classification, Group, ToolInfo, classify
+from regoguard.scan.classify import GROUPS, Classification, Group, ToolInfo, classify
 
 RATE_LIMITS: dict[Group, int] = {"execute": 5, "write": 30, "read": 120}
 """Calls a minute for the groups that are allowed. The denied groups (destructive, financial) have none."""
