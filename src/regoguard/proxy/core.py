@@ -211,7 +211,8 @@ class RelayCore:
         answers: list[str] = []
         answered: list[Hashable] = []
         for entry, (begin, end) in zip(batch, spans, strict=True):
-            routed = self._route_safely(entry, text[begin:end], len(text), may_park=False)
+            piece = text[begin:end]
+            routed = self._route_safely(entry, piece, len(piece.encode("utf-8", "surrogatepass")), may_park=False)
             forwarded.append(routed.upstream)
             if routed.client is not None:
                 answers.append(routed.client)
@@ -308,7 +309,7 @@ class RelayCore:
         if problem is not None:
             verdict = self.guard.reject("proxy/invalid-params", problem, call_doc(msg))
             self.guard.finish(verdict)
-            log.info("denied", tool=None, rule=verdict.decision.rule, reason=problem)
+            log.debug("denied", tool=None, rule=verdict.decision.rule, reason=problem)
             return _Routed(client=error_reply(raw_id, jsonrpc.INVALID_PARAMS, f"Invalid params: {problem}",
                                               {"regoguard/decision": verdict.meta()}), answers=(key,))
         assert isinstance(params, dict)
@@ -319,12 +320,12 @@ class RelayCore:
         schema = self.session.schemas.get(name) if self.guard.needs_schema(name) else None
         verdict = self.guard.decide(self.session.input_document(name, arguments, schema), size)
         if not verdict.allow:
-            log.info("denied", tool=name, rule=verdict.decision.rule, reason=verdict.decision.message,
+            log.debug("denied", tool=name, rule=verdict.decision.rule, reason=verdict.decision.message,
                      decision_id=verdict.decision_id)
             self.guard.finish(verdict)
             return _Routed(client=denial_reply(raw_id, msg, name, verdict), answers=(key,))
         if verdict.would_deny:
-            log.info("would deny (dry run)", tool=name, rule=verdict.decision.rule,
+            log.debug("would deny (dry run)", tool=name, rule=verdict.decision.rule,
                      reason=verdict.decision.message, decision_id=verdict.decision_id)
         upstream = self.inflight.add(Pending("call", raw_id, key, verdict))
         return _Routed(upstream=ids.with_id(text, str(upstream)))

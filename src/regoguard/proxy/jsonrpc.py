@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 PARSE_ERROR = -32700
@@ -34,11 +35,13 @@ class ParseError(ValueError):
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ParseError(f"duplicate key {key!r}")
-        out[key] = value
+    out = dict(pairs)  # in C; a duplicate shows as a shorter dict
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ParseError(f"duplicate key {key!r}")
+            seen.add(key)
     return out
 
 
@@ -61,6 +64,15 @@ def _finite(text: str) -> float:
     return value
 
 
+# Numbers are converted by Python hooks only when one could be a problem: a run of 200+ digits (too long,
+# or a mantissa that a 2-digit exponent could overflow: 10^199 * 10^99 < 1.8e308) or a 3-digit exponent.
+# Digits inside strings can trigger the checked path too; it reaches the same answer, just slower.
+_NUMBER_RISK = re.compile(rb"[0-9]{200}|[eE][+-]?[0-9]{3}")
+_FAST = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+_CHECKED = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_float=_finite,
+                            parse_int=_bounded_int)
+
+
 def loads(line: bytes) -> Any:
     """Parse one message strictly.
 
@@ -79,8 +91,8 @@ def loads(line: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise ParseError(f"message is not UTF-8: {exc}") from exc
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
-                           parse_float=_finite, parse_int=_bounded_int)
+        # no number here can be over-long or overflow a double: skip the Python number hooks
+        value = (_FAST if _NUMBER_RISK.search(line) is None else _CHECKED).decode(text)
     except ParseError:
         raise
     except RecursionError as exc:
