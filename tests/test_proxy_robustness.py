@@ -25,6 +25,7 @@ from proxy_harness import (
     tools_call,
     write_policy,
 )
+from regoguard.proxy.stdio import default_server_name
 
 INTERNAL_ERROR = -32603
 
@@ -208,3 +209,17 @@ async def test_stdio_may_be_regular_files(tmp_path: Path) -> None:
     assert by_id[1]["result"]["content"][0]["text"] == 'echo {"text": "from a file"}'
     denial_of(by_id[2])
 
+
+
+@pytest.mark.parametrize(("command", "name"), [
+    (["npx", "-y", "@modelcontextprotocol/server-filesystem", "/tmp"], "server-filesystem"),
+    (["node", "/x/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js", "/tmp"], "server-filesystem"),
+    (["node", "servers/payments/build/main.mjs"], "payments"),
+    (["python3", "tests/servers/spy.py"], "spy"),
+    (["uvx", "mcp-server-time"], "mcp-server-time"),
+    (["python", "-m", "server"], "server"),
+    (["./index.js"], "index"),
+])
+def test_default_server_name_names_the_server_not_its_entry_script(command: list[str], name: str) -> None:
+    """The name lands in counter keys and log labels: ``index`` for every npm server would merge them."""
+    assert default_server_name(command) == name

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import structlog
@@ -211,15 +212,28 @@ class StdioProxy:
             await self._deliver(self.core.server_line(line))
 
 
+_LAUNCHERS = {"python", "python3", "node", "npx", "uvx", "uv", "pipx", "bunx", "bun", "deno", "bash", "sh", "env"}
+_SCRIPT_SUFFIXES = (".py", ".js", ".mjs", ".cjs", ".ts")
+_GENERIC_SCRIPTS = {"index", "main", "server", "cli", "__main__", "run", "start"}
+_BUILD_DIRS = {"dist", "build", "lib", "src", "bin", "out", "esm", "cjs"}
+
+
 def default_server_name(command: list[str]) -> str:
-    """A readable server name from its command: ``npx -y @scope/server-x`` → ``server-x``."""
-    launchers = {"python", "python3", "node", "npx", "uvx", "uv", "pipx", "bunx", "deno", "bash", "sh", "env"}
+    """A readable server name from its command: ``npx -y @scope/server-x`` → ``server-x``;
+    ``node …/server-filesystem/dist/index.js`` → ``server-filesystem`` (a generic script name says nothing,
+    so the package directory above the build folders names the server)."""
     for part in command:
         base = os.path.basename(part)
-        if base.startswith("-") or base in launchers or base.startswith("python3."):
+        if base.startswith("-") or base in _LAUNCHERS or base.startswith("python3."):
             continue
-        name = base.rsplit("/", 1)[-1]
-        for suffix in (".py", ".js", ".mjs", ".ts"):
+        name = base
+        for suffix in _SCRIPT_SUFFIXES:
             name = name.removesuffix(suffix)
+        if name in _GENERIC_SCRIPTS and name != base:
+            parents = [p for p in Path(part).parent.parts if p not in ("/", ".", "..")]
+            while parents and parents[-1] in _BUILD_DIRS:
+                parents.pop()
+            if parents:
+                name = parents[-1]
         return name.split("@")[0] or name
     return os.path.basename(command[0]) if command else "mcp-server"
