@@ -210,6 +210,20 @@ async def test_stdio_may_be_regular_files(tmp_path: Path) -> None:
     denial_of(by_id[2])
 
 
+async def test_stdio_may_be_dev_null(tmp_path: Path) -> None:
+    """``regoguard run ... < /dev/null > /dev/null``: a character device the event loop cannot watch. The
+    client's EOF must still end the session (it once hung with a traceback from inside the loop)."""
+    policy = write_policy(tmp_path, POLICY)
+    with anyio.fail_after(TIMEOUT), open(os.devnull, "rb") as stdin, open(os.devnull, "wb") as stdout:
+        proc = await asyncio.create_subprocess_exec(
+            *proxy_argv(policy, python_server("raw_echo")), stdin=stdin, stdout=stdout,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()
+    assert "Traceback" not in stderr.decode()
+
+
 
 @pytest.mark.parametrize(("command", "name"), [
     (["npx", "-y", "@modelcontextprotocol/server-filesystem", "/tmp"], "server-filesystem"),

@@ -1,13 +1,15 @@
 """The client's end of stdio as asyncio streams, whether stdin/stdout are pipes, sockets or files.
 
-asyncio's pipe transports refuse regular files (``regoguard run ... < calls.jsonl > out.jsonl``); for
-those a thread feeds the reader and writes go straight to the file.
+asyncio's pipe transports refuse regular files (``regoguard run ... < calls.jsonl > out.jsonl``) and accept
+but cannot watch other character devices (``< /dev/null`` fails inside the loop and EOF is never seen); for
+anything but a pipe, a socket or a terminal, a thread feeds the reader and writes go straight to the file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import threading
 from typing import BinaryIO, Protocol
 
@@ -31,14 +33,21 @@ class _FileWriter:
         return None
 
 
+def _watchable(fd: int) -> bool:
+    """True for what the event loop can watch: a pipe, a socket or a terminal."""
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or (stat.S_ISCHR(mode) and os.isatty(fd))
+
+
 async def open_reader(loop: asyncio.AbstractEventLoop, file: BinaryIO, limit: int) -> asyncio.StreamReader:
     reader = asyncio.StreamReader(limit=limit)
-    try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), file)
-        return reader
-    except ValueError:
-        pass
     fd = file.fileno()
+    if _watchable(fd):
+        try:
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), file)
+            return reader
+        except ValueError:
+            pass
 
     def pump() -> None:
         while chunk := os.read(fd, 1 << 16):
@@ -50,6 +59,8 @@ async def open_reader(loop: asyncio.AbstractEventLoop, file: BinaryIO, limit: in
 
 
 async def open_writer(loop: asyncio.AbstractEventLoop, file: BinaryIO) -> ClientWriter:
+    if not _watchable(file.fileno()):
+        return _FileWriter(file)
     try:
         transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, file)
     except ValueError:
