@@ -2,9 +2,11 @@
 
 Same policy (policies/payments.yaml), same calls, one run:
 
-- uncached decisions without team Rego (the library's `verdict` hot path; cache off to measure the engine);
-- decisions with a three-rule team module in `package regoguard.custom` (deny, approval, charges), which
-  asks for `team_verdict` and the full decision, on the worker behind the timeout, never cached;
+- uncached decisions without team Rego (one query of the called tool's own bundle, which holds only that
+  tool's compiled rules; cache off to measure the engine);
+- decisions with a three-rule team module in `package regoguard.custom` (deny, approval, charges): each
+  tool's bundle then also holds the library and the team's modules, and one query asks the library's
+  `verdict`, on the worker pool behind the timeout, never cached;
 - a hot reload: loading the policy set (YAML + team Rego, checked) and building the new engine, the work
   done before the swap (the swap itself is one assignment).
 

@@ -42,16 +42,13 @@ ALLOW_ALL = '{"allow": true, "action": "allow", "reasons": [], "charges": []}'
 
 
 def replacement_library(body: str, verdict: bool = True) -> str:
-    """A module replacing the Rego library (same module name): ``body`` plus whatever the engine checks
-    at build time (the settings format the compiler stamps, if any)."""
-    fmt = compiled_for(REGEX_POLICY).settings.get("format")
+    """A module replacing the Rego library (same module name): ``body`` plus, if ``verdict``, the one
+    query the engine asks of it with extra modules loaded (``verdict``: the decision in the shape the
+    engine reads, with the policy's argument-derived ``costs`` and the team's ``charges``)."""
     head = "package regoguard.lib\n\nimport rego.v1\n\n"
-    if fmt is not None:
-        head += f"format := {json.dumps(fmt)}\n\n"
-    # the engine's hot path asks for `verdict` (`team_verdict` with team modules loaded, as a replacement
-    # library is); a library that only has `decision` is denied
     if verdict:
-        head += 'verdict := {"allow": decision.allow, "costs": []}\n\nteam_verdict := {"allow": decision.allow}\n\n'
+        head += ('verdict := {"allow": decision.allow, "action": decision.action, "reasons": decision.reasons, '
+                 '"costs": [], "charges": []}\n\n')
     return head + body
 
 
@@ -267,8 +264,7 @@ def test_extra_module_that_conflicts_with_the_library_is_a_deny():
     ],
 )
 def test_extra_module_with_a_malformed_decision_is_a_deny(decision, rule):
-    lib = replacement_library(f"decision := {decision}\n\nverdict := decision\n\nteam_verdict := decision\n",
-                              verdict=False)
+    lib = replacement_library(f"decision := {decision}\n\nverdict := decision\n", verdict=False)
     engine = Engine(compiled_for(REGEX_POLICY), extra_modules={"regoguard/lib.rego": lib})
     try:
         d = engine.evaluate(call_doc("t", {"s": "abc"}))
@@ -304,7 +300,7 @@ def test_rego_print_in_an_extra_module_does_not_reach_stdout():
         policy = "tools:\\n  t:\\n    rules:\\n      - {name: r, conditions: [{path: args.s, op: eq, value: a}]}\\n"
         extra = (
             "package regoguard.lib\\n\\nimport rego.v1\\n\\n"
-            'reasons := [] if {\\n\\tprint("PRINTED-BY-REGO")\\n\\tfalse\\n}\\n'
+            'allow if {\\n\\tprint("PRINTED-BY-REGO")\\n\\tfalse\\n}\\n'
         )
         compiled = regoguard.compile_policy(regoguard.load_policy_text(policy))
         engine = regoguard.Engine(compiled, extra_modules={"noisy.rego": extra})

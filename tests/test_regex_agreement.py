@@ -413,3 +413,24 @@ def test_unportable_argument_message_points_at_the_yaml_condition():
     entry = compiled_for(ENTRY_POLICY).entry_for("t")
     why = unportable_argument(entry, {"code": "日本x"})
     assert why is not None and "args.code regex" in why
+
+
+def test_the_engine_denies_what_the_engines_would_match_differently() -> None:
+    """Wired into Engine.evaluate, before the decision cache: a non-ASCII argument against a
+    single-character pattern element is denied (rule engine/input), an ASCII one is decided."""
+    from helpers_policy import decide, dedent
+
+    policy = dedent("""
+        version: "1"
+        tools:
+          pick:
+            rules:
+              - name: one char
+                conditions:
+                  - {path: args.c, op: regex, value: "^.$"}
+    """)
+    assert decide(policy, "pick", {"c": "a"}).allow
+    assert not decide(policy, "pick", {"c": "ab"}).allow
+    denied = decide(policy, "pick", {"c": "é"})
+    assert (denied.allow, denied.rule) == (False, "engine/input")
+    assert decide(policy, "pick", {"c": "a"}).allow  # the denial did not poison the cache

@@ -125,28 +125,54 @@ def expression(raw: str) -> Any:
     return out["expressions"][0] if isinstance(out, dict) else out[0]["expressions"][0]
 
 
-def parse_decision(raw: str) -> Decision:
-    """Turn the library's full ``decision`` (regopy output text) into a Decision; anything unexpected
-    is a deny."""
+def _charges(costs: list[Any], templates: list[dict[str, Any]]) -> list[Charge]:
+    """An allowed call's charges: the compiled templates, argument-derived costs filled in, in order."""
+    if len(costs) != sum(1 for t in templates if "cost_from" in t):
+        raise ValueError("the verdict's costs and the tool's charges disagree")
+    charges = []
+    pending = list(costs)
+    for t in templates:
+        cost = pending.pop(0) if "cost_from" in t else t["cost"]
+        if isinstance(cost, bool) or not isinstance(cost, int | float) or cost < 0:
+            raise ValueError("a cost is not a non-negative number")
+        charges.append(Charge(t["counter"], t["scope"], cost, t["capacity"], t["window"], t["strict"], t["rule"],
+                              t["message"]))
+    return charges
+
+
+def _team_charge(c: dict[str, Any]) -> Charge:
+    return Charge(c["counter"], c["scope"], c["cost"], c["capacity"], c["window"], c["strict"], c["rule"],
+                  c["message"])
+
+
+def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False) -> Decision:
+    """Turn one verdict (regopy output text) into a Decision; anything unexpected is a deny.
+
+    ``entry`` is the compiled settings entry of the decider that answered (its charge templates);
+    ``team``: the verdict is the library's, which also carries the team's charges and an action.
+    """
+    if raw.startswith("\x00timeout:"):
+        return Decision.deny("engine/timeout", raw[len("\x00timeout:"):])
+    if raw.startswith("\x00error:"):
+        return Decision.deny("engine/error", f"policy evaluation failed: {raw[7:].strip()[:500]}")
     if raw.strip() == "undefined":
         return Decision.deny("engine/undefined", "the policy gave no decision for this call")
     try:
         value = expression(raw)
-        allow = value["allow"]
-        reasons = tuple(Reason(r["rule"], r["message"]) for r in value["reasons"])
-        charges = tuple(
-            Charge(c["counter"], c["scope"], c["cost"], c["capacity"], c["window"], c["strict"], c["rule"],
-                   c["message"])
-            for c in value["charges"]
-        )
-        details = {r["rule"]: r.get("detail", []) for r in value["reasons"]}
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        return Decision.deny("engine/malformed", f"the policy gave a malformed decision: {exc}")
-    if allow is not True or reasons:
-        if allow is True:  # reasons without a deny: trust the reasons
-            allow = False
-        if not reasons:
-            reasons = (Reason("engine/undefined", "the policy denied the call without a reason"),)
-        action = "require_approval" if value.get("action") == "require_approval" else "deny"
-        return Decision(False, action, reasons, (), extra={"details": details, "from_policy": True})
-    return Decision(True, "allow", (), charges, extra={"from_policy": True})
+        if not isinstance(value, dict):
+            raise ValueError("the verdict is not an object")
+        if value.get("allow") is True:
+            if value.get("reasons", []) != []:
+                raise ValueError("an allowing verdict with reasons")
+            charges = _charges(list(value["costs"]), list(entry.get("charges", ())))
+            if team:
+                charges += [_team_charge(c) for c in value["charges"]]
+            return Decision(True, "allow", (), tuple(charges), extra={"from_policy": True})
+        reasons = tuple(Reason(r["rule"], r["message"]) for r in value.get("reasons", ()))
+        details = {r["rule"]: r.get("detail", []) for r in value.get("reasons", ())}
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        return Decision.deny("engine/malformed", f"the policy gave a malformed verdict: {exc}")
+    if not reasons:
+        return Decision.deny("engine/undefined", "the policy denied the call without a reason")
+    action = "require_approval" if team and value.get("action") == "require_approval" else "deny"
+    return name_the_tool(Decision(False, action, reasons, (), extra={"details": details, "from_policy": True}), name)

@@ -23,7 +23,10 @@ from typing import Any
 
 import regopy
 
+from regoguard.compiler import CompiledPolicy, compile_policy, library_modules
+from regoguard.engine_io import data_json
 from regoguard.errors import PolicyError, PolicyLoadError
+from regoguard.policy import Policy
 from regoguard.stdout_guard import engine_chatter_silenced
 
 MAX_MODULE_BYTES = 1024 * 1024
@@ -163,22 +166,20 @@ def _line_col(source: str, index: int) -> tuple[int, int]:
 
 
 def _library_names() -> list[str]:
-    from regoguard.engine import library_modules
-
     return list(library_modules())
 
 
 def compile_errors(modules: Mapping[str, str]) -> list[PolicyError]:
     """Build the modules with the library; regopy's complaints, located in the team's files."""
-    from regoguard.engine import library_modules  # engine imports this file's users, not this file
-
     interp = regopy.Interpreter()
     try:
         for lib_name, lib_source in library_modules().items():
             interp.add_module(lib_name, lib_source)
         for name, source in modules.items():
             interp.add_module(name, source)
-        bundle = interp.build(None, ["regoguard/lib/decision"])
+        probe = _probe_policy()
+        interp.add_module("regoguard/policy/probe.rego", probe.unit_module(probe.unit_for("regoguard-probe")))
+        bundle = interp.build(None, ["regoguard/lib/verdict"])
     except regopy.RegoError as exc:
         return located_errors(str(exc), modules) or [
             PolicyError(next(iter(modules)), 1, 1, "", f"the team's Rego does not compile: {exc}")]
@@ -207,20 +208,21 @@ def parse_errors(modules: Mapping[str, str]) -> list[PolicyError]:
 def _decision_errors(interp: Any, modules: Mapping[str, str]) -> list[PolicyError]:
     """Decide a probe call with the library, an empty policy and the team's modules: a team module that
     breaks every decision (a cycle, a conflict with the library) is refused now, not found by every call."""
-    from regoguard.compiler import compile_policy
-    from regoguard.engine_io import data_json
-    from regoguard.policy import Policy
-
-    interp.add_data_json(data_json({"regoguard": {"settings": compile_policy(Policy(source="<probe>")).settings}}))
+    interp.add_data_json(data_json({"regoguard": {"settings": _probe_policy().settings}}))
     interp.set_input(_PROBE)
     try:
-        ok = bool(interp.query("data.regoguard.lib.team_verdict").ok())
+        ok = bool(interp.query("data.regoguard.lib.verdict").ok())
     except (regopy.RegoError, ValueError):
         ok = False
     if ok:
         return []
     return [PolicyError(next(iter(modules)), 1, 1, "", "with the team's Rego loaded, the library cannot decide "
                         "a call (a conflict with the library, or a cycle through it)")]
+
+
+def _probe_policy() -> CompiledPolicy:
+    """An empty policy (every call allowed): what the team's modules are tried against."""
+    return compile_policy(Policy(source="<probe>"))
 
 
 _PROBE = {"tool": {"name": "regoguard-probe", "arguments": {}}, "server": {"name": "probe"},

@@ -2,56 +2,234 @@
 # Stripe MCP server: payment guardrails.
 # Charges are capped per call and per day.
 #
-# The policy as data. The rules that decide a call from it are in regoguard.lib (rego/regoguard/lib.rego):
-#   opa eval -d lib.rego -d stripe.rego -i call.json data.regoguard.lib.decision
-# Each tool lists its own rules, then the "*" rules, in the order they run.
-package regoguard
+# Each tool key's rules are written out below as Rego (its own rules, then the "*" rules, in the
+# order they run); `decision` picks the section deciding the call by the tool's name:
+#   opa eval -d stripe.rego -i call.json data.regoguard.policy.decision
+# With the team's Rego (package regoguard.custom), the library combines both:
+#   opa eval -d rego/regoguard -d stripe.rego -d team/ -i call.json data.regoguard.lib.decision
+package regoguard.policy
 
 import rego.v1
 
-settings := {
-	"format": 2,
-	"source": "stripe.yaml",
-	"default": "allow",
-	"tools": {
-		# tools["create_charge"] (line 8)
-		"create_charge": {
-			"rules": [
-				# rules[0] "max_amount" (line 10)
-				{"conditions": [{"op": "lte", "path": ["amount"], "text": "args.amount lte 50000", "value": 50000}], "custom_message": true, "id": "create_charge/max_amount", "message": "Charges over $500.00 need a human"},
-				# rules[1] "allowed_currency" (line 14)
-				{"conditions": [{"matches": [{"text": "usd"}, {"text": "eur"}], "op": "in", "path": ["currency"], "text": "args.currency in [\"usd\", \"eur\"]"}], "id": "create_charge/allowed_currency", "message": "Policy rule \"create_charge/allowed_currency\" denied the call"},
-				# rules[2] "daily_spend" (line 17)
-				{"cost_from": {"path": ["amount"], "text": "args.amount"}, "custom_message": true, "id": "create_charge/daily_spend", "message": "Daily spend limit reached"},
-				# rules[3] "charge_rate" (line 25)
-				{"id": "create_charge/charge_rate", "message": "Rate limit of 10 calls per minute reached. Try again later."},
-				# tools."*".rules[0] "global_rate" (line 34)
-				{"id": "*/global_rate", "message": "Rate limit of 100 calls per minute reached. Try again later."},
-			],
-			"charges": [{"capacity": 1000000, "cost_from": {"path": ["amount"], "text": "args.amount"}, "counter": "create_charge.daily_spend", "message": "Daily spend limit reached", "rule": "create_charge/daily_spend", "scope": "global", "strict": false, "window": 86400}, {"capacity": 10, "cost": 1, "counter": "create_charge._rate_minute", "message": "Rate limit of 10 calls per minute reached. Try again later.", "rule": "create_charge/charge_rate", "scope": "global", "strict": false, "window": 60}, {"capacity": 100, "cost": 1, "counter": "_global._rate_minute", "message": "Rate limit of 100 calls per minute reached. Try again later.", "rule": "*/global_rate", "scope": "global", "strict": false, "window": 60}],
-			"dynamic_costs": true,
-		},
-		# tools["create_refund"] (line 27)
-		"create_refund": {
-			"rules": [
-				# rules[0] (line 29)
-				{"conditions": [{"op": "exists", "path": ["reason"], "text": "args.reason exists true", "value": true}, {"matches": [{"text": "duplicate"}, {"text": "fraudulent"}, {"text": "requested_by_customer"}], "op": "in", "path": ["reason"], "text": "args.reason in [\"duplicate\", \"fraudulent\", \"requested_by_customer\"]"}], "id": "create_refund/rules[0]", "message": "Policy rule \"create_refund/rules[0]\" denied the call"},
-				# tools."*".rules[0] "global_rate" (line 34)
-				{"id": "*/global_rate", "message": "Rate limit of 100 calls per minute reached. Try again later."},
-			],
-			"charges": [{"capacity": 100, "cost": 1, "counter": "_global._rate_minute", "message": "Rate limit of 100 calls per minute reached. Try again later.", "rule": "*/global_rate", "scope": "global", "strict": false, "window": 60}],
-		},
-		# tools["delete_customer"]: hidden (hide)
-		"delete_customer": {"hidden": true},
-	},
-	"globs": [
-	],
-	# every tool no key names
-	"unlisted": {
-		"rules": [
-			# tools."*".rules[0] "global_rate" (line 34)
-			{"id": "*/global_rate", "message": "Rate limit of 100 calls per minute reached. Try again later."},
-		],
-		"charges": [{"capacity": 100, "cost": 1, "counter": "_global._rate_minute", "message": "Rate limit of 100 calls per minute reached. Try again later.", "rule": "*/global_rate", "scope": "global", "strict": false, "window": 60}],
-	},
+# The call's arguments ({} when there are none)
+default args := {}
+
+args := input.tool.arguments if is_object(input.tool.arguments)
+
+# --- which section decides the call: an exact key, else the first glob (in file order) matching the
+# whole name, else the unlisted section; no string tool name, no decision (a deny)
+name := input.tool.name if is_string(input.tool.name)
+
+which_exact := "t0" if name == "create_charge"
+which_exact := "t1" if name == "create_refund"
+which_exact := "hidden" if name == "delete_customer"
+
+default exact := false
+
+exact if which_exact
+
+which := which_exact
+
+which := "unlisted" if {
+	is_string(name)
+	exact == false
+}
+
+decision := t0_decision if which == "t0"
+decision := t1_decision if which == "t1"
+decision := hidden_decision if which == "hidden"
+decision := unlisted_decision if which == "unlisted"
+
+verdict := t0_verdict if which == "t0"
+verdict := t1_verdict if which == "t1"
+verdict := hidden_verdict if which == "hidden"
+verdict := unlisted_verdict if which == "unlisted"
+
+charges := t0_charges if which == "t0"
+charges := t1_charges if which == "t1"
+charges := hidden_charges if which == "hidden"
+charges := unlisted_charges if which == "unlisted"
+
+# ==================================================================================================
+# tools["create_charge"] (line 8)
+
+# rules[3] "charge_rate" (line 25)
+#   no condition: it never denies (its limit is among the charges)
+# tools."*".rules[0] "global_rate" (line 34)
+#   no condition: it never denies (its limit is among the charges)
+default t0_allow := false
+
+t0_allow if {
+	t0_ok0 # rules[0] "max_amount" (line 10)
+	t0_ok1 # rules[1] "allowed_currency" (line 14)
+	t0_ok2 # rules[2] "daily_spend" (line 17)
+}
+
+# args.amount (null when absent)
+default t0_arg_amount := null
+
+t0_arg_amount := x if x := args.amount
+
+# the cost of a call: args.amount, a non-negative number
+t0_cost2 := t0_arg_amount if {
+	is_number(t0_arg_amount)
+	t0_arg_amount >= 0
+}
+
+# why a call is denied: each failing rule, in order (looked at only when `allow` is false)
+# rules[0] "max_amount" (line 10)
+default t0_reason0 := []
+
+default t0_ok0 := false
+
+t0_ok0 if {
+	is_number(input.tool.arguments.amount)
+	input.tool.arguments.amount <= 50000
+}
+
+t0_reason0 := [{"rule": "create_charge/max_amount", "message": "Charges over $500.00 need a human", "detail": ["args.amount lte 50000 does not hold"]}] if t0_ok0 == false
+
+# rules[1] "allowed_currency" (line 14)
+default t0_reason1 := []
+
+default t0_ok1 := false
+
+t0_ok1 if {
+	is_string(input.tool.arguments.currency)
+	input.tool.arguments.currency in {"eur", "usd"}
+}
+
+t0_reason1 := [{"rule": "create_charge/allowed_currency", "message": `Policy rule "create_charge/allowed_currency" denied the call: args.currency in ["usd", "eur"] does not hold`, "detail": [`args.currency in ["usd", "eur"] does not hold`]}] if t0_ok1 == false
+
+# rules[2] "daily_spend" (line 17)
+default t0_reason2 := []
+
+default t0_ok2 := false
+
+t0_ok2 if {
+	t0_cost2 >= 0
+}
+
+t0_reason2 := [{"rule": "create_charge/daily_spend", "message": "Daily spend limit reached", "detail": ["args.amount must be a non-negative number: it is what the call costs"]}] if t0_ok2 == false
+
+t0_reasons := array.concat(array.concat(t0_reason0, t0_reason1), t0_reason2)
+
+t0_costs := [t0_cost2] if t0_allow
+
+t0_verdict := {"allow": true, "costs": t0_costs} if t0_allow
+
+t0_verdict := {"allow": false, "reasons": t0_reasons} if t0_allow == false
+
+default t0_charges := []
+
+t0_charges := [
+	{"capacity": 1000000, "cost": t0_cost2, "counter": "create_charge.daily_spend", "message": "Daily spend limit reached", "rule": "create_charge/daily_spend", "scope": "global", "strict": false, "window": 86400},
+	{"capacity": 10, "cost": 1, "counter": "create_charge._rate_minute", "message": "Rate limit of 10 calls per minute reached. Try again later.", "rule": "create_charge/charge_rate", "scope": "global", "strict": false, "window": 60},
+	{"capacity": 100, "cost": 1, "counter": "_global._rate_minute", "message": "Rate limit of 100 calls per minute reached. Try again later.", "rule": "*/global_rate", "scope": "global", "strict": false, "window": 60},
+] if t0_allow
+
+t0_decision := {"allow": true, "action": "allow", "reasons": [], "charges": t0_charges} if t0_allow
+
+t0_decision := {"allow": false, "action": "deny", "reasons": t0_reasons, "charges": []} if {
+	t0_allow == false
+}
+
+
+# ==================================================================================================
+# tools["create_refund"] (line 27)
+
+# tools."*".rules[0] "global_rate" (line 34)
+#   no condition: it never denies (its limit is among the charges)
+default t1_allow := false
+
+t1_allow if {
+	t1_ok0 # rules[0] (line 29)
+}
+
+# why a call is denied: each failing rule, in order (looked at only when `allow` is false)
+# rules[0] (line 29)
+default t1_reason0 := []
+
+default t1_ok0 := false
+
+t1_ok0 if {
+	input.tool.arguments.reason != null
+	is_string(input.tool.arguments.reason)
+	input.tool.arguments.reason in {"duplicate", "fraudulent", "requested_by_customer"}
+}
+
+t1_reason0 := [{"rule": "create_refund/rules[0]", "message": concat("", [`Policy rule "create_refund/rules[0]" denied the call: `, d[0]]), "detail": d}] if {
+	t1_ok0 == false
+	d := [t | some c in [[count([1 | input.tool.arguments.reason != null]), ["args.reason exists true does not hold"]], [count([1 | is_string(input.tool.arguments.reason); input.tool.arguments.reason in {"duplicate", "fraudulent", "requested_by_customer"}]), [`args.reason in ["duplicate", "fraudulent", "requested_by_customer"] does not hold`]]]; c[0] == 0; some t in c[1]]
+}
+
+t1_reasons := t1_reason0
+
+t1_costs := [] if t1_allow
+
+t1_verdict := {"allow": true, "costs": t1_costs} if t1_allow
+
+t1_verdict := {"allow": false, "reasons": t1_reasons} if t1_allow == false
+
+default t1_charges := []
+
+t1_charges := [
+	{"capacity": 100, "cost": 1, "counter": "_global._rate_minute", "message": "Rate limit of 100 calls per minute reached. Try again later.", "rule": "*/global_rate", "scope": "global", "strict": false, "window": 60},
+] if t1_allow
+
+t1_decision := {"allow": true, "action": "allow", "reasons": [], "charges": t1_charges} if t1_allow
+
+t1_decision := {"allow": false, "action": "deny", "reasons": t1_reasons, "charges": []} if {
+	t1_allow == false
+}
+
+
+# ==================================================================================================
+# every hidden tool (hide)
+
+hidden_allow := false
+
+hidden_reasons := [{"detail": ["the tool is listed under hide"], "message": "The tool is hidden by policy", "rule": "hide"}]
+
+hidden_costs := [] if hidden_allow
+
+hidden_verdict := {"allow": true, "costs": hidden_costs} if hidden_allow
+
+hidden_verdict := {"allow": false, "reasons": hidden_reasons} if hidden_allow == false
+
+default hidden_charges := []
+
+hidden_decision := {"allow": true, "action": "allow", "reasons": [], "charges": hidden_charges} if hidden_allow
+
+hidden_decision := {"allow": false, "action": "deny", "reasons": hidden_reasons, "charges": []} if {
+	hidden_allow == false
+}
+
+
+# ==================================================================================================
+# every tool no key names
+
+# tools."*".rules[0] "global_rate" (line 34)
+#   no condition: it never denies (its limit is among the charges)
+unlisted_allow := true
+
+# why a call is denied: each failing rule, in order (looked at only when `allow` is false)
+unlisted_reasons := []
+
+unlisted_costs := [] if unlisted_allow
+
+unlisted_verdict := {"allow": true, "costs": unlisted_costs} if unlisted_allow
+
+unlisted_verdict := {"allow": false, "reasons": unlisted_reasons} if unlisted_allow == false
+
+default unlisted_charges := []
+
+unlisted_charges := [
+	{"capacity": 100, "cost": 1, "counter": "_global._rate_minute", "message": "Rate limit of 100 calls per minute reached. Try again later.", "rule": "*/global_rate", "scope": "global", "strict": false, "window": 60},
+] if unlisted_allow
+
+unlisted_decision := {"allow": true, "action": "allow", "reasons": [], "charges": unlisted_charges} if unlisted_allow
+
+unlisted_decision := {"allow": false, "action": "deny", "reasons": unlisted_reasons, "charges": []} if {
+	unlisted_allow == false
 }

@@ -17,6 +17,8 @@ from regoguard.policy import Policy
 from regoguard.policy_set import PolicySet, load_policy_set
 from regoguard.reload import PolicyWatcher
 
+RELOAD_BUILD_WAIT = 60.0
+
 if TYPE_CHECKING:
     from regoguard.guard import Guard
 
@@ -114,6 +116,10 @@ def apply_reload(args: argparse.Namespace, new: PolicySet, guard: Guard, limiter
     # The worker's interpreter is built here, before the swap; inline evaluation would build one on the
     # proxy's thread at the first call, so a reloaded engine goes without it.
     engine = Engine(new.compiled, extra_modules=new.modules or None, inline=False)
+    # Its bundles are built ahead, on the watcher's side of the swap: no call after it pays a build.
+    if not engine.wait_ready(RELOAD_BUILD_WAIT):
+        print(f"regoguard: the reloaded policy's bundles are still building after {RELOAD_BUILD_WAIT:.0f}s; "
+              "swapping now (the first call to each remaining tool builds its own)", file=sys.stderr)
     for warning in new.policy.warnings:
         print(warning, file=sys.stderr)
     old = guard.swap(engine, dry_run=args.dry_run or new.policy.mode == "dry_run")

@@ -1,0 +1,233 @@
+"""The Rego text: one module per decider (what the engine builds, a bundle each) and the whole policy as
+one module (what ``regoguard compile`` writes for review and for ``opa eval``).
+
+Both are made of the same sections (:mod:`regoguard.compiler.sections`), in ``package regoguard.policy``:
+a decider's module holds the shared rules it needs, its one section and two aliases (``verdict``,
+``decision``); the whole-policy module holds every section and picks one by the tool's name (an exact
+key, else the first glob in file order, else the unlisted section).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from regoguard.compiler import rego_text as rt
+from regoguard.compiler.sections import Section, fixed_section, rules_section
+from regoguard.policy.model import WILDCARD, Policy, Rule
+
+PACKAGE = "regoguard.policy"
+ENTRYPOINT = "regoguard/policy/verdict"
+"""What the engine asks a decider's bundle for, without team Rego (one query per call)."""
+HIDDEN = "hidden"
+UNLISTED = "unlisted"
+
+ARGS = """\
+# The call's arguments ({} when there are none)
+default args := {}
+
+args := input.tool.arguments if is_object(input.tool.arguments)
+"""
+
+SCHEMA = """\
+# validate: {required_args: true}: the arguments the tool's inputSchema marks required, all present.
+# Every rule here is total (a default, or clauses covering every case): a missing schema is a failure
+# with a reason, under OPA as under regopy.
+default schema := null
+
+schema := input.schema
+
+default required := []
+
+required := schema.required if is_object(schema)
+
+default schema_is_object := false
+
+schema_is_object if is_object(schema)
+
+default required_valid := false
+
+required_valid if {
+	schema_is_object
+	is_array(required)
+	every k in required {
+		is_string(k)
+	}
+}
+
+present := {k | _ = args[k]}
+
+default required_ok := false
+
+required_ok if {
+	required_valid
+	every k in required {
+		k in present
+	}
+}
+
+required_failures := ["the tool's inputSchema is unknown, so its required arguments cannot be checked"] if {
+	schema_is_object == false
+}
+
+required_failures := ["the tool's inputSchema has a malformed `required` list"] if {
+	schema_is_object
+	required_valid == false
+}
+
+required_failures := [concat("", ["missing required argument \\"", k, "\\""]) |
+	some k in required
+	not k in present
+] if required_valid
+"""
+
+
+@dataclass(frozen=True)
+class Decider:
+    """What decides one group of calls: a tool key, the hidden names, or the unlisted ones."""
+
+    id: str
+    label: str
+    """Where it comes from, for comments: ``tools["create_charge"] (line 7)``."""
+    entry: dict[str, Any]
+    section: Section
+
+
+def deciders(policy: Policy, settings: dict[str, Any]) -> dict[str, Decider]:
+    """Every decider of the policy by id: ``t<i>`` per exact key, ``g<i>`` per glob, ``hidden``,
+    ``unlisted`` (ids follow file order, so the output is deterministic)."""
+    by_key = {t.key: t for t in policy.tools}
+    wildcard = by_key[WILDCARD].rules if WILDCARD in by_key else ()
+    out: dict[str, Decider] = {}
+    i = 0
+    for key, entry in settings["tools"].items():
+        if "hidden" in entry:
+            continue
+        t = by_key[key]
+        out[f"t{i}"] = Decider(f"t{i}", f"tools[{_j(key)}] (line {t.line})", entry,
+                               rules_section(f"t{i}_", entry, _origins(t.rules, wildcard)))
+        i += 1
+    for gi, g in enumerate(settings["globs"]):
+        t = by_key[g["key"]]
+        out[f"g{gi}"] = Decider(f"g{gi}", f"tools[{_j(g['key'])}] (line {t.line})", g["entry"],
+                                rules_section(f"g{gi}_", g["entry"], _origins(t.rules, wildcard)))
+    out[HIDDEN] = Decider(HIDDEN, "every hidden tool (hide)", {"hidden": True}, fixed_section("hidden_", *_HIDE))
+    unlisted = settings["unlisted"]
+    if "hidden" in unlisted:
+        section = fixed_section("unlisted_", *_HIDE)
+    elif "unlisted" in unlisted:
+        section = fixed_section("unlisted_", "default", "The tool is not allowed by policy (default: deny)",
+                                "the tool is not listed under tools")
+    else:
+        section = rules_section("unlisted_", unlisted, _origins((), wildcard))
+    out[UNLISTED] = Decider(UNLISTED, "every tool no key names", unlisted, section)
+    return out
+
+
+_HIDE = ("hide", "The tool is hidden by policy", "the tool is listed under hide")
+
+
+def _j(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _origins(rules: tuple[Rule, ...], wildcard: tuple[Rule, ...]) -> list[str]:
+    def one(where: str, r: Rule) -> str:
+        return where + (f" {_j(r.name)}" if r.name else "") + f" (line {r.line})"
+
+    return [one(f"rules[{r.index}]", r) for r in rules] + [one(f'tools."*".rules[{r.index}]', r) for r in wildcard]
+
+
+def _header(policy: Policy) -> list[str]:
+    src = _j(Path(policy.source).name)[1:-1]
+    lines = [f"# Generated by regoguard from {src}. Do not edit: change the YAML and run `regoguard compile`."]
+    if policy.description:
+        lines.extend(f"# {ln}".rstrip() for ln in policy.description.splitlines() if ln.strip())
+    return lines
+
+
+def _shared(sections: list[Section]) -> list[str]:
+    """The unprefixed rules the sections use: ``args`` and the required-arguments check."""
+    out = []
+    if any(s.reads_schema or "args." in s.text or "args[" in s.text for s in sections):
+        out.append(ARGS)
+    if any(s.reads_schema for s in sections):
+        out.append(SCHEMA)
+    return out
+
+
+def decider_module(policy: Policy, d: Decider) -> str:
+    """The module the engine builds into the bundle of one decider: only that decider's code (the core
+    of its section: no charges or full decision, which the engine fills in from the templates)."""
+    lines = [
+        *_header(policy),
+        f"# The rules deciding {d.label}: its own rules, then the \"*\" rules, in the order they run.",
+        f"package {PACKAGE}",
+        "",
+        "import rego.v1",
+        "",
+        *_shared([d.section]),
+        d.section.text,
+        f"verdict := {d.section.prefix}verdict",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def policy_module(policy: Policy, ds: dict[str, Decider], settings: dict[str, Any]) -> str:
+    """The whole policy as one module: every decider's section, and ``decision`` picking one."""
+    stem = Path(_j(Path(policy.source).name)[1:-1]).stem
+    lines = [
+        *_header(policy),
+        "#",
+        "# Each tool key's rules are written out below as Rego (its own rules, then the \"*\" rules, in the",
+        "# order they run); `decision` picks the section deciding the call by the tool's name:",
+        f"#   opa eval -d {stem}.rego -i call.json data.{PACKAGE}.decision",
+        "# With the team's Rego (package regoguard.custom), the library combines both:",
+        f"#   opa eval -d rego/regoguard -d {stem}.rego -d team/ -i call.json data.regoguard.lib.decision",
+        f"package {PACKAGE}",
+        "",
+        "import rego.v1",
+        "",
+        *_shared([d.section for d in ds.values()]),
+    ]
+    lines += _dispatch(ds, settings)
+    for d in ds.values():
+        lines += ["", "# " + "=" * 98, f"# {d.label}", "", d.section.text, d.section.full]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _dispatch(ds: dict[str, Decider], settings: dict[str, Any]) -> list[str]:
+    exact = [(key, "hidden" if "hidden" in entry else None) for key, entry in settings["tools"].items()]
+    ids = iter(i for i in ds if i.startswith("t"))
+    out = [
+        "# --- which section decides the call: an exact key, else the first glob (in file order) matching the",
+        "# whole name, else the unlisted section; no string tool name, no decision (a deny)",
+        "name := input.tool.name if is_string(input.tool.name)",
+        "",
+    ]
+    for key, hidden in exact:
+        out.append(f"which_exact := {_j(hidden or next(ids))} if name == {rt.string(key)}")
+    out += ["", "default exact := false", ""]
+    if exact:
+        out += ["exact if which_exact", "", "which := which_exact", ""]
+    globs = [(gi, g) for gi, g in enumerate(settings["globs"])]
+    if globs:
+        pairs = ", ".join(f"[{_j(f'g{gi}')}, {rt.string(g['regex'])}]" for gi, g in globs)
+        out += [f"glob_hits := [pair[0] | some pair in [{pairs}]; regex.match(pair[1], name)]", "",
+                "which := glob_hits[0] if {", "\texact == false", "\tcount(glob_hits) > 0", "}", "",
+                "which := \"unlisted\" if {", "\tis_string(name)", "\texact == false", "\tcount(glob_hits) == 0", "}",
+                ""]
+    else:
+        out += ["which := \"unlisted\" if {", "\tis_string(name)", "\texact == false", "}", ""]
+    for d in ds.values():
+        out.append(f"decision := {d.section.prefix}decision if which == {_j(d.id)}")
+    out.append("")
+    for d in ds.values():
+        out.append(f"verdict := {d.section.prefix}verdict if which == {_j(d.id)}")
+    out.append("")
+    for d in ds.values():
+        out.append(f"charges := {d.section.prefix}charges if which == {_j(d.id)}")
+    return out

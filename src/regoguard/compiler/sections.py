@@ -1,0 +1,246 @@
+"""One tool key's rules as direct Rego: a *section* of rules sharing a prefix (``t3_``).
+
+A section decides the calls of one tool key (its own rules, then the ``"*"`` rules, merged here at
+compile time), of every hidden name, or of every name no key matches. Its *core* — all a bundle holds —
+defines, under its prefix:
+
+- ``allow``: every rule holds — one rule, every condition written out inline;
+- ``reasons``: one ``{"rule", "message", "detail"}`` per failing rule, in order, from a table of the
+  rules and their checks (asked for only when ``allow`` is false);
+- ``costs``: the argument-derived costs of its charges, in charge order (when allowed);
+- ``verdict``: what the engine asks for, in one query: ``{"allow": true, "costs"}`` or
+  ``{"allow": false, "reasons"}`` (the engine fills the charges in from the compiled templates).
+
+Its *full* part, in the committed module only, adds ``charges`` and the documented ``decision``.
+
+Few rules per tool on purpose: rego-cpp's bundle memory, build time and query time grow with the rules
+a bundle holds. Every rule is total (a default, or clauses covering every case), and ``not`` is only
+applied to rules or to built-ins over bound values — never to a path that may be absent (OPA makes such
+an expression undefined, which would drop a denial).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from regoguard.compiler import rego_text as rt
+
+_SAFE = re.compile(r"[A-Za-z0-9_]+")
+
+
+
+@dataclass(frozen=True)
+class Section:
+    prefix: str
+    text: str
+    """The core: what a bundle holds."""
+    full: str
+    """``charges`` and ``decision``: the committed module's extras."""
+    reads_schema: bool
+
+
+def _lines_rule(name: str, clauses: list[list[str]], comment: str | None = None) -> list[str]:
+    """``default name := false`` and one ``name if { ... }`` per clause (any clause holding makes it true)."""
+    out = [f"# {comment}"] if comment else []
+    out.append(f"default {name} := false")
+    for body in clauses:
+        out.append("")
+        out.append(f"{name} if {{")
+        out.extend(f"\t{expr}" for expr in body)
+        out.append("}")
+    out.append("")
+    return out
+
+
+class _Values:
+    """The value rules of one section: ``args.<path>`` (null when absent), one rule per distinct path."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.names: dict[tuple[str, ...], str] = {}
+        self.lines: list[str] = []
+
+    def of(self, item: dict[str, Any]) -> str:
+        segs = tuple(str(s) for s in item.get("key_path", item["path"]))
+        name = self.names.get(segs)
+        if name is not None:
+            return name
+        base = "_".join(segs)
+        plain = _SAFE.fullmatch(base) is not None and len(base) <= 40
+        name = f"{self.prefix}arg_{base}" if plain else f"{self.prefix}arg{len(self.names)}"
+        if name in self.names.values():
+            name = f"{self.prefix}arg{len(self.names)}"
+        self.names[segs] = name
+        self.lines.append(f"# args.{'.'.join(segs)} (null when absent)")
+        self.lines.append(f"default {name} := null")
+        for ref in rt.refs(list(segs)):
+            self.lines.append("")
+            self.lines.append(f"{name} := x if x := {ref}")
+        self.lines.append("")
+        return name
+
+
+def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Section:
+    """The section of a tool key (or of unlisted names under ``default: allow``) with rules."""
+    p = prefix
+    values = _Values(p)
+    helpers: list[str] = []  # rules for conditions with several alternative bodies
+    allow: list[str] = []  # the body of `allow`: every rule's checks, inline
+    reasons: list[str] = []  # each rule's reason rule, in order
+    failing: list[str] = []  # the rules saying why a call is denied
+    costs: dict[str, str] = {}  # rule id -> its cost rule
+    notes: list[str] = []  # rules that never deny
+    reads_schema = False
+    denies = False
+    for k, (rule, origin) in enumerate(zip(entry["rules"], origins, strict=True)):
+        checks: list[tuple[list[str], list[str] | str]] = []  # (inline body, detail texts or the rule giving them)
+        for j, c in enumerate(rule.get("conditions", ())):
+            v = _direct(c) or values.of(c)
+            clauses, extra = rt.condition_clauses(c, v, f"{p}c{k}_{j}_eq", f"{k}_{j}")
+            for name, extra_clauses in extra:
+                helpers.extend(_lines_rule(name, extra_clauses))
+            if len(clauses) == 1:
+                body = clauses[0]
+            else:
+                name = f"{p}c{k}_{j}"
+                helpers.extend(_lines_rule(name, clauses, c["text"]))
+                body = [name]
+            checks.append((body, [f"{c['text']} does not hold"]))
+        if "cost_from" in rule:
+            src = rule["cost_from"]
+            v = values.of(src)
+            cost = costs[rule["id"]] = f"{p}cost{k}"
+            helpers += [f"# the cost of a call: {src['text']}, a non-negative number",
+                        f"{cost} := {v} if {{", f"\tis_number({v})", f"\t{v} >= 0", "}", ""]
+            what = f"{src['text']} must be a non-negative number: it is what the call costs"
+            checks.append(([f"{cost} >= 0"], [what]))
+        if rule.get("validate_required"):
+            reads_schema = True
+            checks.append((["required_ok"], "required_failures"))
+        if rule.get("deny"):
+            denies = True
+            checks = [([], ["the rule denies every call"])]
+        if not checks:  # a rule without conditions never denies; its limit is among the charges
+            notes += [f"# {origin}", "#   no condition: it never denies (its limit is among the charges)"]
+            continue
+        if not rule.get("deny"):
+            allow.append(f"{p}ok{k} # {origin}")
+        reasons.append(f"{p}reason{k}")
+        failing.extend(_reason_rules(p, k, rule, origin, checks))
+    if denies:
+        head = [f"{p}allow := false # a rule denies every call", ""]
+    elif allow:
+        head = [f"default {p}allow := false", "", f"{p}allow if {{",
+                *(f"\t{x}" for x in dict.fromkeys(allow)), "}", ""]
+    else:
+        head = [f"{p}allow := true", ""]
+    lines = ["# why a call is denied: each failing rule, in order (looked at only when `allow` is false)",
+             *failing, f"{p}reasons := {_concat([f'{r}' for r in reasons])}", ""]
+    core = "\n".join([*notes, *head, *values.lines, *helpers, *lines, *_costs(p, entry, costs), *_verdict(p)])
+    return Section(p, core, _full(p, entry, costs), reads_schema)
+
+
+def _concat(parts: list[str]) -> str:
+    if not parts:
+        return "[]"
+    out = parts[0]
+    for part in parts[1:]:
+        out = f"array.concat({out}, {part})"
+    return out
+
+
+def _reason_rules(p: str, k: int, rule: dict[str, Any], origin: str,
+                  checks: list[tuple[list[str], list[str] | str]]) -> list[str]:
+    """``<p>ok<k>`` (the rule holds) and ``<p>reason<k>`` (its reason when it does not). A rule with one
+    check fails with a constant reason; with several, its detail lists the checks that do not hold."""
+    ok, reason = f"{p}ok{k}", f"{p}reason{k}"
+    custom = bool(rule.get("custom_message") or rule.get("deny"))
+    out = [f"# {origin}", f"default {reason} := []", ""]
+    if rule.get("deny"):
+        return [*out, f"{reason} := [{_reason(rule, rt.value(['the rule denies every call']), custom)}]", ""]
+    body = [x for b, _ in checks for x in b]
+    out += [f"default {ok} := false", "", f"{ok} if {{", *(f"\t{x}" for x in dict.fromkeys(body)), "}", ""]
+    first = checks[0][1]
+    if len(checks) == 1 and isinstance(first, list):
+        return [*out, f"{reason} := [{_reason(rule, rt.value(first), custom, first[0])}] if {ok} == false", ""]
+    if len(checks) == 1 and isinstance(first, str):
+        detail = first
+    else:
+        pairs = ", ".join(f"[{_count(b)}, {d if isinstance(d, str) else rt.value(d)}]" for b, d in checks)
+        detail = f"[t | some c in [{pairs}]; c[0] == 0; some t in c[1]]"
+    return [*out, f"{reason} := [{_reason(rule, 'd', custom)}] if {{", f"\t{ok} == false", f"\td := {detail}", "}", ""]
+
+
+def _reason(rule: dict[str, Any], detail: str, custom: bool, first: str | None = None) -> str:
+    """The reason object; a message naming what failed first when the rule has none of its own."""
+    if custom:
+        message = rt.string(rule["message"])
+    elif first is not None:
+        message = rt.string(f'Policy rule "{rule["id"]}" denied the call: {first}')
+    else:
+        intro = rt.string(f'Policy rule "{rule["id"]}" denied the call: ')
+        message = f'concat("", [{intro}, {detail}[0]])'
+    return f'{{"rule": {rt.string(rule["id"])}, "message": {message}, "detail": {detail}}}'
+
+
+def _count(body: list[str]) -> str:
+    """A check as a number: 1 when ``body`` holds, 0 when not (a term, so it can sit in the table)."""
+    if not body:
+        return "0"
+    return f"count([1 | {'; '.join(body)}])"
+
+
+def _direct(c: dict[str, Any]) -> str | None:
+    """A plain reference to the argument, for operators that fail by themselves when it is missing
+    (no digit segment: those may index a list or name a key, and go through a value rule)."""
+    segs = [str(s) for s in c.get("key_path", c["path"])]
+    positive = c["op"] in rt.POSITIVE or (c["op"] == "exists" and c["value"] is True)
+    if not positive or "key_path" in c or any(s.isdigit() for s in segs):
+        return None
+    return rt.refs(segs, "input.tool.arguments")[0]
+
+
+def _costs(p: str, entry: dict[str, Any], costs: dict[str, str]) -> list[str]:
+    dynamic = [costs[t["rule"]] for t in entry["charges"] if "cost_from" in t]
+    return [f"{p}costs := [{', '.join(dynamic)}] if {p}allow", ""]
+
+
+def _full(p: str, entry: dict[str, Any], costs: dict[str, str]) -> str:
+    charges = []
+    for t in entry.get("charges", ()):
+        items = {k: rt.value(v) for k, v in t.items() if k != "cost_from"}
+        if "cost_from" in t:
+            items["cost"] = costs[t["rule"]]
+        charges.append("{" + ", ".join(f"{rt.string(k)}: {items[k]}" for k in sorted(items)) + "}")
+    out = [f"default {p}charges := []", ""]
+    if charges:
+        out += [f"{p}charges := [", *(f"\t{c}," for c in charges), f"] if {p}allow", ""]
+    out += [
+        f'{p}decision := {{"allow": true, "action": "allow", "reasons": [], "charges": {p}charges}} if {p}allow',
+        "",
+        f'{p}decision := {{"allow": false, "action": "deny", "reasons": {p}reasons, "charges": []}} if {{',
+        f"\t{p}allow == false",
+        "}",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _verdict(p: str) -> list[str]:
+    return [
+        f'{p}verdict := {{"allow": true, "costs": {p}costs}} if {p}allow',
+        "",
+        f'{p}verdict := {{"allow": false, "reasons": {p}reasons}} if {p}allow == false',
+        "",
+    ]
+
+
+def fixed_section(prefix: str, rule: str, message: str, detail: str) -> Section:
+    """The section of hidden names (``rule`` "hide") or, under ``default: deny``, of unlisted ones."""
+    p = prefix
+    reason = rt.value([{"detail": [detail], "message": message, "rule": rule}])
+    lines = [f"{p}allow := false", "", f"{p}reasons := {reason}", "", f"{p}costs := [] if {p}allow", "",
+             *_verdict(p)]
+    return Section(p, "\n".join(lines), _full(p, {}, {}), False)

@@ -1,0 +1,63 @@
+"""What a decision depends on: the decision cache's key, and the input a bundle is given.
+
+Decisions are pure, so a call whose read values match an earlier one's gets its decision. The compiler
+knows what each decider reads (top-level argument names, and whether the schema), so a tool with only a
+rate limit caches on its name alone. Values are keyed as canonical JSON, bounded in size: a call whose
+read values are larger than the budget is not cached.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from regoguard.compiler import CompiledPolicy, Reads
+
+_MISSING = "\x00missing"
+
+
+def cache_key(compiled: CompiledPolicy, unit: str, doc: dict[str, Any], budget: int) -> tuple[Any, ...] | None:
+    """The key of ``doc`` decided by ``unit``, or None when it should not be cached."""
+    tool = doc["tool"]
+    args = tool.get("arguments") or {}
+    if not isinstance(args, dict):
+        return None
+    reads = compiled.unit_reads(unit)
+    parts: list[Any] = [tool["name"]]
+    for key in sorted(reads.args):
+        if key not in args:
+            parts.append(_MISSING)
+            continue
+        text = json.dumps(args[key], sort_keys=True)
+        budget -= len(text)
+        if budget < 0:
+            return None
+        parts.append(text)
+    if reads.schema:
+        # validate: {required_args: true} reads the schema's required list and which arguments are present
+        schema = doc.get("schema")
+        if isinstance(schema, dict):
+            text = json.dumps(schema["required"], sort_keys=True) if "required" in schema else "\x00no-required"
+        else:
+            text = "\x00no-schema"  # not an object: decided as if absent
+        budget -= len(text)
+        if budget < 0:
+            return None
+        parts.append(text)
+        parts.append(tuple(sorted(args)))
+    return tuple(parts)
+
+
+def policy_input(reads: Reads, doc: dict[str, Any]) -> dict[str, Any]:
+    """The part of ``doc`` a decider's compiled rules read: the arguments they name (and, when they
+    validate required arguments, every argument's presence and the schema). Handing regopy only this
+    makes ``set_input`` cost the same for a 1 MB argument the rules never read as for none; without the
+    team's Rego, nothing else of the input can change the decision."""
+    args = doc["tool"].get("arguments") or {}
+    if reads.schema:
+        picked = {k: (v if k in reads.args else None) for k, v in args.items()}
+        out: dict[str, Any] = {"tool": {"arguments": picked}}
+        if "schema" in doc:
+            out["schema"] = doc["schema"]
+        return out
+    return {"tool": {"arguments": {k: args[k] for k in reads.args if k in args}}}
