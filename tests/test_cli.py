@@ -16,6 +16,7 @@ import regoguard
 from helpers_policy import dedent
 
 GOLDEN = Path(__file__).parent / "golden"
+ROOT = Path(__file__).resolve().parents[1]
 REGOGUARD = [sys.executable, "-m", "regoguard"]
 
 
@@ -87,6 +88,22 @@ def test_check_valid_policies():
         f"{paths[2]}:5:9: warning: rule 'session_start/rules[0]' has a session-scoped limit: it starts over when "
         "the agent reconnects (set `scope: principal` or `global` to make it stick) (tools.session_start.rules[0])"
     ]
+
+
+def test_check_reads_test_files_among_the_policies_as_test_files(tmp_path: Path):
+    """The README's CI recipe `regoguard check policies/*.yaml` on a directory that keeps its
+    *_test.yaml files beside the policies (as this repo's own policies/ does)."""
+    shipped = run("check", *sorted(str(p) for p in (ROOT / "policies").glob("*.yaml")))
+    assert shipped.returncode == 0, shipped.stderr
+    assert "looking-glass_test.yaml: ok (a test file: " in shipped.stdout
+    assert "regoguard test" in shipped.stdout
+    (tmp_path / "p.yaml").write_text("tools:\n  t:\n    rules:\n      - action: deny\n        reason: never\n")
+    (tmp_path / "p_test.yaml").write_text("policy: p.yaml\ntests:\n  - name: x\n    call: {tool: t}\n"
+                                          "    expect: {decision: deny}\n    extra: 1\n")
+    bad = run("check", str(tmp_path / "p.yaml"), str(tmp_path / "p_test.yaml"))
+    assert bad.returncode == 1
+    assert "p_test.yaml:6:5: error: unknown key 'extra'" in bad.stderr, bad.stderr
+    assert "p.yaml: ok" in bad.stdout
 
 
 def test_check_invalid_policy_reports_every_error_compiler_style(broken: Path):

@@ -21,6 +21,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, CallToolResult, TextContent
 
 from conftest import free_port
+from regoguard.limits.sqlite_store import SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SPY = ROOT / "tests" / "servers" / "spy.py"
@@ -161,6 +162,13 @@ async def test_sqlite_limit_across_processes_restarts_and_reset(env: Env, mode: 
         assert len(env.spy_calls("echo")) == 3
 
 
+def test_state_show_of_a_missing_file_is_an_error_and_creates_nothing(env: Env) -> None:
+    shown = env.state("show", "--state", str(env.tmp / "no" / "such" / "x.db"))
+    assert shown.returncode == 1
+    assert "no state database at" in shown.stderr
+    assert not (env.tmp / "no").exists()
+
+
 async def test_two_live_proxies_share_one_sqlite_file(env: Env) -> None:
     policy = env.policy(ECHO_POLICY)
     state = str(env.tmp / "state.db")
@@ -175,6 +183,7 @@ async def test_two_live_proxies_share_one_sqlite_file(env: Env) -> None:
 
 def test_state_prefix_after_options(env: Env) -> None:
     state = str(env.tmp / "state.db")
+    SQLiteStore(state).close()  # `state` reads a store; it never makes one
     for args in (("show", "--json", "global//"), ("reset", "--state", state, "global//")):
         proc = env.state(*args) if "--state" in args else env.state(*args, "--state", state)
         assert proc.returncode == 0, proc.stderr

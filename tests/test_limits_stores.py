@@ -413,6 +413,34 @@ def test_redis_prefix_isolates_stores(redis_url: str, redis_prefix: str, clock: 
         b.close()
 
 
+def test_sqlite_prefix_isolates_stores_in_one_file(tmp_path: Path, clock: ManualClock) -> None:
+    """``--state-prefix`` with SQLite, as Intercept has it: two teams share one file, not their buckets;
+    no prefix (the default) reads the keys of a file written before prefixes existed."""
+    path = tmp_path / "shared.db"
+    plain = SQLiteStore(path)
+    a, b = open_store(str(path), "team-a:"), open_store(str(path), "team-b:")
+    try:
+        spec = Spec(1, 3600, 1)
+        assert take(plain, clock, (KEY, spec)).ok
+        assert take(a, clock, (KEY, spec)).ok  # a different prefix is a different bucket
+        assert take(b, clock, (KEY, spec)).ok
+        assert not take(a, clock, (KEY, spec)).ok
+        assert set(a.snapshot()) == {KEY}  # keys come back without the store's own prefix
+        assert b.reset() == 1
+        assert not take(a, clock, (KEY, spec)).ok and take(b, clock, (KEY, spec)).ok
+        assert set(plain.snapshot()) == {KEY, f"team-a:{KEY}", f"team-b:{KEY}"}
+    finally:
+        for store in (plain, a, b):
+            store.close()
+
+
+def test_reading_a_missing_sqlite_store_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "state.db"
+    with pytest.raises(StoreError, match="no state database"):
+        open_store(str(missing), create=False)
+    assert not (tmp_path / "no").exists()
+
+
 def test_redis_keys_expire_after_their_window(redis_url: str, redis_prefix: str, clock: ManualClock) -> None:
     import redis
 

@@ -23,7 +23,9 @@ def state_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state", metavar="PATH|redis://...",
                    help="where limits live: a SQLite file (default ~/.local/state/regoguard/state.db), "
                         "redis://host:port/db, or memory")
-    p.add_argument("--state-prefix", default="regoguard:", help="key prefix in Redis (default regoguard:)")
+    p.add_argument("--state-prefix", default=None, metavar="P",
+                   help="put P before every counter key, so teams can share one store (default: regoguard: in "
+                        "Redis, none in SQLite)")
 
 
 def rego_option(p: argparse.ArgumentParser) -> None:

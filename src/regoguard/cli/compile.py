@@ -16,7 +16,7 @@ from regoguard.policy import Policy, load_policy
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("compile", help="write the Rego module of each policy")
-    p.add_argument("policy", nargs="+")
+    p.add_argument("policy", nargs="+", help="policy files to compile")
     p.add_argument("-o", "--output", metavar="DIR", help="directory to write <policy>.rego into (default stdout)")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 if the Rego in DIR is stale (for CI and pre-commit)")

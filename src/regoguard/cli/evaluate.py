@@ -17,7 +17,7 @@ from regoguard.policy_set import load_policy_set
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("eval", help="decide one tool call and print the decision as JSON")
-    p.add_argument("-c", "--config", required=True, metavar="POLICY")
+    p.add_argument("-c", "--config", required=True, metavar="POLICY", help="the policy file (YAML)")
     p.add_argument("--tool", required=True, help="the tool name")
     p.add_argument("--args", default="{}", help="the arguments as a JSON object (or @file.json)")
     p.add_argument("--schema", help="the tool's inputSchema as JSON (or @file.json)")

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="run an MCP server behind the guard: regoguard run -c POLICY -- COMMAND ...")
-    p.add_argument("-c", "--config", required=True, metavar="POLICY")
+    p.add_argument("-c", "--config", required=True, metavar="POLICY",
+                   help="the policy file (YAML); reloaded when it changes")
     p.add_argument("--server-name", help="server name in the input document (default: from the command)")
     p.add_argument("--principal", help="principal id in the input document (default: the OS user)")
     p.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024,
@@ -48,7 +49,8 @@ def add_parser(sub: Any) -> None:
                         "reload off)")
     p.add_argument("--refund-on-tool-error", action="store_true",
                    help="also give tokens back when the tool answers with isError (JSON-RPC errors always are)")
-    p.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    p.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]",
+                   help="the MCP server's own command line, after --")
     p.set_defaults(func=cmd_run)
 
 

@@ -24,7 +24,7 @@ def cmd_state(args: argparse.Namespace, out: BinaryIO) -> int:
     import time
 
     try:
-        store = open_store(args.state, args.state_prefix)
+        store = open_store(args.state, args.state_prefix, create=False)
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL

@@ -31,6 +31,9 @@ class LimitDenial:
     retry_after: float | None
 
 
+DEFAULT_REDIS_PREFIX = "regoguard:"
+
+
 def bucket_key(charge: Charge, server: str, principal: str, session: str) -> str:
     scope_id = {"global": "", "principal": principal, "session": session}[charge.scope]
     return f"{charge.scope}/{scope_id}/{server}/{charge.counter}"
@@ -86,8 +89,13 @@ class Limiter:
             self.store.reset(f"session/{session}/")
 
 
-def open_store(spec: str | None, prefix: str = "regoguard:") -> Store:
-    """``None`` or a path → SQLite; ``memory`` → in-process; ``redis://…`` / ``rediss://…`` → Redis."""
+def open_store(spec: str | None, prefix: str | None = None, create: bool = True) -> Store:
+    """``None`` or a path → SQLite; ``memory`` → in-process; ``redis://…`` / ``rediss://…`` → Redis.
+
+    ``prefix`` goes before every key: ``regoguard:`` in Redis unless given, nothing in SQLite unless given
+    (so files written before prefixes existed keep their counters). ``create=False``: a SQLite file that
+    does not exist is a StoreError rather than a new, empty store.
+    """
     from regoguard.limits.sqlite_store import SQLiteStore, default_state_path
     from regoguard.limits.store import MemoryStore
 
@@ -96,5 +104,5 @@ def open_store(spec: str | None, prefix: str = "regoguard:") -> Store:
     if spec and (spec.startswith("redis://") or spec.startswith("rediss://") or spec.startswith("unix://")):
         from regoguard.limits.redis_store import RedisStore
 
-        return RedisStore(spec, prefix)
-    return SQLiteStore(spec or default_state_path())
+        return RedisStore(spec, DEFAULT_REDIS_PREFIX if prefix is None else prefix)
+    return SQLiteStore(spec or default_state_path(), prefix=prefix or "", create=create)

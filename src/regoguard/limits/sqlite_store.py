@@ -29,9 +29,20 @@ def default_state_path() -> Path:
 
 
 class SQLiteStore:
-    def __init__(self, path: str | Path, busy_timeout_ms: int = 5000) -> None:
+    """Buckets in the SQLite file at ``path``.
+
+    Args:
+        prefix: put before every key (``--state-prefix``), so teams can share one file, as in Redis.
+        create: make the file (and its directory) if missing; False: a missing file is a StoreError
+            (``regoguard state`` reads a store, it must not conjure an empty one from a typo).
+    """
+
+    def __init__(self, path: str | Path, busy_timeout_ms: int = 5000, prefix: str = "", create: bool = True) -> None:
         self.path = Path(path)
+        self.prefix = prefix
         self._lock = threading.Lock()
+        if not create and not self.path.is_file():
+            raise StoreError(f"no state database at {self.path}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
@@ -88,6 +99,7 @@ class SQLiteStore:
                 raise StoreError(f"state database {self.path}: {exc}") from exc
 
     def take_all(self, items: list[tuple[str, Spec]], now: float) -> TakeResult:
+        items = [(self.prefix + k, spec) for k, spec in items]
         with self._write():
             result, new = apply_all(self._load([k for k, _ in items]), items, now)
             if result.ok:
@@ -95,10 +107,12 @@ class SQLiteStore:
         return result
 
     def give_back_all(self, items: list[tuple[str, Spec]], now: float) -> None:
+        items = [(self.prefix + k, spec) for k, spec in items]
         with self._write():
             self._save(refund_all(self._load([k for k, _ in items]), items, now))
 
     def snapshot(self, prefix: str = "") -> dict[str, BucketState]:
+        prefix = self.prefix + prefix
         with self._lock:
             try:
                 rows = self._db.execute(
@@ -107,9 +121,10 @@ class SQLiteStore:
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise StoreError(f"state database {self.path}: {exc}") from exc
-        return {k: BucketState(t, u) for k, t, u in rows}
+        return {k[len(self.prefix):]: BucketState(t, u) for k, t, u in rows}
 
     def reset(self, prefix: str = "") -> int:
+        prefix = self.prefix + prefix
         with self._lock:
             try:
                 cur = self._db.execute("DELETE FROM buckets WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))

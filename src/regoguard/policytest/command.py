@@ -32,7 +32,9 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("test", help="run policy tests: YAML cases (*_test.yaml) and Rego test_ rules",
-                       description="Run policy unit tests. See docs/testing.md for the test file format.")
+                       description="Run policy unit tests: *_test.yaml cases (policy:, tests: with call/expect, "
+                                   "repeat, steps and advance for limits) and test_ rules in *_test.rego. The "
+                                   "format is documented in docs/testing.md of the regoguard repository.")
     p.add_argument("paths", nargs="*", default=["."], metavar="PATH",
                    help="test files, or directories searched for *_test.yaml / *.test.yaml (default .)")
     p.add_argument("--rego", action="append", default=[], metavar="DIR",

@@ -77,7 +77,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help=f"give up if starting the server and listing its tools takes longer "
                         f"(default {DEFAULT_TIMEOUT:g})")
-    p.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    p.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]",
+                   help="the MCP server's own command line, after --")
     p.set_defaults(func=cmd_scan)
 
 
