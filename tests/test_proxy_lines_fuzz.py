@@ -91,3 +91,15 @@ def test_the_core_answers_any_line_with_strict_json_and_never_forwards_a_hidden_
         for entry in msg if isinstance(msg, list) else [msg]:
             assert not (isinstance(entry, dict) and entry.get("method") == "tools/call"
                         and isinstance(entry.get("params"), dict) and entry["params"].get("name") == "secret")
+
+
+def test_a_denial_names_its_rule_once() -> None:
+    from regoguard.decision import Decision
+    from regoguard.guard import Verdict
+    from regoguard.proxy.replies import denial_reply
+
+    decision = Decision.deny("t/r", 'Policy rule "t/r" denied the call: args.x lte 1 does not hold')
+    answer = json.loads(denial_reply('"a"', {"id": "a"}, "t", Verdict("d-1", decision)))
+    text = answer["result"]["content"][0]["text"]
+    assert text == "[regoguard] Tool call 't' denied by policy rule 't/r': args.x lte 1 does not hold"
+    assert answer["result"]["_meta"]["regoguard/decision"]["reason"] == decision.message  # kept whole for machines

@@ -364,7 +364,7 @@ def _read_rule(r: Reader, tool_key: str, index: int, node: Node, path: str) -> R
     if scope is not None and limit is None and "rate_limit" not in entries and "state" not in entries:
         r.error(scope_node.pos if scope_node else node.pos, join_path(path, "scope"),
                 "scope applies to a rule's limit, and this rule has no rate_limit or state")
-    if limit is not None and limit.scope == "session":
+    if limit is not None and limit.scope == "session" and scope is None:  # an explicit `scope: session` is a choice
         r.warn(node.pos, path, f"rule {rule_id!r} has a session-scoped limit: it starts over when the agent "
                "reconnects (set `scope: principal` or `global` to make it stick)")
 

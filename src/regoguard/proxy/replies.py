@@ -31,7 +31,9 @@ def denial_reply(raw_id: str, msg: dict[str, Any], name: str, verdict: Verdict) 
         text = (f"[regoguard] Tool call {name!r} needs a human's approval (rule {decision.rule!r}): "
                 f"{decision.message}. No approver is configured for this proxy, so the call was not forwarded.")
     else:
-        text = f"[regoguard] Tool call {name!r} denied by policy rule {decision.rule!r}: {decision.message}"
+        # a generated message names the rule already: say it once
+        message = (decision.message or "").removeprefix(f'Policy rule "{decision.rule}" denied the call: ')
+        text = f"[regoguard] Tool call {name!r} denied by policy rule {decision.rule!r}: {message}"
     result: dict[str, Any] = {
         "content": [{"type": "text", "text": text}],
         "isError": True,
