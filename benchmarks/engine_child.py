@@ -94,6 +94,17 @@ def doc(name: str, args: dict[str, Any]) -> tuple[dict[str, Any], int]:
     return d, len(json.dumps(d))
 
 
+def call_kinds(tools: list[Tool]) -> dict[str, tuple[list[tuple[dict[str, Any], int]], bool]]:
+    """The calls each kind of decision is timed on, and whether they must be allowed."""
+    targets = tools[:TARGETS]
+    return {
+        "allow": ([doc(n, ok) for n, _, ok, _ in targets], True),
+        "deny": ([doc(n, bad) for n, _, _, bad in targets], False),
+        "unlisted": ([doc(f"unlisted_{i}", {"note": "x"}) for i in range(TARGETS)], True),
+        "hidden": ([doc(h, {}) for h in HIDDEN], False),
+    }
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -156,13 +167,7 @@ def inline_series(n: int, calls: int) -> dict[str, dict[str, float]]:
     tools = make_tools(n, bounded=True)
     compiled = compile_policy(load_policy_text(policy_yaml(tools), f"<bench-inline-{n}>"))
     engine = Engine(compiled, EngineLimits(cache_size=0))
-    targets = tools[:TARGETS]
-    kinds = {
-        "allow": ([doc(n, ok) for n, _, ok, _ in targets], True),
-        "deny": ([doc(n, bad) for n, _, _, bad in targets], False),
-        "unlisted": ([doc(f"unlisted_{i}", {"note": "x"}) for i in range(TARGETS)], True),
-        "hidden": ([doc(h, {}) for h in HIDDEN], False),
-    }
+    kinds = call_kinds(tools)
     try:
         while engine.bundles_built < min(len(compiled.units), engine.limits.max_bundles):
             time.sleep(0.005)
@@ -205,13 +210,7 @@ def main() -> int:
             time.sleep(0.005)
         out["ahead_s"] = time.perf_counter() - t0
     out["rss_mb"] = rss_mb() - rss0
-    targets = tools[:TARGETS]
-    kinds = {
-        "allow": ([doc(n, ok) for n, _, ok, _ in targets], True),
-        "deny": ([doc(n, bad) for n, _, _, bad in targets], False),
-        "unlisted": ([doc(f"unlisted_{i}", {"note": "x"}) for i in range(TARGETS)], True),
-        "hidden": ([doc(h, {}) for h in HIDDEN], False),
-    }
+    kinds = call_kinds(tools)
     out["uncached"] = {k: series(engine, docs, a.calls, allow, False) for k, (docs, allow) in kinds.items()}
     engine.close()
     cached = Engine(compiled)

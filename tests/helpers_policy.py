@@ -16,6 +16,22 @@ def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip("\n")
 
 
+# A policy whose rules run regexes: decided on the worker pool, behind the timeout.
+REGEX_POLICY = dedent(
+    """
+    tools:
+      t:
+        rules:
+          - name: word
+            conditions:
+              - {path: args.s, op: regex, value: "^[a-z]+$"}
+          - name: no_x
+            conditions:
+              - {path: args.s, op: not_regex, value: "x"}
+    """
+)
+
+
 @functools.lru_cache(maxsize=256)
 def compiled_for(yaml_text: str, source: str = "<policy>") -> CompiledPolicy:
     return regoguard.compile_policy(regoguard.load_policy_text(yaml_text, source))

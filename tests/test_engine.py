@@ -14,26 +14,13 @@ from pathlib import Path
 import pytest
 
 import regoguard
-from helpers_policy import call_doc, compiled_for, dedent, engine_for
+from helpers_policy import REGEX_POLICY, call_doc, compiled_for, dedent, engine_for
 from regoguard import Engine, EngineLimits
 from regoguard.engine import library_modules, run_with_large_stack
 from regoguard.errors import EngineError
 
 TESTS = Path(__file__).parent
 
-REGEX_POLICY = dedent(
-    """
-    tools:
-      t:
-        rules:
-          - name: word
-            conditions:
-              - {path: args.s, op: regex, value: "^[a-z]+$"}
-          - name: no_x
-            conditions:
-              - {path: args.s, op: not_regex, value: "x"}
-    """
-)
 ONE_MB = 1_000_000
 MIB = 1024 * 1024
 REGEX_BOUND = 64 * 1024  # the longest string lib.rego lets reach a regex

@@ -7,23 +7,10 @@ from __future__ import annotations
 
 import threading
 
-from helpers_policy import call_doc, compiled_for, dedent
+from helpers_policy import REGEX_POLICY, call_doc, compiled_for
 from regoguard import Engine, EngineLimits
 
 MIB = 1024 * 1024
-REGEX_POLICY = dedent(
-    """
-    tools:
-      t:
-        rules:
-          - name: word
-            conditions:
-              - {path: args.s, op: regex, value: "^[a-z]+$"}
-          - name: no_x
-            conditions:
-              - {path: args.s, op: not_regex, value: "x"}
-    """
-)
 
 
 MANY_TOOLS = "tools:\n" + "".join(

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from regoguard.errors import PolicyLoadError
+from regoguard.policy_set import PolicySet, load_policy_set
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -17,6 +18,15 @@ def print_errors(exc: PolicyLoadError) -> None:
         print(err, file=sys.stderr)
     n = len(exc.errors)
     print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+
+
+def load_or_report(path: str, rego: list[str]) -> PolicySet | None:
+    """The policy and its team Rego, or None with every error printed (file:line:column)."""
+    try:
+        return load_policy_set(path, rego)
+    except PolicyLoadError as exc:
+        print_errors(exc)
+        return None
 
 
 def state_options(p: argparse.ArgumentParser) -> None:

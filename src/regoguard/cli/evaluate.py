@@ -9,10 +9,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from regoguard import __version__
-from regoguard.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, print_errors, rego_option
+from regoguard.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, load_or_report, rego_option
 from regoguard.engine import Engine
-from regoguard.errors import PolicyLoadError
-from regoguard.policy_set import load_policy_set
 
 
 def add_parser(sub: Any) -> None:
@@ -50,10 +48,8 @@ def cmd_eval(args: argparse.Namespace, out: BinaryIO) -> int:
     if schema is not None and not isinstance(schema, dict):
         print("error: --schema must be a JSON object (the tool's inputSchema)", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        loaded = load_policy_set(args.config, args.rego)
-    except PolicyLoadError as exc:
-        print_errors(exc)
+    loaded = load_or_report(args.config, args.rego)
+    if loaded is None:
         return EXIT_USAGE
     engine = Engine(loaded.compiled, extra_modules=loaded.modules or None)
     try:

@@ -9,12 +9,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from regoguard import __version__
 from regoguard.audit import DEFAULT_SENSITIVE_KEYS, DecisionLog, FileSink, MaskingRules, Sink, StderrSink
-from regoguard.cli.common import EXIT_USAGE, print_errors, rego_option, server_command, state_options
+from regoguard.cli.common import EXIT_USAGE, load_or_report, rego_option, server_command, state_options
 from regoguard.engine import Engine
-from regoguard.errors import PolicyLoadError
 from regoguard.limits import Limiter, MemoryStore, StoreError, open_store
 from regoguard.policy import Policy
-from regoguard.policy_set import PolicySet, load_policy_set
+from regoguard.policy_set import PolicySet
 from regoguard.reload import PolicyWatcher
 
 RELOAD_BUILD_WAIT = 60.0
@@ -64,10 +63,8 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
     command = server_command(args, "regoguard run -c p.yaml -- npx server")
     if command is None:
         return EXIT_USAGE
-    try:
-        loaded = load_policy_set(args.config, args.rego)
-    except PolicyLoadError as exc:
-        print_errors(exc)
+    loaded = load_or_report(args.config, args.rego)
+    if loaded is None:
         return EXIT_USAGE
     policy = loaded.policy
     for warning in policy.warnings:
