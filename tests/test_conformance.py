@@ -410,3 +410,34 @@ def test_conformance_suite_passes_through_regoguard_as_it_does_directly(revision
         + "\n  ".join(regressions)
         + f"\n{summary}\n--- regoguard gateway log ---\n{logs['regoguard']}"
     )
+
+
+# ---- regoguard serve: the HTTP front itself -----------------------------------------------------------
+
+
+@dataclass
+class _Front:
+    label: str
+    url: str
+
+
+@pytest.mark.parametrize("revision", REVISIONS)
+def test_conformance_suite_passes_against_serve(revision: str, workdir: Path) -> None:
+    """``regoguard serve`` in front of the stdio conformance server is the server under test, HTTP and all
+    (Origin and Host checks, sessions, both eras' headers): every scenario must pass."""
+    from http_harness import serving
+
+    with serving(POLICY, command=[sys.executable, str(SERVER)]) as proc:
+        run = _start_suite(_Front("serve", proc.url), revision, workdir)  # type: ignore[arg-type]
+        try:
+            run.proc.wait(timeout=SUITE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _stop(run.proc)
+            pytest.fail(f"conformance suite against serve still running after {SUITE_TIMEOUT}s:\n"
+                        + run.log_path.read_text(errors="replace")[-3000:])
+        outcome = _read_outcome(run.outdir)
+        stderr = proc.stderr()
+    assert outcome.passed >= MUST_PASS_DIRECT[revision], run.log_path.read_text(errors="replace")[-3000:]
+    failures = [f"{name}: {outcome.describe(name)}" for name in sorted(outcome.failed)]
+    assert not failures, "\n  ".join(["scenarios failing against regoguard serve:", *failures]) + "\n" + stderr[-3000:]
+    print(f"{revision}: {len(outcome.passed)}/{len(outcome.checks)} scenarios pass against regoguard serve")

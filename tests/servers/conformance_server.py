@@ -13,7 +13,8 @@ Tools      test_simple_text, test_image_content, test_audio_content, test_embedd
            multi_round,tampered_state,capabilities} and prompt test_input_required_result_prompt
            (InputRequiredResult rounds, SEP-2322); the stateless scenario's hooks test_missing_capability
            (-32021 without sampling), test_streaming_elicitation, test_logging_tool,
-           test_trigger_tool_change, test_trigger_prompt_change
+           test_trigger_tool_change, test_trigger_prompt_change; test_custom_headers(region, priority), whose
+           arguments carry x-mcp-header annotations (SEP-2243: clients mirror them into Mcp-Param-* headers)
 Resources  test://static-text, test://static-binary, template test://template/{id}/data,
            test://watched-resource (subscribable: resources/subscribe, resources/unsubscribe)
 Prompts    test_simple_prompt, test_prompt_with_arguments(arg1, arg2),
@@ -529,6 +530,21 @@ async def test_trigger_prompt_change(ctx: Context) -> CallToolResult:
     mcp.add_prompt(Prompt.from_function(dynamic_prompt, name=f"test_dynamic_prompt_{count}", description="Added."))
     await ctx.notify_prompts_changed()
     return _text("prompt list changed")
+
+
+# ---- tools: custom parameter headers (2026-07-28, SEP-2243) ----------------------------------------
+# http-custom-header-server-validation looks for a tool with a string-typed x-mcp-header property and
+# checks the HTTP server validates the Mcp-Param-* headers against the body. Over stdio the headers never
+# reach this process: that check belongs to whatever serves it over HTTP. Registered last, so the tool the
+# other scenarios take first (tools[0]) stays test_simple_text.
+
+
+@mcp.tool(description="Echoes its arguments; both are mirrored into Mcp-Param-* headers (x-mcp-header).")
+def test_custom_headers(
+    region: Annotated[str, Field(description="Routing region", json_schema_extra={"x-mcp-header": "Region"})],
+    priority: Annotated[int, Field(description="Priority", json_schema_extra={"x-mcp-header": "Priority"})] = 0,
+) -> CallToolResult:
+    return _text(f"region={region}, priority={priority}")
 
 
 # ---- resources -------------------------------------------------------------------------

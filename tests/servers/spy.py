@@ -10,7 +10,8 @@ list_customers (readOnlyHint), echo, and bulk_tool_000..bulk_tool_119.
 tools/list is paginated, PAGE_SIZE tools per page, with an opaque ``nextCursor``.
 
 Built on the lowlevel ``mcp.server.Server`` API (``MCPServer`` has no pagination).
-Run: ``python tests/servers/spy.py``.
+Run: ``python tests/servers/spy.py`` (stdio), or ``python tests/servers/spy.py --http PORT [--json]`` for the
+SDK's Streamable HTTP server on 127.0.0.1:PORT/mcp (SSE answers, or JSON ones with ``--json``).
 """
 
 from __future__ import annotations
@@ -193,5 +194,17 @@ async def main() -> None:
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
+def serve_http(port: int, json_response: bool) -> None:
+    import uvicorn
+
+    app = server.streamable_http_app(json_response=json_response)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
 if __name__ == "__main__":
-    anyio.run(main)
+    import sys
+
+    if "--http" in sys.argv:
+        serve_http(int(sys.argv[sys.argv.index("--http") + 1]), "--json" in sys.argv)
+    else:
+        anyio.run(main)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 
 from regoguard.errors import PolicyLoadError
@@ -54,3 +56,71 @@ def server_command(args: argparse.Namespace, example: str) -> list[str] | None:
         print(f"error: give the MCP server's command after --, e.g. {example}", file=sys.stderr)
         return None
     return command
+
+
+def upstream_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--upstream", metavar="URL",
+                   help="a remote MCP server to guard instead of a command: its Streamable HTTP (or SSE) URL")
+    p.add_argument("--header", action="append", default=[], metavar='"NAME: VALUE"',
+                   help="an HTTP header for every request to --upstream (repeatable); ${VAR} in the value is "
+                        "read from the environment, so secrets stay out of client configs")
+    p.add_argument("--upstream-transport", choices=("auto", "streamable-http", "sse"), default="auto",
+                   help="how to speak to --upstream: Streamable HTTP, the legacy HTTP+SSE transport, or auto "
+                        "(Streamable HTTP, falling back to SSE when the server refuses it; the default)")
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class HeaderError(ValueError):
+    pass
+
+
+def parse_headers(values: list[str], environ: dict[str, str] | None = None) -> dict[str, str]:
+    """``"Name: value"`` options as a header mapping, with ``${VAR}`` read from the environment. A header
+    that names an unset variable is an error, never sent empty."""
+    env = os.environ if environ is None else environ
+    headers: dict[str, str] = {}
+    for raw in values:
+        name, sep, value = raw.partition(":")
+        name, value = name.strip(), value.strip()
+        if not sep or not _HEADER_NAME.match(name):
+            raise HeaderError(f"--header {raw!r}: expected \"Name: value\"")
+
+        def expand(match: re.Match[str], raw: str = raw) -> str:
+            var = match.group(1)
+            if var not in env:
+                raise HeaderError(f"--header {raw.partition(':')[0]!r} names ${{{var}}}, which is not set")
+            return env[var]
+
+        value = _ENV_REF.sub(expand, value)
+        if any(ch in value for ch in "\r\n\0"):
+            raise HeaderError(f"--header {name!r}: the value holds a line break or NUL")
+        headers[name.lower()] = value
+    return headers
+
+
+def upstream_target(args: argparse.Namespace, example: str) -> tuple[list[str] | None, dict[str, str]] | None:
+    """The server to guard: a command after ``--`` or ``--upstream URL`` (with its headers); None, with
+    the usage error printed, when it is neither or both."""
+    rest = list(args.server_command)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    if args.upstream:
+        if rest:
+            print("error: give either --upstream URL or a server command after --, not both", file=sys.stderr)
+            return None
+        if not re.match(r"^https?://", args.upstream):
+            print(f"error: --upstream {args.upstream!r}: expected an http:// or https:// URL", file=sys.stderr)
+            return None
+        try:
+            return None, parse_headers(args.header)
+        except HeaderError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return None
+    if args.header:
+        print("error: --header applies to --upstream only", file=sys.stderr)
+        return None
+    command = server_command(args, example)
+    return None if command is None else (command, {})

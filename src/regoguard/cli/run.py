@@ -5,31 +5,53 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from regoguard import __version__
 from regoguard.audit import DEFAULT_SENSITIVE_KEYS, DecisionLog, FileSink, MaskingRules, Sink, StderrSink
-from regoguard.cli.common import EXIT_USAGE, load_or_report, rego_option, server_command, state_options
+from regoguard.cli.common import (
+    EXIT_USAGE,
+    load_or_report,
+    rego_option,
+    state_options,
+    upstream_options,
+    upstream_target,
+)
 from regoguard.engine import Engine
 from regoguard.limits import Limiter, MemoryStore, StoreError, open_store
 from regoguard.policy import Policy
 from regoguard.policy_set import PolicySet
+from regoguard.proxy.upstream import Deliver, Upstream
 from regoguard.reload import PolicyWatcher
 
 RELOAD_BUILD_WAIT = 60.0
 
 if TYPE_CHECKING:
     from regoguard.guard import Guard
+    from regoguard.limits import Store
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("run", help="run an MCP server behind the guard: regoguard run -c POLICY -- COMMAND ...")
-    p.add_argument("-c", "--config", required=True, metavar="POLICY",
-                   help="the policy file (YAML); reloaded when it changes")
-    p.add_argument("--server-name", help="server name in the input document (default: from the command)")
+    p = sub.add_parser("run", help="guard an MCP server for one client on stdio: regoguard run -c POLICY -- COMMAND "
+                                   "..., or --upstream URL for a remote server")
+    guard_options(p)
     p.add_argument("--principal", help="principal id in the input document (default: the OS user)")
     p.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024,
                    help="largest client message accepted (default 16 MiB)")
+    p.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]",
+                   help="the MCP server's own command line, after --")
+    p.set_defaults(func=cmd_run)
+
+
+def guard_options(p: argparse.ArgumentParser) -> None:
+    """The options ``run`` and ``serve`` share: the policy, the server, state, logging and reload."""
+    p.add_argument("-c", "--config", required=True, metavar="POLICY",
+                   help="the policy file (YAML); reloaded when it changes")
+    p.add_argument("--server-name", help="server name in the input document (default: from the command, or the "
+                                         "URL's host)")
+    upstream_options(p)
     state_options(p)
     p.add_argument("--fail-open", action="store_true",
                    help="if the state store fails, allow calls instead of denying them (default: deny; "
@@ -48,45 +70,56 @@ def add_parser(sub: Any) -> None:
                         "reload off)")
     p.add_argument("--refund-on-tool-error", action="store_true",
                    help="also give tokens back when the tool answers with isError (JSON-RPC errors always are)")
-    p.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]",
-                   help="the MCP server's own command line, after --")
-    p.set_defaults(func=cmd_run)
 
 
-def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
-    import asyncio
-    import getpass
+@dataclass
+class Guarded:
+    """What ``run`` and ``serve`` put in front of a server: the guard, what it decides for, and what
+    must be closed at the end."""
 
+    guard: Guard
+    command: list[str] | None
+    headers: dict[str, str]
+    server_name: str
+    make_upstream: Callable[[Deliver], Upstream]
+    _watcher: PolicyWatcher | None
+    _store: Store
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+        self.guard.engine.close()
+        self._store.close()
+
+
+def open_guard(args: argparse.Namespace, example: str) -> Guarded | None:
+    """Load the policy, open the state store, build the engine and guard, start hot reload; None, with
+    the problem printed, when any of it fails."""
     from regoguard.guard import Guard
-    from regoguard.proxy.stdio import ProxyOptions, StdioProxy, default_server_name
 
-    command = server_command(args, "regoguard run -c p.yaml -- npx server")
-    if command is None:
-        return EXIT_USAGE
+    target = upstream_target(args, example)
+    if target is None:
+        return None
+    command, headers = target
     loaded = load_or_report(args.config, args.rego)
     if loaded is None:
-        return EXIT_USAGE
+        return None
     policy = loaded.policy
     for warning in policy.warnings:
         print(warning, file=sys.stderr)
     fail_open = args.fail_open or policy.on_store_error == "allow"
+    store: Store
     try:
         store = open_store(args.state, args.state_prefix)
     except StoreError as exc:
         if not fail_open:
             print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            return None
         print(f"warning: {exc}; limits are kept in memory, for this process only (--fail-open)", file=sys.stderr)
         store = MemoryStore()
     engine = Engine(loaded.compiled, extra_modules=loaded.modules or None)
-    server_name = args.server_name or default_server_name(command)
+    server_name = args.server_name or target_name(command, args.upstream)
     decision_log = _decision_log(args, policy, engine.revision, server_name)
-    options = ProxyOptions(
-        server_name=server_name,
-        principal=args.principal or getpass.getuser(),
-        max_message_bytes=args.max_message_bytes,
-        refund_on_tool_error=args.refund_on_tool_error,
-    )
     dry_run = args.dry_run or policy.mode == "dry_run"
     if dry_run:
         print("regoguard: dry run: every call is forwarded; calls the policy would deny are logged as would_deny",
@@ -98,14 +131,54 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
         watcher = PolicyWatcher(loaded, args.rego, lambda new: apply_reload(args, new, guard, limiter, decision_log),
                                 args.reload_interval)
         watcher.start()
-    proxy = StdioProxy(guard, command, options, sys.stdin.buffer, out, signals=args.signal_relay)
+    make_upstream = upstream_factory(command, args.upstream, headers, args.upstream_transport)
+    return Guarded(guard, command, headers, server_name, make_upstream, watcher, store)
+
+
+def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
+    import asyncio
+    import getpass
+
+    from regoguard.proxy.stdio import ProxyOptions, StdioProxy
+
+    guarded = open_guard(args, "regoguard run -c p.yaml -- npx server")
+    if guarded is None:
+        return EXIT_USAGE
+    options = ProxyOptions(
+        server_name=guarded.server_name,
+        principal=args.principal or getpass.getuser(),
+        max_message_bytes=args.max_message_bytes,
+        refund_on_tool_error=args.refund_on_tool_error,
+    )
+    proxy = StdioProxy(guarded.guard, guarded.make_upstream, options, sys.stdin.buffer, out,
+                       signals=args.signal_relay)
     try:
         return asyncio.run(proxy.run())
     finally:
-        if watcher is not None:
-            watcher.stop()
-        guard.engine.close()
-        store.close()
+        guarded.close()
+
+
+def target_name(command: list[str] | None, url: str | None) -> str:
+    from urllib.parse import urlsplit
+
+    from regoguard.proxy.stdio import default_server_name
+
+    if command is not None:
+        return default_server_name(command)
+    return urlsplit(url or "").hostname or "mcp-server"
+
+
+def upstream_factory(command: list[str] | None, url: str | None, headers: dict[str, str],
+                     transport: str) -> Callable[[Deliver], Upstream]:
+    """What builds the server side of one session: the command as a child, or the remote server."""
+    from regoguard.proxy.child import ChildUpstream
+    from regoguard.proxy.http_upstream import HttpOptions, http_upstream
+
+    if command is not None:
+        return lambda deliver: ChildUpstream(command, deliver)
+    assert url is not None
+    options = HttpOptions(url, headers)
+    return lambda deliver: http_upstream(transport, options, deliver)
 
 
 def apply_reload(args: argparse.Namespace, new: PolicySet, guard: Guard, limiter: Limiter,

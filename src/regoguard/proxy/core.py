@@ -56,6 +56,7 @@ class ToClient:
 
     data: bytes
     answers: tuple[Hashable, ...] = ()
+    related: Hashable | None = None  # the client request a server notification belongs to, when it says
 
 
 @dataclass
@@ -170,8 +171,9 @@ class RelayCore:
         out, self._out = self._out, Outbox()
         return out
 
-    def _to_client(self, text: str, *answers: Hashable | None) -> None:
-        self._out.to_client.append(ToClient(text.encode("utf-8"), tuple(a for a in answers if a is not None)))
+    def _to_client(self, text: str, *answers: Hashable | None, related: Hashable | None = None) -> None:
+        self._out.to_client.append(ToClient(text.encode("utf-8"), tuple(a for a in answers if a is not None),
+                                            related))
 
     # -- client → server ---------------------------------------------------------------------------------
 
@@ -404,9 +406,31 @@ class RelayCore:
             if any(part is not None for part in kept):
                 self._to_client(ids.splice(text, spans, kept), *answered)
             return
+        if isinstance(msg, dict) and "method" in msg and "id" not in msg:
+            related = self._subscription(msg, text)
+            if related is not None:
+                self._to_client(related[0], related=related[1])
+                return
         out = self._server_message(msg, text)
         if out is not None:
             self._to_client(out[0], *out[1])
+
+    def _subscription(self, msg: dict[str, Any], text: str) -> tuple[str, Hashable] | None:
+        """A notification of a 2026-07-28 ``subscriptions/listen`` stream names its request by the id the
+        server saw (``_meta`` subscriptionId): the proxy's; the client gets its own id back, and the
+        transport learns which request's stream it belongs to."""
+        params = msg.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        upstream = meta.get(jsonrpc.META_SUBSCRIPTION_ID) if isinstance(meta, dict) else None
+        pending = self.inflight.peek(upstream) if type(upstream) is int else None
+        if pending is None or pending.client_id is None:
+            return None
+        p_span = ids.member_span(text, "params")
+        m_span = ids.member_span(text, "_meta", p_span[0]) if p_span is not None else None
+        span = ids.member_span(text, jsonrpc.META_SUBSCRIPTION_ID, m_span[0]) if m_span is not None else None
+        if span is None:
+            return None
+        return text[:span[0]] + pending.client_id + text[span[1]:], pending.key
 
     def _unreadable_answer(self, body: bytes, problem: str) -> None:
         """A server line that does not parse: kept off the client's stream. If it names a request of ours,

@@ -66,6 +66,10 @@ class InFlight:
             self._by_client[pending.key] = upstream
         return upstream
 
+    def peek(self, upstream: int) -> Pending | None:
+        """The request still waiting under this upstream id, left in place."""
+        return self._by_upstream.get(upstream)
+
     def upstream_for(self, key: Hashable) -> int | None:
         return self._by_client.get(key)
 

@@ -19,6 +19,7 @@ INTERNAL_ERROR = -32603
 
 META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
+META_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
 STATELESS_PROTOCOL = "2026-07-28"
 
 

@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,11 +28,11 @@ from regoguard.proxy.client_io import ClientWriter, open_reader, open_writer
 from regoguard.proxy.core import CoreOptions, Outbox, RelayCore
 from regoguard.proxy.lines import OVERSIZE, read_line
 from regoguard.proxy.session import Session
+from regoguard.proxy.upstream import Deliver, Upstream, UpstreamError
 
 log = structlog.get_logger("regoguard.proxy")
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-SERVER_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 TICK_SECONDS = 0.5
 
 
@@ -71,11 +72,12 @@ class SignalRelay:
 
 
 class StdioProxy:
-    """One client connection relayed to one server process.
+    """One client connection (our stdin/stdout) relayed to one server.
 
     Args:
         guard: decides every ``tools/call``.
-        command: the server's command line.
+        make_upstream: builds the server side around the callback that takes its messages (a child
+            process, :class:`regoguard.proxy.child.ChildUpstream`, or a remote server over HTTP).
         options: names for the input document and bounds.
         client_in: where client messages arrive (our stdin).
         client_out: the only writer that reaches the client (see :func:`regoguard.stdout_guard.claim_stdout`).
@@ -84,57 +86,49 @@ class StdioProxy:
     def __init__(
         self,
         guard: Guard,
-        command: list[str],
+        make_upstream: Callable[[Deliver], Upstream],
         options: ProxyOptions,
         client_in: BinaryIO,
         client_out: BinaryIO,
         signals: SignalRelay | None = None,
     ) -> None:
         self.guard = guard
-        self.command = command
         self.options = options
         self.session = Session(options.server_name, options.principal)
         self.core = RelayCore(guard, self.session, CoreOptions(refund_on_tool_error=options.refund_on_tool_error))
+        self.upstream = make_upstream(self._from_server)
         self._client_in = client_in
         self._client_out = client_out
         self._signals = signals
-        self._proc: asyncio.subprocess.Process | None = None
         self._writer: ClientWriter | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     async def run(self) -> int:
-        """Relay until the server exits; return its exit status (128 + signal if it was killed)."""
+        """Relay until the server side ends; return its exit status (128 + signal if it was killed)."""
         loop = asyncio.get_running_loop()
+        self._writer = await open_writer(loop, self._client_out)
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *self.command,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=None,
-                limit=SERVER_MAX_MESSAGE_BYTES,
-            )
-        except OSError as exc:
-            print(f"regoguard: cannot start MCP server {self.command[0]!r}: {exc}", file=sys.stderr)
+            await self.upstream.open()
+        except UpstreamError as exc:
+            print(f"regoguard: {exc}", file=sys.stderr)
             return 127
         if self._signals is not None:
             self._signals.attach(loop, self)
         client_reader = await open_reader(loop, self._client_in, self.options.max_message_bytes)
-        self._writer = await open_writer(loop, self._client_out)
 
         client_task = asyncio.create_task(self._guarded(self._pump_client(client_reader), "client"))
         ticker = asyncio.create_task(self._tick())
-        await self._guarded(self._pump_server(), "server")  # the server's stdout closed: it is exiting
+        returncode = await self.upstream.wait_closed()
         await self._deliver(self.core.server_closed())
         self.guard.end_session(self.session.id)
-        returncode = await self._proc.wait()
         for task in (client_task, ticker):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         with contextlib.suppress(ConnectionError):
             await self._writer.drain()
-        return returncode if returncode >= 0 else 128 - returncode
+        return returncode
 
     async def _guarded(self, pump: Any, side: str) -> None:
         """Run a pump; if it fails, end the session as a client EOF would (never half-alive)."""
@@ -144,28 +138,10 @@ class StdioProxy:
             raise
         except Exception:
             log.exception(f"the {side} relay failed; ending the session")
-            await self._client_eof()
+            await self.upstream.close()
 
     def forward_signal(self, signum: int) -> None:
-        if self._proc is not None and self._proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.send_signal(signum)
-
-    async def _client_eof(self) -> None:
-        """The client hung up: close the server's stdin, give it time to exit, then end it."""
-        proc = self._proc
-        assert proc is not None and proc.stdin is not None
-        with contextlib.suppress(ConnectionError, OSError):
-            proc.stdin.close()
-        for action, wait in ((None, self.options.shutdown_grace), (proc.terminate, 3.0), (proc.kill, None)):
-            if action is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    action()
-            try:
-                await asyncio.wait_for(proc.wait(), wait)
-                return
-            except TimeoutError:
-                continue
+        self.upstream.forward_signal(signum)
 
     async def _tick(self) -> None:
         while True:
@@ -175,18 +151,17 @@ class StdioProxy:
     # -- moving bytes ------------------------------------------------------------------------------------
 
     async def _deliver(self, out: Outbox) -> None:
-        assert self._writer is not None and self._proc is not None and self._proc.stdin is not None
+        assert self._writer is not None
         for item in out.to_client:
             self._writer.write(item.data + b"\n")
-        stdin = self._proc.stdin
-        if out.to_server and not stdin.is_closing():
-            for data in out.to_server:
-                stdin.write(data + b"\n")
-            with contextlib.suppress(ConnectionError):
-                await stdin.drain()
+        for data in out.to_server:
+            await self.upstream.send(data)
         if out.to_client:
             with contextlib.suppress(ConnectionError):
                 await self._writer.drain()
+
+    async def _from_server(self, line: bytes, context: object) -> None:
+        await self._deliver(self.core.server_line(line))
 
     async def _pump_client(self, reader: asyncio.StreamReader) -> None:
         while True:
@@ -197,19 +172,7 @@ class StdioProxy:
                 await self._deliver(self.core.client_oversize(line.size, self.options.max_message_bytes))
                 continue
             await self._deliver(self.core.client_line(line))
-        await self._client_eof()
-
-    async def _pump_server(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        reader = self._proc.stdout
-        while True:
-            line = await read_line(reader)
-            if line is None:
-                return
-            if isinstance(line, OVERSIZE):
-                log.error("dropped an oversize message from the server", size=line.size)
-                continue
-            await self._deliver(self.core.server_line(line))
+        await self.upstream.close()
 
 
 _LAUNCHERS = {"python", "python3", "node", "npx", "uvx", "uv", "pipx", "bunx", "bun", "deno", "bash", "sh", "env"}

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from regoguard.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, server_command
+from regoguard.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, upstream_options, upstream_target
 from regoguard.errors import RegoguardError
 from regoguard.scan.classify import GROUPS, ToolInfo
 from regoguard.scan.render import (
@@ -77,6 +77,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help=f"give up if starting the server and listing its tools takes longer "
                         f"(default {DEFAULT_TIMEOUT:g})")
+    upstream_options(p)
     p.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]",
                    help="the MCP server's own command line, after --")
     p.set_defaults(func=cmd_scan)
@@ -93,9 +94,10 @@ def _seconds(text: str) -> float:
 
 
 def cmd_scan(args: argparse.Namespace, out: BinaryIO) -> int:
-    command = server_command(args, "regoguard scan -- npx -y @scope/server")
-    if command is None:
+    target_server = upstream_target(args, "regoguard scan -- npx -y @scope/server")
+    if target_server is None:
         return EXIT_USAGE
+    command, headers = target_server
     target = Path(args.output) if args.output else None
     if target is not None and (problem := _unwritable_target(target, args.force)):
         print(f"error: {problem}", file=sys.stderr)
@@ -103,7 +105,10 @@ def cmd_scan(args: argparse.Namespace, out: BinaryIO) -> int:
     import asyncio
 
     try:
-        listing = asyncio.run(list_tools(command, args.timeout))
+        if command is not None:
+            listing = asyncio.run(list_tools(command, args.timeout))
+        else:
+            listing = asyncio.run(list_remote_tools(args.upstream, headers, args.upstream_transport, args.timeout))
     except ScanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL
@@ -189,6 +194,42 @@ async def list_tools(command: Sequence[str], timeout: float) -> Listing:
     except Exception as exc:
         raise ScanError(_explain(exc, command, timeout, listing)) from exc
     return listing
+
+
+async def list_remote_tools(url: str, headers: dict[str, str], transport: str, timeout: float) -> Listing:
+    """List all tools of the MCP server at ``url`` (Streamable HTTP, or the legacy SSE transport; ``auto``
+    tries the first and falls back to the second when it fails) within ``timeout`` seconds.
+
+    Raises:
+        ScanError: the server cannot be reached, timed out, or answered with an error.
+    """
+    import anyio
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.sse import sse_client
+    from mcp.client.streamable_http import streamable_http_client
+
+    errors: list[str] = []
+    for kind in (("streamable-http", "sse") if transport == "auto" else (transport,)):
+        listing = Listing()
+        listing.server = url
+        try:
+            with _sdk_log_lines(), anyio.fail_after(timeout):
+                if kind == "sse":
+                    async with sse_client(url, headers=headers) as (read, write):
+                        listing.started = True
+                        async with ClientSession(read, write) as session:
+                            await _list_into(session, listing)
+                else:
+                    async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http, \
+                            streamable_http_client(url, http_client=http) as streams:
+                        listing.started = True
+                        async with ClientSession(streams[0], streams[1]) as session:
+                            await _list_into(session, listing)
+            return listing
+        except Exception as exc:
+            errors.append(f"{kind}: {_explain(exc, [url], timeout, listing)}")
+    raise ScanError("; ".join(errors))
 
 
 async def _list_into(session: ClientSession, listing: Listing) -> None:

@@ -1,0 +1,326 @@
+"""The HTTP front's sessions: one :class:`RelayCore` and one upstream per MCP session, and the streams
+(POST answers, the GET stream) each message of the core goes out on.
+
+An :class:`Exchange` is one client HTTP request waiting for messages: a POST waiting for the answers to the
+requests it carried, or a session's GET stream. The core says which client request each outgoing message
+answers; messages that answer nothing (server requests, notifications) go on the stream of the exchange
+that caused them when the upstream can tell (HTTP upstreams can), else on the GET stream, else on the
+newest open POST stream of the session, else nowhere (logged).
+
+All of this runs on one event loop; the core is synchronous, so no locks are needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from regoguard.guard import Guard
+from regoguard.proxy import ids
+from regoguard.proxy.core import CoreOptions, Outbox, RelayCore, ToClient
+from regoguard.proxy.jsonrpc import META_SUBSCRIPTION_ID
+from regoguard.proxy.session import Session
+from regoguard.proxy.upstream import Deliver, Upstream, UpstreamError
+
+log = structlog.get_logger("regoguard.proxy")
+
+MAX_QUEUED = 10_000  # messages waiting on one stream before the stream is given up
+
+
+class Exchange:
+    """One client HTTP request that messages go out on: a POST awaiting answers, or a GET stream."""
+
+    _serial = itertools.count(1)
+
+    def __init__(self, waiting: set[Hashable], sse: bool, restore: dict[Hashable, str] | None = None,
+                 progress: list[Hashable] | None = None) -> None:
+        self.serial = next(self._serial)
+        self.waiting = waiting
+        self.sse = sse
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.open = True
+        self.restore = restore or {}  # front-assigned id key -> the client's raw id (stateless requests)
+        self.progress = progress or []  # the progressTokens its requests set: their notifications go here
+
+    def push(self, data: bytes, answers: tuple[Hashable, ...] = (), related: Hashable | None = None) -> None:
+        if not self.open:
+            return
+        tag = answers[0] if answers else related
+        if self.restore and tag is not None:
+            raw = self.restore.get(tag)
+            if raw is not None and answers:
+                data = ids.with_id(data.decode("utf-8", "surrogatepass"), raw).encode("utf-8", "surrogatepass")
+            elif raw is not None:
+                data = _with_subscription_id(data, raw)
+        if self.queue.qsize() >= MAX_QUEUED:
+            log.warning("a client stream fell too far behind; closing it")
+            self.finish()
+            return
+        self.queue.put_nowait(data)
+        for key in answers:
+            self.waiting.discard(key)
+        if not self.waiting and not self.is_stream:
+            self.finish()
+
+    @property
+    def is_stream(self) -> bool:
+        return False
+
+    def finish(self) -> None:
+        if self.open:
+            self.open = False
+            self.queue.put_nowait(None)
+
+
+class StreamExchange(Exchange):
+    """A session's GET stream: stays open until the client leaves or the session ends."""
+
+    @property
+    def is_stream(self) -> bool:
+        return True
+
+
+@dataclass
+class FrontSession:
+    """One MCP session of the HTTP front: its core, its upstream and its open exchanges."""
+
+    id: str
+    core: RelayCore
+    upstream: Upstream
+    stateless: bool = False
+    last_active: float = field(default_factory=time.monotonic)
+    waiters: dict[Hashable, Exchange] = field(default_factory=dict)
+    progress: dict[Hashable, Exchange] = field(default_factory=dict)
+    exchanges: dict[int, Exchange] = field(default_factory=dict)
+    get_stream: StreamExchange | None = None
+    ended: bool = False
+    watcher: asyncio.Future[None] | None = None
+    _front_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def next_front_id(self) -> int:
+        return next(self._front_ids)
+
+    def touch(self) -> None:
+        self.last_active = time.monotonic()
+
+    async def submit(self, body: bytes, exchange: Exchange) -> None:
+        """One client message (or batch) on ``exchange``. What the core answers at once for its requests
+        goes to it before it waits for anything (a refused duplicate id must not take over the waiter of
+        the request already in flight under that id)."""
+        self.touch()
+        out = self.core.client_line(body)
+        later: list[ToClient] = []
+        for item in out.to_client:
+            if item.answers and item.answers[0] in exchange.waiting:
+                exchange.push(item.data, item.answers)
+            else:
+                later.append(item)
+        out.to_client = later
+        if not exchange.waiting and not exchange.is_stream:
+            exchange.finish()  # nothing to wait for (notifications, responses, or all answered at once)
+        elif exchange.open:
+            self.exchanges[exchange.serial] = exchange  # a stream is there already: the same entry
+            for key in exchange.waiting:
+                self.waiters.setdefault(key, exchange)
+            for token in exchange.progress:
+                self.progress[token] = exchange
+        await self.deliver(out, exchange)
+
+    def detach(self, exchange: Exchange) -> None:
+        self.exchanges.pop(exchange.serial, None)
+        for key in list(exchange.waiting):
+            if self.waiters.get(key) is exchange:
+                del self.waiters[key]
+        for token in exchange.progress:
+            if self.progress.get(token) is exchange:
+                del self.progress[token]
+        if self.get_stream is exchange:
+            self.get_stream = None
+
+    async def deliver(self, out: Outbox, context: object = None) -> None:
+        """Send what the core produced: answers to their exchanges, the rest to the best open stream."""
+        for item in out.to_client:
+            if item.answers:
+                target = self.waiters.get(item.answers[0])
+                for key in item.answers:
+                    self.waiters.pop(key, None)
+                if target is None:
+                    log.debug("dropped an answer whose client stream is gone")
+                    continue
+                target.push(item.data, item.answers)
+                continue
+            if item.related is not None and (owner := self.waiters.get(item.related)) is not None:
+                owner.push(item.data, related=item.related)
+                continue
+            target = self._stream_for(context, item.data)
+            if target is None:
+                log.debug("dropped a server message: the client has no open stream to receive it")
+                continue
+            target.push(item.data)
+        for data in out.to_server:
+            await self.upstream.send(data, context)
+
+    def _stream_for(self, context: object, data: bytes) -> Exchange | None:
+        if isinstance(context, Exchange) and context.open and context.sse:
+            return context
+        token = _progress_token(data) if self.progress else None
+        if token is not None and (owner := self.progress.get(token)) is not None and owner.open and owner.sse:
+            return owner
+        if self.stateless:
+            return None  # clients share this relay: what cannot be tied to a request reaches nobody
+        if self.get_stream is not None and self.get_stream.open:
+            return self.get_stream
+        for exchange in reversed(self.exchanges.values()):
+            if exchange.open and exchange.sse and not exchange.is_stream:
+                return exchange
+        return None
+
+    async def from_server(self, line: bytes, context: object) -> None:
+        await self.deliver(self.core.server_line(line), context)
+
+    async def end(self, reason: str = "the MCP session ended") -> None:
+        """End the session: its upstream goes, what waits is answered, its streams close."""
+        if self.ended:
+            return
+        self.ended = True
+        with contextlib.suppress(Exception):
+            await self.upstream.close()
+        await self.deliver(self.core.server_closed(reason))
+        self.core.guard.end_session(self.core.session.id)
+        for exchange in list(self.exchanges.values()):
+            exchange.finish()
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    server_name: str
+    principal: str
+    idle_timeout: float = 1800.0
+    max_sessions: int = 1000
+    refund_on_tool_error: bool = False
+
+
+class SessionTable:
+    """Every live session of the front, the shared one for stateless (2026-07-28) requests included."""
+
+    def __init__(self, guard: Guard, make_upstream: Callable[[Deliver], Upstream], options: SessionOptions) -> None:
+        self.guard = guard
+        self.make_upstream = make_upstream
+        self.options = options
+        self.sessions: dict[str, FrontSession] = {}
+        self._stateless: FrontSession | None = None
+        self._stateless_lock = asyncio.Lock()
+
+    async def create(self, stateless: bool = False) -> FrontSession:
+        """A new session with its own upstream (raises :class:`UpstreamError` if it cannot start)."""
+        if len(self.sessions) >= self.options.max_sessions:
+            raise UpstreamError(f"the proxy already serves {self.options.max_sessions} sessions")
+        session_id = uuid.uuid4().hex
+        relay_session = Session(self.options.server_name, self.options.principal)
+        core = RelayCore(self.guard, relay_session, CoreOptions(refund_on_tool_error=self.options.refund_on_tool_error))
+        holder: dict[str, FrontSession] = {}
+
+        async def deliver(line: bytes, context: object) -> None:
+            await holder["s"].from_server(line, context)
+
+        upstream = self.make_upstream(deliver)
+        session = FrontSession(session_id, core, upstream, stateless=stateless)
+        holder["s"] = session
+        await upstream.open()
+        session.watcher = asyncio.ensure_future(self._watch(session))
+        if not stateless:
+            self.sessions[session_id] = session
+        return session
+
+    async def stateless(self) -> FrontSession:
+        """The one session every 2026-07-28 request shares (its limits scope is this proxy process)."""
+        async with self._stateless_lock:
+            if self._stateless is None or self._stateless.ended:
+                self._stateless = await self.create(stateless=True)
+            return self._stateless
+
+    async def _watch(self, session: FrontSession) -> None:
+        """The upstream went away on its own (the child exited, the remote ended the session)."""
+        with contextlib.suppress(Exception):
+            await session.upstream.wait_closed()
+        if not session.ended:
+            log.info("the MCP server side of a session ended", session=session.id[:8])
+            await session.end("the MCP server exited before answering")
+        self.sessions.pop(session.id, None)
+
+    def get(self, session_id: str) -> FrontSession | None:
+        session = self.sessions.get(session_id)
+        return None if session is None or session.ended else session
+
+    async def remove(self, session: FrontSession, reason: str = "the client ended the session") -> None:
+        self.sessions.pop(session.id, None)
+        await session.end(reason)
+
+    async def sweep(self) -> None:
+        """End sessions idle longer than the timeout (none with a request in flight)."""
+        now = time.monotonic()
+        for session in list(self.sessions.values()):
+            busy = any(not e.is_stream for e in session.exchanges.values())
+            if not busy and now - session.last_active > self.options.idle_timeout:
+                log.info("ending an idle session", session=session.id[:8])
+                await self.remove(session, "the session idled out")
+
+    async def close_all(self) -> None:
+        for session in list(self.sessions.values()):
+            await self.remove(session, "the proxy is shutting down")
+        if self._stateless is not None:
+            await self._stateless.end("the proxy is shutting down")
+
+
+def request_keys(msg: Any) -> list[Hashable]:
+    """The id keys of the requests in one message or batch (what a POST waits for)."""
+    entries = msg if isinstance(msg, list) else [msg]
+    return [ids.id_key(e["id"]) for e in entries if isinstance(e, dict) and "method" in e and "id" in e]
+
+
+def progress_tokens(msg: Any) -> list[Hashable]:
+    """The ``_meta.progressToken`` of each request in one message or batch."""
+    tokens: list[Hashable] = []
+    for entry in msg if isinstance(msg, list) else [msg]:
+        params = entry.get("params") if isinstance(entry, dict) else None
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        if isinstance(meta, dict) and isinstance(meta.get("progressToken"), str | int):
+            tokens.append(ids.id_key(meta["progressToken"]))
+    return tokens
+
+
+def _with_subscription_id(data: bytes, raw_id: str) -> bytes:
+    text = data.decode("utf-8", "surrogatepass")
+    p_span = ids.member_span(text, "params")
+    m_span = ids.member_span(text, "_meta", p_span[0]) if p_span is not None else None
+    span = ids.member_span(text, META_SUBSCRIPTION_ID, m_span[0]) if m_span is not None else None
+    if span is None:
+        return data
+    return (text[:span[0]] + raw_id + text[span[1]:]).encode("utf-8", "surrogatepass")
+
+
+def _progress_token(data: bytes) -> Hashable | None:
+    if b'"notifications/progress"' not in data:
+        return None
+    try:
+        msg = json.loads(data)
+        token = msg["params"]["progressToken"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return ids.id_key(token) if isinstance(token, str | int) else None
+
+
+def sse_event(data: bytes) -> bytes:
+    """One message as an SSE ``message`` event (a line break inside becomes another ``data:`` line)."""
+    text = data.decode("utf-8", "surrogatepass").replace("\r\n", "\n").replace("\r", "\n")
+    lines = "".join(f"data: {line}\n" for line in text.split("\n"))
+    return ("event: message\n" + lines + "\n").encode("utf-8", "surrogatepass")
