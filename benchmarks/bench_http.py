@@ -1,7 +1,8 @@
 """Benchmark the latency regoguard's HTTP transports add to every ``tools/call``, with the MCP SDK's own client.
 
 Usage: python benchmarks/bench_http.py [--quick] [--calls N] [--warmup N] [--rounds N] [--sessions N]
-                                      [--concurrent-calls N] [--conc-rounds N] [--timeout S] [--src SRC]
+                                      [--concurrent-calls N] [--conc-rounds N] [--verify-iterations N]
+                                      [--timeout S] [--src SRC]
 
 Unlike bench_proxy.py (a raw pipe driver, to see the proxy's own microseconds), this one measures what an
 application sees: an SDK ``ClientSession`` calling the ``echo`` tool of benchmarks/http_echo_server.py (an
@@ -15,6 +16,13 @@ checked. Configurations, all started once and measured in the same run:
   serve -- stdio    client --HTTP--> ``regoguard serve -- python http_echo_server.py`` --stdio--> echo server
                     (one server process per MCP session)
   serve, denied     as "serve --upstream", every call denied by the policy (it never goes upstream)
+  serve --upstream, RS256 JWT
+                    as "serve --upstream", but that gateway is a second ``serve --upstream URL`` started with
+                    ``--jwks FILE --issuer ISS --required-scope mcp:tools`` (audience: its own URL, the
+                    default), and every request of the session carries ``Authorization: Bearer <token>``: a
+                    valid RS256 token (RSA 2048), so every call's POST is verified (the key set is read once)
+  serve --upstream, ES256 JWT
+                    the same gateway and session shape, an ES256 token (P-256); both keys are in the JWKS
 
 Policy (written to a temporary directory, checked with ``regoguard check``): ``default: allow``, and for
 ``echo`` one rule: ``args.text`` must not match ``^forbidden``. Each call has a different text (``call N``
@@ -27,13 +35,20 @@ or ``forbidden N``), so every decision misses the decision cache. State: ``--sta
    interleaved rounds. Throughput = calls / wall time. CPU per call (user + system time from /proc, over the
    timed bursts) of this process (the client), of ``regoguard serve`` and of the echo server: at 32 sessions
    on a small machine every process is CPU-bound, so the per-call latency there is mostly queueing, and
-   the CPU a call costs each process says where the time goes.
+   the CPU a call costs each process says where the time goes;
+3. token verification alone: ``regoguard.proxy.auth.Verifier(...).verify("Bearer " + token)`` in this
+   process, RS256 and ES256 (a JWKS file, as the gateway above has) and HS256 (``--jwt-secret-env``'s
+   secret), ``--verify-iterations`` calls each (after a warm-up), in rounds rotating over the algorithms;
+   each call timed alone; also the bare signature check (PyJWT's algorithm ``verify``), to split the cost
+   between the cryptography and the rest (header parsing, claims, scopes). The JWT rows of (1) minus
+   "serve --upstream" is the same cost seen through HTTP, with two processes' noise on top.
 
 ``--src SRC`` runs the regoguard package in SRC instead of this checkout's src/ (e.g. a copy with a fix, to
 compare the two in consecutive runs; SRC's parent must hold the ``rego/`` directory, as a checkout does).
 
 Each call is timed with ``time.perf_counter`` around ``await session.call_tool(...)``. ADDED = median minus
-the baseline's median, both from this run; ratio = median / baseline median. Target (from the issue; printed,
+the baseline's median, both from this run; ratio = median / baseline median. The keys and tokens are made
+here (``cryptography``, PyJWT); the tokens expire well after the run's timeout. Target (from the issue; printed,
 not enforced): at 32 sessions, serve adds <= 0.5 ms per call over a direct HTTP call (median). Everything
 listens on 127.0.0.1; every count is bounded; the run has a hard timeout; every process it starts runs in
 its own process group and is ended at exit. Exit status: 0 measured (whether or not the target was met),
@@ -45,9 +60,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import math
 import os
 import platform
+import random
 import re
 import signal
 import statistics
@@ -60,12 +77,15 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, ClassVar, TextIO, TypeVar
 
 import anyio
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client  # the client streamable_http_client makes itself
 from mcp.types import CallToolResult, TextContent
 
 HERE = Path(__file__).resolve().parent
@@ -77,6 +97,11 @@ TARGET_ADDED_32_MS = 0.5  # serve --upstream over http direct, per call, median,
 CALL_TIMEOUT_S = 30.0  # one call; a hang fails the run instead of stalling it
 START_TIMEOUT_S = 30.0  # a server printing its "listening on" line
 LISTENING = re.compile(r"listening on (http://\S+)")
+ISSUER = "https://auth.bench.test"  # the JWT gateway's --issuer
+SCOPE = "mcp:tools"  # its --required-scope, granted by every token
+JWT_ALGS = ("RS256", "ES256")  # over HTTP; the in-process measurement adds HS256
+VERIFY_WARMUP = 200  # untimed verify() calls per algorithm before the timed ones
+VERIFY_ROUNDS = 5
 
 POLICY = """\
 version: "1"
@@ -94,6 +119,39 @@ tools:
 
 class BenchError(RuntimeError):
     pass
+
+
+class BenchKeys:
+    """An RSA 2048 and a P-256 key (published as a JWKS file) and an HS256 secret; tokens signed with them."""
+
+    KIDS: ClassVar[dict[str, str]] = {"RS256": "bench-rsa", "ES256": "bench-ec"}
+
+    def __init__(self, tmp: Path, ttl_s: float) -> None:
+        self.private: dict[str, Any] = {"RS256": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                                        "ES256": ec.generate_private_key(ec.SECP256R1()),
+                                        "HS256": os.urandom(32).hex()}
+        self.ttl_s = int(ttl_s)
+        keys = []
+        for alg, kid in self.KIDS.items():
+            public = json.loads(jwt.get_algorithm_by_name(alg).to_jwk(self.private[alg].public_key()))
+            keys.append({**public, "kid": kid, "alg": alg, "use": "sig"})
+        self.jwks = tmp / "jwks.json"
+        self.jwks.write_text(json.dumps({"keys": keys}), encoding="utf-8")
+
+    @property
+    def secret(self) -> str:
+        return str(self.private["HS256"])
+
+    def token(self, alg: str, audience: str, sub: str = "bench") -> str:
+        now = int(time.time())
+        payload = {"sub": sub, "iss": ISSUER, "aud": audience, "iat": now, "exp": now + self.ttl_s, "scope": SCOPE}
+        headers = {"kid": self.KIDS[alg]} if alg in self.KIDS else None
+        return jwt.encode(payload, self.private[alg], algorithm=alg, headers=headers)
+
+    def public(self, alg: str) -> Any:
+        """The key a verifier checks ``alg``'s signature with."""
+        key = self.private[alg]
+        return key if alg == "HS256" else key.public_key()
 
 
 # --- processes we start ------------------------------------------------------------------------------------
@@ -163,8 +221,12 @@ class Listener:
 # --- client sessions ---------------------------------------------------------------------------------------
 
 
-async def open_http(stack: AsyncExitStack, url: str) -> ClientSession:
-    read, write = await stack.enter_async_context(streamable_http_client(url))
+async def open_http(stack: AsyncExitStack, url: str, bearer: str | None = None) -> ClientSession:
+    """An SDK session; with ``bearer``, over the SDK's default HTTP client with an Authorization header."""
+    http = None
+    if bearer is not None:
+        http = await stack.enter_async_context(create_mcp_http_client(headers={"authorization": f"Bearer {bearer}"}))
+    read, write = await stack.enter_async_context(streamable_http_client(url, http_client=http))
     return await _ready(stack, read, write, url)
 
 
@@ -271,6 +333,76 @@ def proc_cpu_s(pid: int) -> float | None:
         return None
 
 
+# --- token verification in-process -------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyRow:
+    """One algorithm: ``Verifier.verify`` calls and bare signature checks, s each."""
+
+    alg: str
+    key: str
+    verify: list[float] = field(default_factory=list)
+    signature: list[float] = field(default_factory=list)
+
+
+def measure_verify(keys: BenchKeys, src: Path, iterations: int) -> list[VerifyRow]:
+    """``Verifier(...).verify("Bearer " + token)`` as the gateway calls it for every request (key set read once,
+    at construction), for RS256 and ES256 (JWKS file) and HS256 (secret); and the signature check alone."""
+    if str(src) not in sys.path:
+        sys.path.insert(0, str(src))  # the package the gateways run (--src), not whichever one is installed
+    from regoguard.proxy.auth import AuthOptions, Verifier
+
+    audience = "http://127.0.0.1:1/mcp"
+    by_jwks = Verifier(AuthOptions(jwks=str(keys.jwks), issuer=ISSUER, required_scopes=(SCOPE,)), audience)
+    by_secret = Verifier(AuthOptions(secret=keys.secret, issuer=ISSUER, required_scopes=(SCOPE,)), audience)
+    described = {"RS256": "RSA 2048, JWKS file", "ES256": "P-256, JWKS file", "HS256": "secret (32 bytes hex)"}
+    cases: list[tuple[VerifyRow, Callable[[], object], Callable[[], object]]] = []
+    for alg in (*JWT_ALGS, "HS256"):
+        verifier = by_secret if alg == "HS256" else by_jwks
+        token = keys.token(alg, audience)
+        header = "Bearer " + token
+        principal = verifier.verify(header)
+        if principal.id != "bench" or principal.claims.get("scope") != SCOPE:
+            raise BenchError(f"{alg}: verify() returned {principal!r}")
+        algorithm = jwt.get_algorithm_by_name(alg)
+        key = algorithm.prepare_key(keys.public(alg))
+        signing_input, _, signature = token.rpartition(".")
+        message, raw = signing_input.encode(), jwt.utils.base64url_decode(signature)
+        if not algorithm.verify(message, key, raw):
+            raise BenchError(f"{alg}: the bare signature check fails")
+
+        def check_token(verifier: Any = verifier, header: str = header) -> object:
+            return verifier.verify(header)
+
+        def check_signature(algorithm: Any = algorithm, message: bytes = message, key: Any = key,
+                            raw: bytes = raw) -> object:
+            return algorithm.verify(message, key, raw)
+
+        cases.append((VerifyRow(alg, described[alg]), check_token, check_signature))
+
+    perf = time.perf_counter
+
+    def timed(fn: Callable[[], object], n: int, out: list[float] | None) -> None:
+        for _ in range(n):
+            t0 = perf()
+            fn()
+            t1 = perf()
+            if out is not None:
+                out.append(t1 - t0)
+
+    for _, check_token, check_signature in cases:
+        timed(check_token, VERIFY_WARMUP, None)
+        timed(check_signature, VERIFY_WARMUP, None)
+    per_round = math.ceil(iterations / VERIFY_ROUNDS)
+    for order in rotations(cases, VERIFY_ROUNDS):
+        for row, check_token, check_signature in order:
+            n = min(per_round, iterations - len(row.verify))
+            timed(check_token, n, row.verify)
+            timed(check_signature, n, row.signature)
+    return [row for row, _, _ in cases]
+
+
 # --- statistics and output ---------------------------------------------------------------------------------
 
 
@@ -281,6 +413,15 @@ def med(samples: list[float]) -> float:
 def pct(samples: list[float], q: float) -> float:
     s = sorted(samples)
     return s[max(0, math.ceil(q * len(s)) - 1)] * 1e3
+
+
+def median_diff_ci(a: list[float], b: list[float], resamples: int = 1000) -> tuple[float, float]:
+    """A 95 % bootstrap interval of median(a) - median(b), ms: the sampling noise of an ADDED (not the noise
+    between two processes, nor the machine's drift)."""
+    rng = random.Random(0)
+    diffs = sorted(statistics.median(rng.choices(a, k=len(a))) - statistics.median(rng.choices(b, k=len(b)))
+                   for _ in range(resamples))
+    return diffs[int(0.025 * resamples)] * 1e3, diffs[int(0.975 * resamples) - 1] * 1e3
 
 
 def source_state() -> str:
@@ -310,7 +451,7 @@ def rotations(items: list[T], rounds: int) -> Iterator[list[T]]:
 
 
 async def measure(args: argparse.Namespace, env: dict[str, str], tmp: Path, policy: Path, echo_http: Listener,
-                  serve_up: Listener, serve_cmd: Listener) -> int:
+                  serve_up: Listener, serve_cmd: Listener, serve_jwt: Listener, keys: BenchKeys, src: Path) -> int:
     py = sys.executable
     errlog = open(tmp / "stdio-children.err", "w", encoding="utf-8")  # noqa: SIM115 - closed below
     try:
@@ -325,6 +466,10 @@ async def measure(args: argparse.Namespace, env: dict[str, str], tmp: Path, poli
                 Seq("serve -- stdio", lambda s: open_http(s, serve_cmd.url)),
                 Seq("serve, denied", lambda s: open_http(s, serve_up.url), deny=True),
             ]
+            for alg in JWT_ALGS:  # the audience is the gateway's own URL, its default
+                bearer = keys.token(alg, serve_jwt.url)
+                seqs.insert(2 + JWT_ALGS.index(alg), Seq(f"serve --upstream, {alg} JWT",
+                                                         lambda s, b=bearer: open_http(s, serve_jwt.url, b)))
             for sq in seqs:
                 t0 = time.perf_counter()
                 sq.session = await sq.opener(stack)
@@ -363,36 +508,40 @@ async def measure(args: argparse.Namespace, env: dict[str, str], tmp: Path, poli
         close_s = time.perf_counter() - timing_done
     finally:
         errlog.close()
+    verified = measure_verify(keys, src, args.verify_iterations)  # every session closed: the servers are idle
 
-    report(args, seqs, concs, conc_open_s, close_s, echo_http, serve_up, serve_cmd)
+    report(args, seqs, concs, conc_open_s, close_s, verified, [echo_http, serve_up, serve_cmd, serve_jwt])
     return 0
 
 
 def report(args: argparse.Namespace, seqs: list[Seq], concs: list[Conc], conc_open_s: float, close_s: float,
-           echo_http: Listener, serve_up: Listener, serve_cmd: Listener) -> None:
+           verified: list[VerifyRow], listeners: list[Listener]) -> None:
     by = {c.name: c for c in seqs}
     http_med, stdio_med = med(by["http direct"].samples), med(by["stdio direct"].samples)
-    print("startup, ms: " + ", ".join(f"{p.name} {p.startup_ms:.0f}" for p in (echo_http, serve_up, serve_cmd))
+    w = max(18, *(len(c.name) for c in seqs))
+    print("startup, ms: " + ", ".join(f"{p.name} {p.startup_ms:.0f}" for p in listeners)
           + " (spawn to 'listening on')")
     print("session open (initialize + tools/list), ms: " + ", ".join(f"{c.name} {c.open_ms:.1f}" for c in seqs))
     print()
     print(f"sequential, one call at a time, one session each ({args.calls} calls, after {args.warmup} warm-up), ms")
-    head = (f"{'configuration':<18} {'median':>8} {'p90':>8} {'p99':>8} {'mean':>8}   "
+    head = (f"{'configuration':<{w}} {'median':>8} {'p90':>8} {'p99':>8} {'mean':>8}   "
             f"{'added vs http':>13} {'x http':>7}   {'added vs stdio':>14} {'x stdio':>7}")
     print(head)
     print("-" * len(head))
     for c in seqs:
         m = med(c.samples)
-        row = (f"{c.name:<18} {m:>8.3f} {pct(c.samples, 0.90):>8.3f} {pct(c.samples, 0.99):>8.3f} "
+        row = (f"{c.name:<{w}} {m:>8.3f} {pct(c.samples, 0.90):>8.3f} {pct(c.samples, 0.99):>8.3f} "
                f"{statistics.fmean(c.samples) * 1e3:>8.3f}   ")
         vs_http = f"{m - http_med:>13.3f} {m / http_med:>6.2f}x" if c.name != "http direct" else f"{'-':>13} {'-':>7}"
         vs_stdio = (f"{m - stdio_med:>14.3f} {m / stdio_med:>6.2f}x" if c.name != "stdio direct"
                     else f"{'-':>14} {'-':>7}")
         print(row + vs_http + "   " + vs_stdio)
     print()
-    print("  baselines: serve --upstream, run --upstream and serve, denied -> http direct; serve -- stdio -> stdio "
-          "direct (its client speaks HTTP, so 'vs http' is the cost beyond a direct HTTP call)")
+    print("  baselines: serve --upstream (with or without JWT), run --upstream and serve, denied -> http direct; "
+          "serve -- stdio -> stdio direct (its client speaks HTTP, so 'vs http' is the cost beyond a direct HTTP "
+          "call)")
     print()
+    report_jwt(args, by, verified)
 
     direct, served = concs
     d_med = med(direct.samples)
@@ -440,6 +589,49 @@ def report(args: argparse.Namespace, seqs: list[Seq], concs: list[Conc], conc_op
           "compare configurations within a run, not across runs. The SDK client's own cost is in every number.")
 
 
+def report_jwt(args: argparse.Namespace, by: dict[str, Seq], verified: list[VerifyRow]) -> None:
+    plain = by["serve --upstream"]
+    p_med = med(plain.samples)
+    in_process = {row.alg: row for row in verified}
+    print(f"bearer JWT over HTTP: the sequential rows above, against plain serve --upstream (same rounds, "
+          f"{args.calls} calls each); one token verification per call (its POST)")
+    head = (f"{'configuration':<28} {'median ms':>9} {'added ms':>9} {'95% CI (sampling)':>19} {'x plain':>8} "
+            f"{'mean added ms':>13}   {'verify() alone, us':>18}")
+    print(head)
+    print("-" * len(head))
+    print(f"{plain.name:<28} {p_med:>9.3f} {'-':>9} {'-':>19} {'-':>8} {'-':>13}   {'-':>18}")
+    for alg in JWT_ALGS:
+        c = by[f"serve --upstream, {alg} JWT"]
+        m = med(c.samples)
+        mean_added = (statistics.fmean(c.samples) - statistics.fmean(plain.samples)) * 1e3
+        alone = statistics.median(in_process[alg].verify) * 1e6
+        lo, hi = median_diff_ci(c.samples, plain.samples)
+        ci = f"[{lo:+.3f}, {hi:+.3f}]"
+        print(f"{c.name:<28} {m:>9.3f} {m - p_med:>+9.3f} {ci:>19} {m / p_med:>7.3f}x {mean_added:>+13.3f}   "
+              f"{alone:>18.1f}")
+    print("  95% CI: bootstrap of the median difference (1000 resamples); it covers the calls' scatter, not the "
+          "difference between two gateway processes (plain, JWT), which the HTTP number holds too. The in-process "
+          "numbers below are the verification cost itself")
+    print()
+    print(f"token verification in-process: regoguard.proxy.auth.Verifier(...).verify('Bearer ' + token), key set "
+          f"read once (cached); {args.verify_iterations} calls per algorithm after {VERIFY_WARMUP} warm-up, in "
+          f"{VERIFY_ROUNDS} rotating rounds; each call timed alone, us")
+    head = (f"{'alg':<6} {'key':<22} {'median':>8} {'p90':>8} {'p99':>8} {'mean':>8}   {'signature only':>14} "
+            f"{'rest':>8}  {'calls/s one core':>16}")
+    print(head)
+    print("-" * len(head))
+    for row in verified:
+        v = statistics.median(row.verify) * 1e6
+        sig = statistics.median(row.signature) * 1e6
+        print(f"{row.alg:<6} {row.key:<22} {v:>8.1f} {pct(row.verify, 0.90) * 1e3:>8.1f} "
+              f"{pct(row.verify, 0.99) * 1e3:>8.1f} {statistics.fmean(row.verify) * 1e6:>8.1f}   {sig:>14.1f} "
+              f"{v - sig:>8.1f}  {1e6 / v:>16,.0f}")
+    print("  signature only: PyJWT's algorithm.verify(signing input, key, signature) (the cryptography); rest = "
+          "median verify() - median signature check: header and payload decoding, claim checks (exp, iss, aud), "
+          "key lookup, scopes")
+    print()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a short run (~30 s): fewer calls")
@@ -450,6 +642,8 @@ def main() -> int:
     ap.add_argument("--concurrent-calls", type=int, default=None,
                     help="timed calls per concurrent session (default 30)")
     ap.add_argument("--conc-rounds", type=int, default=None, help="interleaved concurrent rounds (default 3)")
+    ap.add_argument("--verify-iterations", type=int, default=None,
+                    help="in-process Verifier.verify calls per algorithm (default 10000)")
     ap.add_argument("--timeout", type=float, default=None, help="hard limit on the whole run, s (default 240)")
     ap.add_argument("--src", metavar="SRC", default=None,
                     help="run the regoguard package found in SRC (e.g. another checkout's src/) instead of this "
@@ -457,10 +651,12 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         defaults = {"calls": 100, "warmup": 20, "rounds": 4, "concurrent_calls": 10, "conc_rounds": 2,
-                    "conc_warmup": 2, "timeout": 120.0}
+                    "conc_warmup": 2, "verify_iterations": 2000,
+                    "timeout": 120.0}
     else:
         defaults = {"calls": 300, "warmup": 50, "rounds": 6, "concurrent_calls": 30, "conc_rounds": 3,
-                    "conc_warmup": 5, "timeout": 240.0}
+                    "conc_warmup": 5, "verify_iterations": 10000,
+                    "timeout": 240.0}
     for key, value in defaults.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -470,6 +666,7 @@ def main() -> int:
     args.sessions = max(1, min(args.sessions, 256))
     args.concurrent_calls = max(1, min(args.concurrent_calls, 10_000))
     args.conc_rounds = max(1, min(args.conc_rounds, args.concurrent_calls))
+    args.verify_iterations = max(VERIFY_ROUNDS, min(args.verify_iterations, 1_000_000))
 
     # Backstop: if the loop itself wedges, end our children and leave.
     def alarm(signum: int, frame: Any) -> None:
@@ -520,12 +717,19 @@ def main() -> int:
             serve_up = Listener("serve --upstream", [*rg_serve, "--upstream", echo_http.url], tmp / "serve-up.err")
             serve_cmd = Listener("serve -- stdio", [*rg_serve, "--", py, str(SERVER)], tmp / "serve-cmd.err")
             servers += [serve_up, serve_cmd]
+            keys = BenchKeys(tmp, ttl_s=args.timeout + 3600)  # no token expires during the run
+            serve_jwt = Listener("serve --upstream --jwks", [*rg_serve, "--upstream", echo_http.url,
+                                                             "--jwks", str(keys.jwks), "--issuer", ISSUER,
+                                                             "--required-scope", SCOPE], tmp / "serve-jwt.err")
+            servers.append(serve_jwt)
             serve_up.start(env)
             serve_cmd.start(env)
+            serve_jwt.start(env)
 
             async def body() -> int:
                 with anyio.fail_after(args.timeout):
-                    return await measure(args, env, tmp, policy, echo_http, serve_up, serve_cmd)
+                    return await measure(args, env, tmp, policy, echo_http, serve_up, serve_cmd, serve_jwt, keys,
+                                         src)
 
             try:
                 return anyio.run(body)

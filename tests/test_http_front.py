@@ -379,3 +379,47 @@ async def test_decisions_are_logged_with_the_session(tmp_path: Path, http: httpx
     assert outcomes["delete_customer"]["result"]["allow"] is False
     assert outcomes["echo"]["result"]["allow"] is True
     assert outcomes["echo"]["input"]["session"]["id"] == outcomes["delete_customer"]["input"]["session"]["id"]
+
+
+async def test_a_dropped_stream_resumes_with_last_event_id(raw_gateway: tuple[Proc, Path],
+                                                          http: httpx2.AsyncClient) -> None:
+    """2025-11-25: a client whose POST stream drops reconnects with GET and ``Last-Event-ID`` and gets
+    what the server sent after that event, here the call's answer."""
+    gateway, _log = raw_gateway
+    session = await initialize(http, gateway.url)
+    slow = call(5, "hang")
+    slow["params"]["_meta"] = {"progressToken": "p5"}
+    progress = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": "p5", "progress": 1}}
+    answer = {"jsonrpc": "2.0", "id": "$LAST_HANG_ID", "result": {"content": [{"type": "text", "text": "late"}]}}
+    headers = {**JSON_HEADERS, "mcp-session-id": session}
+    first = ""
+
+    async def read_first_event() -> None:
+        nonlocal first
+        async with http.stream("POST", gateway.url, content=json.dumps(slow).encode(), headers=headers) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            async for chunk in stream.aiter_text():
+                first += chunk
+                if "\n\n" in first:
+                    return  # and the connection drops
+
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_first_event)
+            while not raw_lines(_log) or not any(m.get("method") == "tools/call" for m in raw_lines(_log)
+                                                 if isinstance(m, dict)):
+                await anyio.sleep(0.02)
+            emitted = await post(http, gateway.url, {"jsonrpc": "2.0", "id": 6, "method": "emit",
+                                                     "params": {"lines": [json.dumps(progress)]}}, session)
+            assert emitted.status_code == 200
+        event_id = next(line[3:].strip() for line in first.split("\n") if line.startswith("id:"))
+        assert "notifications/progress" in first
+        # the stream is gone; the server answers the call now
+        late = json.dumps(answer)
+        await post(http, gateway.url, {"jsonrpc": "2.0", "id": 7, "method": "emit", "params": {"lines": [late]}},
+                   session)
+        resumed = await http.get(gateway.url, headers={"accept": "text/event-stream", "mcp-session-id": session,
+                                                       "last-event-id": event_id}, timeout=3)
+    assert resumed.status_code == 200
+    got = messages(resumed)
+    assert [m.get("id") for m in got] == [5] and got[0]["result"]["content"][0]["text"] == "late"

@@ -8,6 +8,7 @@ themselves. The guard fails closed: whatever goes wrong while deciding is a deny
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from regoguard.audit.decision_log import DecisionLog
 from regoguard.decision import Decision, Reason
 from regoguard.engine import Engine
 from regoguard.limits.limiter import LimitDenial, Limiter, Taken
+from regoguard.metrics import Metrics
 
 
 @dataclass
@@ -34,6 +36,9 @@ class Verdict:
     dry_run: bool = False
     doc: dict[str, Any] = field(default_factory=dict, repr=False)
     finished: bool = False
+    trace: dict[str, str] | None = None
+    """W3C trace context from the call's ``_meta`` (``traceparent``, ``tracestate``), for the decision event."""
+    started: float = field(default_factory=time.perf_counter)
 
     @property
     def allow(self) -> bool:
@@ -69,11 +74,15 @@ class Guard:
         limiter: Limiter | None = None,
         log: DecisionLog | None = None,
         dry_run: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.engine = engine
         self.limiter = limiter
         self.log = log
         self.dry_run = dry_run
+        self.metrics = metrics
+        if limiter is not None and metrics is not None:
+            limiter.metrics = metrics
         self._finish_lock = threading.Lock()
 
     def swap(self, engine: Engine, dry_run: bool | None = None) -> Engine:
@@ -110,9 +119,14 @@ class Guard:
         except Exception as exc:  # the engine does not raise by contract; if it ever does, deny
             decision = Decision.deny("guard/error", f"the guard could not decide: {exc}")
         verdict = Verdict(decision_id, decision, dry_run=self.dry_run, doc=doc, revision=engine.revision)
+        if self.metrics is not None:
+            self.metrics.decision_seconds.observe(decision.eval_ns / 1e9)
         if not decision.allow or not decision.charges or self.limiter is None:
             return verdict
+        started = time.perf_counter()
         outcome = self.limiter.take(decision.charges, *_who(doc))
+        if self.metrics is not None:
+            self.metrics.limit_seconds.observe(time.perf_counter() - started)
         if isinstance(outcome, LimitDenial):
             verdict.decision = Decision(False, "deny", (Reason(outcome.rule, outcome.message),), (),
                                         decision.cached, decision.eval_ns, {"retry_after": outcome.retry_after})
@@ -138,14 +152,26 @@ class Guard:
             verdict.finished = True
         if refund:
             self.refund(verdict)
-        if self.log is None:
-            return
         if not verdict.decision.allow:
             outcome = "would_deny" if verdict.dry_run else "denied"
         else:
             outcome = "upstream_error" if upstream_error is not None else "allowed"
+        if self.metrics is not None:
+            self._count(verdict, outcome)
+        if self.log is None:
+            return
         self.log.record(verdict.decision_id, verdict.doc, verdict.decision, outcome,
-                        "dry_run" if verdict.dry_run else "enforce", upstream_error, verdict.revision)
+                        "dry_run" if verdict.dry_run else "enforce", upstream_error, verdict.revision, verdict.trace)
+
+    def _count(self, verdict: Verdict, outcome: str) -> None:
+        assert self.metrics is not None
+        tool = verdict.doc.get("tool")
+        name = tool.get("name") if isinstance(tool, dict) else None
+        key = self.engine.compiled.key_for(name) if isinstance(name, str) else None
+        rule = verdict.decision.rule if not verdict.decision.allow else ""
+        self.metrics.decisions.labels(outcome, key or "*", rule or "").inc()
+        if verdict.decision.allow and outcome in ("allowed", "upstream_error"):
+            self.metrics.upstream_seconds.observe(time.perf_counter() - verdict.started)
 
     def end_session(self, session_id: str) -> None:
         """Session-scoped buckets go with their session."""

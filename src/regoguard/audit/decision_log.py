@@ -116,11 +116,14 @@ class DecisionLog:
                   "enforcement goes on", file=sys.stderr, flush=True)
 
     def record(self, decision_id: str, doc: dict[str, Any], decision: Decision, outcome: str,
-               mode: str = "enforce", upstream_error: Any = None, revision: str | None = None) -> dict[str, Any]:
+               mode: str = "enforce", upstream_error: Any = None, revision: str | None = None,
+               trace: dict[str, str] | None = None) -> dict[str, Any]:
         """Build, mask and write the event for one call; return it (masked). ``revision``: the policy that
-        decided it, when not the log's own (after a hot reload)."""
+        decided it, when not the log's own (after a hot reload); ``trace``: the call's W3C trace context."""
         event = decision_event(decision_id, doc, decision, outcome, self.masking, revision or self.revision,
                                self.labels, mode, upstream_error)
+        if trace:
+            event["trace_context"] = trace
         if self._logger is not None:
             before = self.failed
             try:

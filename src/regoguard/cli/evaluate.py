@@ -20,6 +20,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--args", default="{}", help="the arguments as a JSON object (or @file.json)")
     p.add_argument("--schema", help="the tool's inputSchema as JSON (or @file.json)")
     p.add_argument("--principal", default="cli", help="principal id in the input document")
+    p.add_argument("--principal-claims", metavar="JSON|@FILE",
+                   help="the principal's claims in the input document (a JSON object, or @file holding one)")
     p.add_argument("--server-name", default="cli", help="server name in the input document")
     p.add_argument("--pretty", action="store_true", help="indent the JSON")
     rego_option(p)
@@ -39,11 +41,15 @@ def cmd_eval(args: argparse.Namespace, out: BinaryIO) -> int:
     try:
         arguments = _json_arg(args.args, "--args")
         schema = _json_arg(args.schema, "--schema") if args.schema else None
+        claims = _json_arg(args.principal_claims, "--principal-claims") if args.principal_claims else {}
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not isinstance(arguments, dict):
         print("error: --args must be a JSON object", file=sys.stderr)
+        return EXIT_USAGE
+    if not isinstance(claims, dict):
+        print("error: --principal-claims must be a JSON object", file=sys.stderr)
         return EXIT_USAGE
     if schema is not None and not isinstance(schema, dict):
         print("error: --schema must be a JSON object (the tool's inputSchema)", file=sys.stderr)
@@ -57,7 +63,7 @@ def cmd_eval(args: argparse.Namespace, out: BinaryIO) -> int:
             "tool": {"name": args.tool, "arguments": arguments},
             "server": {"name": args.server_name},
             "session": {"id": "cli", "client": {"name": "regoguard-eval", "version": __version__}},
-            "principal": {"id": args.principal, "claims": {}},
+            "principal": {"id": args.principal, "claims": claims},
         }
         if schema is not None:
             doc["schema"] = schema

@@ -21,6 +21,7 @@ from regoguard.cli.common import (
 )
 from regoguard.engine import Engine
 from regoguard.limits import Limiter, MemoryStore, StoreError, open_store
+from regoguard.metrics import Metrics
 from regoguard.policy import Policy
 from regoguard.policy_set import PolicySet
 from regoguard.proxy.upstream import Deliver, Upstream
@@ -38,6 +39,8 @@ def add_parser(sub: Any) -> None:
                                    "..., or --upstream URL for a remote server")
     guard_options(p)
     p.add_argument("--principal", help="principal id in the input document (default: the OS user)")
+    p.add_argument("--principal-claims", metavar="JSON|@FILE",
+                   help="the principal's claims in the input document (a JSON object, or @file holding one)")
     p.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024,
                    help="largest client message accepted (default 16 MiB)")
     p.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]",
@@ -70,6 +73,8 @@ def guard_options(p: argparse.ArgumentParser) -> None:
                         "reload off)")
     p.add_argument("--refund-on-tool-error", action="store_true",
                    help="also give tokens back when the tool answers with isError (JSON-RPC errors always are)")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (serve has them at /metrics too)")
 
 
 @dataclass
@@ -82,10 +87,14 @@ class Guarded:
     headers: dict[str, str]
     server_name: str
     make_upstream: Callable[[Deliver], Upstream]
+    metrics: Metrics
     _watcher: PolicyWatcher | None
     _store: Store
+    _metrics_server: Any = None
 
     def close(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
         if self._watcher is not None:
             self._watcher.stop()
         self.guard.engine.close()
@@ -125,14 +134,35 @@ def open_guard(args: argparse.Namespace, example: str) -> Guarded | None:
         print("regoguard: dry run: every call is forwarded; calls the policy would deny are logged as would_deny",
               file=sys.stderr)
     limiter = Limiter(store, fail_open=fail_open)
-    guard = Guard(engine, limiter, decision_log, dry_run=dry_run)
+    metrics = Metrics()
+    guard = Guard(engine, limiter, decision_log, dry_run=dry_run, metrics=metrics)
     watcher = None
     if args.reload_interval > 0:
         watcher = PolicyWatcher(loaded, args.rego, lambda new: apply_reload(args, new, guard, limiter, decision_log),
                                 args.reload_interval)
         watcher.start()
     make_upstream = upstream_factory(command, args.upstream, headers, args.upstream_transport)
-    return Guarded(guard, command, headers, server_name, make_upstream, watcher, store)
+    guarded = Guarded(guard, command, headers, server_name, make_upstream, metrics, watcher, store)
+    if args.metrics_listen:
+        try:
+            guarded._metrics_server = start_metrics_server(args.metrics_listen, metrics)
+        except (OSError, ValueError) as exc:
+            print(f"error: --metrics-listen {args.metrics_listen}: {exc}", file=sys.stderr)
+            guarded.close()
+            return None
+    return guarded
+
+
+def start_metrics_server(listen: str, metrics: Metrics) -> Any:
+    """prometheus_client's own HTTP server for ``/metrics``, on a thread of its own."""
+    from prometheus_client import start_http_server
+
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError("expected HOST:PORT")
+    server, _thread = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=metrics.registry)
+    print(f"regoguard: metrics at http://{host or '127.0.0.1'}:{server.server_port}/metrics", file=sys.stderr)
+    return server
 
 
 def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
@@ -141,21 +171,46 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
 
     from regoguard.proxy.stdio import ProxyOptions, StdioProxy
 
+    claims = principal_claims(args.principal_claims)
+    if claims is None:
+        return EXIT_USAGE
     guarded = open_guard(args, "regoguard run -c p.yaml -- npx server")
     if guarded is None:
         return EXIT_USAGE
     options = ProxyOptions(
         server_name=guarded.server_name,
         principal=args.principal or getpass.getuser(),
+        principal_claims=claims,
         max_message_bytes=args.max_message_bytes,
         refund_on_tool_error=args.refund_on_tool_error,
     )
     proxy = StdioProxy(guarded.guard, guarded.make_upstream, options, sys.stdin.buffer, out,
                        signals=args.signal_relay)
+    guarded.metrics.sessions.set(1)
     try:
         return asyncio.run(proxy.run())
     finally:
+        guarded.metrics.sessions.set(0)
         guarded.close()
+
+
+def principal_claims(value: str | None) -> dict[str, Any] | None:
+    """``--principal-claims``: a JSON object, inline or ``@file``; None (with the error printed) otherwise."""
+    import json
+    from pathlib import Path
+
+    if value is None:
+        return {}
+    try:
+        text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+        claims = json.loads(text)
+    except (OSError, ValueError) as exc:
+        print(f"error: --principal-claims: {exc}", file=sys.stderr)
+        return None
+    if not isinstance(claims, dict):
+        print("error: --principal-claims must be a JSON object", file=sys.stderr)
+        return None
+    return claims
 
 
 def target_name(command: list[str] | None, url: str | None) -> str:

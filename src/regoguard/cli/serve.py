@@ -11,10 +11,13 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from regoguard.cli.common import EXIT_USAGE
 from regoguard.cli.run import guard_options, open_guard
+
+if TYPE_CHECKING:
+    from regoguard.proxy.auth import Verifier
 
 DEFAULT_LISTEN = "127.0.0.1:0"
 
@@ -41,6 +44,21 @@ def add_parser(sub: Any) -> None:
                    help="longest a client may take to send one request body (default 30)")
     p.add_argument("--no-legacy-sse", action="store_true",
                    help="do not serve the deprecated HTTP+SSE transport (GET /sse, POST /messages)")
+    auth = p.add_argument_group("identity (bearer JWTs; without --jwks or --jwt-secret-env, serve is unauthenticated)")
+    auth.add_argument("--jwks", metavar="FILE|URL", help="the keys tokens are signed with (a JWKS file or URL; a URL "
+                                                         "is fetched again when a token names an unknown kid)")
+    auth.add_argument("--jwt-secret-env", metavar="VAR",
+                      help="for development: verify HS256 tokens with the secret in environment variable VAR")
+    auth.add_argument("--issuer", help="the authorization server: tokens must carry this `iss`; named in the "
+                                       "protected resource metadata")
+    auth.add_argument("--audience", help="the `aud` tokens must name (default: this gateway's URL, --public-url)")
+    auth.add_argument("--required-scope", action="append", default=[], metavar="SCOPE",
+                      help="a scope every token must grant (repeatable); too few is 403 insufficient_scope")
+    auth.add_argument("--principal-claim", default="sub",
+                      help="the claim that names the principal (default sub)")
+    auth.add_argument("--public-url", metavar="URL",
+                      help="the URL clients reach this gateway at, when it is not the one it listens on (behind "
+                           "a TLS proxy): the tokens' default audience and the metadata's resource")
     p.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]",
                    help="a stdio MCP server to start for each session, after --")
     p.set_defaults(func=cmd_serve)
@@ -103,6 +121,14 @@ def cmd_serve(args: argparse.Namespace, out: BinaryIO) -> int:
         return EXIT_USAGE
     sock.listen(512)
     host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    resource = args.public_url or f"http://{shown}:{port}{args.path}"
+    try:
+        verifier = _verifier(args, resource)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sock.close()
+        return EXIT_USAGE
     guarded = open_guard(args, "regoguard serve -c p.yaml -- npx server")
     if guarded is None:
         sock.close()
@@ -116,11 +142,15 @@ def cmd_serve(args: argparse.Namespace, out: BinaryIO) -> int:
                           allowed_origins=frozenset(o.lower().rstrip("/") for o in args.allow_origin))
         options = FrontOptions(path=args.path, max_body_bytes=args.max_message_bytes, body_timeout=args.body_timeout)
         legacy = None if args.no_legacy_sse else LegacySse(table, options)
-        app = HttpFront(table, rules, options, legacy)
+        table.metrics = guarded.metrics
+        app = HttpFront(table, rules, options, legacy, verifier=verifier, resource=resource,
+                        metrics=guarded.metrics)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", ws="none",
                                 http="h11", timeout_graceful_shutdown=5)
         server = uvicorn.Server(config)
-        shown = f"[{host}]" if ":" in host else host
+        if verifier is None:
+            print(f"regoguard: no --jwks or --jwt-secret-env: serving unauthenticated; every caller is "
+                  f"principal {table.default_principal.id!r}", file=sys.stderr)
         print(f"regoguard listening on http://{shown}:{port}{args.path}", file=sys.stderr, flush=True)
 
         async def main() -> None:
@@ -134,3 +164,27 @@ def cmd_serve(args: argparse.Namespace, out: BinaryIO) -> int:
     finally:
         sock.close()
         guarded.close()
+
+
+def _verifier(args: argparse.Namespace, resource: str) -> Verifier | None:
+    """The token verifier the options ask for; None when they ask for none. Raises ValueError or OSError
+    with a message for the user when a key cannot be loaded."""
+    import os
+
+    from regoguard.proxy.auth import AuthOptions, Verifier
+
+    secret = None
+    if args.jwt_secret_env:
+        secret = os.environ.get(args.jwt_secret_env)
+        if not secret:
+            raise ValueError(f"--jwt-secret-env {args.jwt_secret_env}: that variable is not set")
+    options = AuthOptions(jwks=args.jwks, secret=secret, issuer=args.issuer, audience=args.audience,
+                          required_scopes=tuple(args.required_scope), principal_claim=args.principal_claim)
+    if not options.enabled:
+        if args.issuer or args.audience or args.required_scope:
+            raise ValueError("--issuer, --audience and --required-scope need --jwks or --jwt-secret-env")
+        return None
+    try:
+        return Verifier(options, resource)
+    except Exception as exc:
+        raise ValueError(f"--jwks {args.jwks}: cannot load the keys: {exc}") from exc

@@ -10,11 +10,15 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from regoguard.decision import Charge
 from regoguard.limits.clock import Clock, SystemClock
 from regoguard.limits.store import Store, StoreError
 from regoguard.limits.token_bucket import Spec
+
+if TYPE_CHECKING:
+    from regoguard.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class Limiter:
         self.store = store
         self.clock = clock or SystemClock()
         self.fail_open = fail_open
+        self.metrics: Metrics | None = None
 
     def take(
         self, charges: tuple[Charge, ...], server: str, principal: str, session: str
@@ -66,6 +71,10 @@ class Limiter:
         try:
             result = self.store.take_all(list(items), self.clock.now())
         except StoreError as exc:
+            if self.metrics is not None:
+                self.metrics.store_errors.inc()
+                if self.fail_open:
+                    self.metrics.fail_open_allows.inc()
             if self.fail_open:
                 return Taken(())
             return LimitDenial("limits/store-error", f"rate-limit state is unavailable, so the call is denied: "

@@ -321,6 +321,7 @@ class RelayCore:
         arguments = params.get("arguments") or {}
         schema = self.session.schemas.get(name) if self.guard.needs_schema(name) else None
         verdict = self.guard.decide(self.session.input_document(name, arguments, schema), size)
+        verdict.trace = jsonrpc.trace_context(msg)
         if not verdict.allow:
             log.debug("denied", tool=name, rule=verdict.decision.rule, reason=verdict.decision.message,
                      decision_id=verdict.decision_id)

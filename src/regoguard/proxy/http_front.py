@@ -40,7 +40,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from regoguard.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from regoguard.metrics import Metrics
 from regoguard.proxy import ids, jsonrpc
+from regoguard.proxy.auth import AuthError, Verifier, challenge, resource_metadata
 from regoguard.proxy.http_checks import (
     HostRules,
     Refusal,
@@ -57,12 +60,13 @@ from regoguard.proxy.http_sessions import (
     StreamExchange,
     progress_tokens,
     request_keys,
-    sse_event,
 )
 from regoguard.proxy.upstream import UpstreamError
 
 log = structlog.get_logger("regoguard.proxy")
 
+METADATA_PATH = "/.well-known/oauth-protected-resource"
+METRICS_PATH = "/metrics"
 SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
 LAST_EVENT_HEADER = "last-event-id"
@@ -100,11 +104,18 @@ class HttpFront:
     """The ASGI application: ``path`` for Streamable HTTP, plus the legacy SSE endpoints when enabled."""
 
     def __init__(self, table: SessionTable, rules: HostRules, options: FrontOptions,
-                 legacy: Any = None) -> None:
+                 legacy: Any = None, verifier: Verifier | None = None, resource: str = "",
+                 metrics: Metrics | None = None) -> None:
         self.table = table
         self.rules = rules
         self.options = options
         self.legacy = legacy
+        self.verifier = verifier
+        self.metrics = metrics
+        self.resource = resource  # this gateway's canonical URL (the tokens' audience)
+        base = resource.removesuffix(options.path) if resource.endswith(options.path) else resource.rstrip("/")
+        self.metadata_paths = (METADATA_PATH, METADATA_PATH + options.path)
+        self.metadata_url = base + METADATA_PATH + options.path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -115,7 +126,7 @@ class HttpFront:
         request = Request(scope, receive)
         try:
             check_host_and_origin(request, self.rules)
-            response = await self._route(request)
+            response = await self._authenticated(request)
         except Refusal as exc:
             response = _refusal(exc)
         except Exception:  # never a traceback to the client, never the end of the server
@@ -145,6 +156,28 @@ class HttpFront:
             with contextlib.suppress(Exception):
                 await self.table.sweep()
 
+    async def _authenticated(self, request: Request) -> Response:
+        """Who is asking (a verified bearer token, when the gateway has keys), then the request itself."""
+        if request.url.path in self.metadata_paths and self.verifier is not None:
+            if request.method != "GET":
+                raise Refusal(405, "Method Not Allowed")
+            return Response(json.dumps(resource_metadata(self.resource, self.verifier.options)),
+                            media_type="application/json")
+        if request.url.path == METRICS_PATH and self.metrics is not None:
+            if request.method != "GET":
+                raise Refusal(405, "Method Not Allowed")
+            return Response(self.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+        principal = self.table.default_principal
+        if self.verifier is not None:
+            try:
+                principal = self.verifier.verify(request.headers.get("authorization"))
+            except AuthError as exc:
+                body = json.dumps({"error": exc.error, "error_description": exc.description})
+                return Response(body, status_code=exc.status, media_type="application/json",
+                                headers={"www-authenticate": challenge(exc, self.metadata_url)})
+        request.state.principal = principal
+        return await self._route(request)
+
     async def _route(self, request: Request) -> Response:
         path = request.url.path
         if self.legacy is not None and path in self.legacy.paths:
@@ -169,7 +202,8 @@ class HttpFront:
         if not values:
             raise Refusal(400, "Bad Request: Missing session ID")
         session = self.table.get(values[0]) if len(values) == 1 else None
-        if session is None:
+        if session is None or session.principal.id != request.state.principal.id:
+            # a session is bound to whoever opened it: another caller's token does not reach it
             raise Refusal(404, "Not Found: Invalid or expired session ID")
         return session
 
@@ -189,7 +223,7 @@ class HttpFront:
             return await self._post_modern(request, msg, body)
         if isinstance(msg, dict) and msg.get("method") == "initialize" and not has_session:
             try:
-                session = await self.table.create()
+                session = await self.table.create(request.state.principal)
             except UpstreamError as exc:
                 log.warning("could not open the server side of a new session", error=str(exc))
                 return _json(_error_body(jsonrpc.INTERNAL_ERROR, str(exc), ids.raw_id(body.decode())), 502)
@@ -211,7 +245,7 @@ class HttpFront:
             return _json(_error_body(jsonrpc.METHOD_NOT_FOUND, "Method not found: initialize is not part of "
                                      f"protocol {jsonrpc.STATELESS_PROTOCOL}", raw_id), 404)
         try:
-            session = await self.table.stateless()
+            session = await self.table.stateless(request.state.principal)
         except UpstreamError as exc:
             return _json(_error_body(jsonrpc.INTERNAL_ERROR, str(exc), raw_id), 502)
         params = msg.get("params")
@@ -231,6 +265,12 @@ class HttpFront:
     async def _relay(self, request: Request, session: FrontSession, body: bytes, msg: Any) -> Response:
         keys = request_keys(msg)
         if not keys:
+            entries = msg if isinstance(msg, list) else [msg]
+            if not entries or not all(jsonrpc.is_notification(e) or jsonrpc.is_response(e) for e in entries):
+                # Nothing in it can be answered under an id: refused here, so no error goes astray on
+                # another of the session's streams.
+                return _json(_error_body(jsonrpc.INVALID_REQUEST, "Invalid Request: not a JSON-RPC request, "
+                                         "notification or response"), 400, session)
             await session.submit(body, Exchange(set(), sse=False))
             return Response(status_code=202, headers={SESSION_HEADER: session.id})
         exchange = Exchange(set(keys), sse=True, progress=progress_tokens(msg))
@@ -279,11 +319,14 @@ class HttpFront:
         return _json(_merge(answers, batch), session=session)
 
     async def _stream(self, session: FrontSession, exchange: Exchange, modern: bool,
-                      first: bytes) -> AsyncIterator[bytes]:
+                      first: bytes | None) -> AsyncIterator[bytes]:
+        """An exchange's messages as SSE events, each with an id (``<exchange>-<n>``) a client can resume
+        from with ``Last-Event-ID`` (2025-11-25) after its connection drops."""
         try:
-            yield sse_event(first)
+            if first is not None:
+                yield exchange.event(first)
             while (item := await exchange.queue.get()) is not None:
-                yield sse_event(item)
+                yield exchange.event(item)
         finally:
             if exchange.open:
                 await self._abandon(session, exchange, modern)
@@ -293,11 +336,12 @@ class HttpFront:
     async def _abandon(self, session: FrontSession, exchange: Exchange, modern: bool) -> None:
         """The client went away before its answers came. In the 2026-07-28 era a closed stream is the
         client's cancellation, passed on upstream; before it, disconnecting cancels nothing (the spec), and
-        the answers, when they come, reach nobody."""
+        the answers are kept for a client that resumes the stream (``Last-Event-ID``)."""
+        if not modern:
+            session.orphan(exchange)  # its answers keep arriving, for a GET with Last-Event-ID to resume
+            return
         exchange.open = False
         session.detach(exchange)
-        if not modern:
-            return
         for key in list(exchange.waiting):
             front_id = int(key[1])  # type: ignore[index]  # stateless requests carry the front's integer ids
             note = jsonrpc.encode({"jsonrpc": "2.0", "method": "notifications/cancelled",
@@ -310,6 +354,11 @@ class HttpFront:
     def _get(self, request: Request, session: FrontSession) -> Response:
         if not accepts(request)[1]:
             raise Refusal(406, "Not Acceptable: Client must accept text/event-stream")
+        resumed = session.resume(request.headers.get(LAST_EVENT_HEADER, ""))
+        if resumed is not None:
+            headers = {**SSE_HEADERS, SESSION_HEADER: session.id}
+            return StreamingResponse(self._stream(session, resumed, False, None), media_type="text/event-stream",
+                                     headers=headers)
         if session.get_stream is not None and session.get_stream.open:
             raise Refusal(409, "Conflict: Only one SSE stream is allowed per session")
         stream = StreamExchange(set(), sse=True)
@@ -330,7 +379,7 @@ class HttpFront:
                 if item is None:
                     return
                 session.touch()
-                yield sse_event(item)
+                yield stream.event(item)
         finally:
             stream.open = False
             session.detach(stream)

@@ -47,7 +47,7 @@ class LegacySse:
         if not accepts(request)[1]:
             raise Refusal(406, "Not Acceptable: Client must accept text/event-stream")
         try:
-            session = await self.table.create()
+            session = await self.table.create(request.state.principal)
         except UpstreamError as exc:
             raise Refusal(502, str(exc), jsonrpc.INTERNAL_ERROR) from exc
         stream = StreamExchange(set(), sse=True)
@@ -70,6 +70,8 @@ class LegacySse:
     async def _message(self, request: Request) -> Response:
         session_id = request.query_params.get("session_id")
         session = self.table.get(session_id) if session_id else None
+        if session is not None and session.principal.id != request.state.principal.id:
+            session = None  # bound to whoever opened it
         if session is None or session.get_stream is None or not session.get_stream.open:
             raise Refusal(404, "Not Found: unknown or ended session")
         kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()

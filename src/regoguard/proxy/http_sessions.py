@@ -18,6 +18,7 @@ import itertools
 import json
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,9 @@ from typing import Any
 import structlog
 
 from regoguard.guard import Guard
+from regoguard.metrics import Metrics
 from regoguard.proxy import ids
+from regoguard.proxy.auth import Principal
 from regoguard.proxy.core import CoreOptions, Outbox, RelayCore, ToClient
 from regoguard.proxy.jsonrpc import META_SUBSCRIPTION_ID
 from regoguard.proxy.session import Session
@@ -34,6 +37,8 @@ from regoguard.proxy.upstream import Deliver, Upstream, UpstreamError
 log = structlog.get_logger("regoguard.proxy")
 
 MAX_QUEUED = 10_000  # messages waiting on one stream before the stream is given up
+REPLAY_EVENTS = 256  # events of one stream kept for a client that resumes it
+MAX_ORPHANS = 64  # abandoned streams a session keeps for resumption
 
 
 class Exchange:
@@ -50,6 +55,30 @@ class Exchange:
         self.open = True
         self.restore = restore or {}  # front-assigned id key -> the client's raw id (stateless requests)
         self.progress = progress or []  # the progressTokens its requests set: their notifications go here
+        self.orphaned = False  # its client went away; kept for a resumption
+        self._sent: deque[tuple[int, bytes]] = deque(maxlen=REPLAY_EVENTS)
+        self._events = 0
+
+    @property
+    def sent_any(self) -> bool:
+        return self._events > 0
+
+    def event(self, data: bytes) -> bytes:
+        """``data`` as the next SSE event of this exchange, remembered for a replay."""
+        self._events += 1
+        self._sent.append((self._events, data))
+        return sse_event(data, f"{self.serial}-{self._events}")
+
+    def replay_after(self, seen: int) -> None:
+        """Put the events after ``seen`` back at the head of the queue (a resumed stream sends them again)."""
+        again = [data for n, data in self._sent if n > seen]
+        rest: list[bytes | None] = []
+        while not self.queue.empty():
+            rest.append(self.queue.get_nowait())
+        self._events = seen
+        self._sent = deque(((n, d) for n, d in self._sent if n <= seen), maxlen=REPLAY_EVENTS)
+        for item in [*again, *rest]:
+            self.queue.put_nowait(item)
 
     def push(self, data: bytes, answers: tuple[Hashable, ...] = (), related: Hashable | None = None) -> None:
         if not self.open:
@@ -96,14 +125,17 @@ class FrontSession:
     id: str
     core: RelayCore
     upstream: Upstream
+    principal: Principal
     stateless: bool = False
     last_active: float = field(default_factory=time.monotonic)
     waiters: dict[Hashable, Exchange] = field(default_factory=dict)
     progress: dict[Hashable, Exchange] = field(default_factory=dict)
     exchanges: dict[int, Exchange] = field(default_factory=dict)
     get_stream: StreamExchange | None = None
+    orphans: dict[int, Exchange] = field(default_factory=dict)
     ended: bool = False
     watcher: asyncio.Future[None] | None = None
+    on_end: Callable[[], None] | None = None
     _front_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def next_front_id(self) -> int:
@@ -134,6 +166,34 @@ class FrontSession:
             for token in exchange.progress:
                 self.progress[token] = exchange
         await self.deliver(out, exchange)
+
+    def orphan(self, exchange: Exchange) -> None:
+        """The client of a POST stream went away (2025-11-25: that cancels nothing): its answers still
+        come and are queued, to be sent on a GET that names one of its events in ``Last-Event-ID``."""
+        if not exchange.sent_any:
+            exchange.open = False  # the client never got an event id: nothing it could resume from
+            self.detach(exchange)
+            return
+        exchange.orphaned = True
+        self.orphans[exchange.serial] = exchange
+        while len(self.orphans) > MAX_ORPHANS:
+            oldest = next(iter(self.orphans.values()))
+            del self.orphans[oldest.serial]
+            oldest.finish()
+            self.detach(oldest)
+
+    def resume(self, last_event_id: str) -> Exchange | None:
+        """The abandoned stream ``last_event_id`` belongs to, ready to send what followed it; None if it
+        names no stream this session kept."""
+        serial, sep, seen = last_event_id.partition("-")
+        if not (sep and serial.isdigit() and seen.isdigit()):
+            return None
+        exchange = self.orphans.pop(int(serial), None)
+        if exchange is None:
+            return None
+        exchange.orphaned = False
+        exchange.replay_after(int(seen))
+        return exchange
 
     def detach(self, exchange: Exchange) -> None:
         self.exchanges.pop(exchange.serial, None)
@@ -170,7 +230,7 @@ class FrontSession:
             await self.upstream.send(data, context)
 
     def _stream_for(self, context: object, data: bytes) -> Exchange | None:
-        if isinstance(context, Exchange) and context.open and context.sse:
+        if isinstance(context, Exchange) and context.open and context.sse and not context.orphaned:
             return context
         token = _progress_token(data) if self.progress else None
         if token is not None and (owner := self.progress.get(token)) is not None and owner.open and owner.sse:
@@ -180,7 +240,7 @@ class FrontSession:
         if self.get_stream is not None and self.get_stream.open:
             return self.get_stream
         for exchange in reversed(self.exchanges.values()):
-            if exchange.open and exchange.sse and not exchange.is_stream:
+            if exchange.open and exchange.sse and not exchange.is_stream and not exchange.orphaned:
                 return exchange
         return None
 
@@ -192,6 +252,8 @@ class FrontSession:
         if self.ended:
             return
         self.ended = True
+        if self.on_end is not None:
+            self.on_end()
         with contextlib.suppress(Exception):
             await self.upstream.close()
         await self.deliver(self.core.server_closed(reason))
@@ -217,15 +279,18 @@ class SessionTable:
         self.make_upstream = make_upstream
         self.options = options
         self.sessions: dict[str, FrontSession] = {}
-        self._stateless: FrontSession | None = None
+        self._stateless: dict[str, FrontSession] = {}
         self._stateless_lock = asyncio.Lock()
+        self.default_principal = Principal(options.principal)
+        self.metrics: Metrics | None = None
 
-    async def create(self, stateless: bool = False) -> FrontSession:
+    async def create(self, principal: Principal | None = None, stateless: bool = False) -> FrontSession:
         """A new session with its own upstream (raises :class:`UpstreamError` if it cannot start)."""
-        if len(self.sessions) >= self.options.max_sessions:
+        if len(self.sessions) + len(self._stateless) >= self.options.max_sessions:
             raise UpstreamError(f"the proxy already serves {self.options.max_sessions} sessions")
+        who = principal or self.default_principal
         session_id = uuid.uuid4().hex
-        relay_session = Session(self.options.server_name, self.options.principal)
+        relay_session = Session(self.options.server_name, who.id, claims=who.claims)
         core = RelayCore(self.guard, relay_session, CoreOptions(refund_on_tool_error=self.options.refund_on_tool_error))
         holder: dict[str, FrontSession] = {}
 
@@ -233,20 +298,26 @@ class SessionTable:
             await holder["s"].from_server(line, context)
 
         upstream = self.make_upstream(deliver)
-        session = FrontSession(session_id, core, upstream, stateless=stateless)
+        session = FrontSession(session_id, core, upstream, who, stateless=stateless)
         holder["s"] = session
         await upstream.open()
         session.watcher = asyncio.ensure_future(self._watch(session))
+        if self.metrics is not None:
+            self.metrics.sessions.inc()
+            session.on_end = self.metrics.sessions.dec
         if not stateless:
             self.sessions[session_id] = session
         return session
 
-    async def stateless(self) -> FrontSession:
-        """The one session every 2026-07-28 request shares (its limits scope is this proxy process)."""
+    async def stateless(self, principal: Principal | None = None) -> FrontSession:
+        """The session a principal's 2026-07-28 requests share (there is no MCP session in that era; its
+        `session` limits hold across the principal's requests to this proxy process)."""
+        who = principal or self.default_principal
         async with self._stateless_lock:
-            if self._stateless is None or self._stateless.ended:
-                self._stateless = await self.create(stateless=True)
-            return self._stateless
+            session = self._stateless.get(who.id)
+            if session is None or session.ended:
+                session = self._stateless[who.id] = await self.create(who, stateless=True)
+            return session
 
     async def _watch(self, session: FrontSession) -> None:
         """The upstream went away on its own (the child exited, the remote ended the session)."""
@@ -256,6 +327,8 @@ class SessionTable:
             log.info("the MCP server side of a session ended", session=session.id[:8])
             await session.end("the MCP server exited before answering")
         self.sessions.pop(session.id, None)
+        if self._stateless.get(session.principal.id) is session:
+            del self._stateless[session.principal.id]
 
     def get(self, session_id: str) -> FrontSession | None:
         session = self.sessions.get(session_id)
@@ -269,7 +342,7 @@ class SessionTable:
         """End sessions idle longer than the timeout (none with a request in flight)."""
         now = time.monotonic()
         for session in list(self.sessions.values()):
-            busy = any(not e.is_stream for e in session.exchanges.values())
+            busy = any(e.open and not e.is_stream and not e.orphaned for e in session.exchanges.values())
             if not busy and now - session.last_active > self.options.idle_timeout:
                 log.info("ending an idle session", session=session.id[:8])
                 await self.remove(session, "the session idled out")
@@ -277,8 +350,8 @@ class SessionTable:
     async def close_all(self) -> None:
         for session in list(self.sessions.values()):
             await self.remove(session, "the proxy is shutting down")
-        if self._stateless is not None:
-            await self._stateless.end("the proxy is shutting down")
+        for session in list(self._stateless.values()):
+            await session.end("the proxy is shutting down")
 
 
 def request_keys(msg: Any) -> list[Hashable]:
@@ -319,8 +392,9 @@ def _progress_token(data: bytes) -> Hashable | None:
     return ids.id_key(token) if isinstance(token, str | int) else None
 
 
-def sse_event(data: bytes) -> bytes:
+def sse_event(data: bytes, event_id: str | None = None) -> bytes:
     """One message as an SSE ``message`` event (a line break inside becomes another ``data:`` line)."""
     text = data.decode("utf-8", "surrogatepass").replace("\r\n", "\n").replace("\r", "\n")
     lines = "".join(f"data: {line}\n" for line in text.split("\n"))
-    return ("event: message\n" + lines + "\n").encode("utf-8", "surrogatepass")
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return (head + "event: message\n" + lines + "\n").encode("utf-8", "surrogatepass")

@@ -162,3 +162,20 @@ def request_meta(msg: dict[str, Any]) -> dict[str, Any]:
 def is_stateless(msg: dict[str, Any]) -> bool:
     """A 2026-07-28 request carries its protocol version in ``params._meta``."""
     return request_meta(msg).get(META_PROTOCOL_VERSION) == STATELESS_PROTOCOL
+
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def trace_context(msg: dict[str, Any]) -> dict[str, str] | None:
+    """The W3C trace context a request carries in ``_meta`` (``traceparent``, ``tracestate``), when
+    well-formed; it passes upstream untouched either way."""
+    meta = request_meta(msg)
+    parent = meta.get("traceparent")
+    if not isinstance(parent, str) or not _TRACEPARENT.match(parent):
+        return None
+    out = {"traceparent": parent}
+    state = meta.get("tracestate")
+    if isinstance(state, str) and len(state) <= 512:
+        out["tracestate"] = state
+    return out

@@ -14,6 +14,7 @@ class Session:
     server_name: str
     principal: str
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    claims: dict[str, Any] = field(default_factory=dict)
     client_name: str | None = None
     client_version: str | None = None
     protocol_version: str | None = None
@@ -64,7 +65,7 @@ class Session:
                 "client": {"name": self.client_name, "version": self.client_version},
                 "protocol_version": self.protocol_version,
             },
-            "principal": {"id": self.principal, "claims": {}},
+            "principal": {"id": self.principal, "claims": self.claims},
         }
         if schema is not None:
             doc["schema"] = schema

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -40,6 +40,7 @@ TICK_SECONDS = 0.5
 class ProxyOptions:
     server_name: str
     principal: str
+    principal_claims: dict[str, Any] = field(default_factory=dict)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     shutdown_grace: float = 5.0
     refund_on_tool_error: bool = False
@@ -94,7 +95,7 @@ class StdioProxy:
     ) -> None:
         self.guard = guard
         self.options = options
-        self.session = Session(options.server_name, options.principal)
+        self.session = Session(options.server_name, options.principal, claims=options.principal_claims)
         self.core = RelayCore(guard, self.session, CoreOptions(refund_on_tool_error=options.refund_on_tool_error))
         self.upstream = make_upstream(self._from_server)
         self._client_in = client_in

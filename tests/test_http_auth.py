@@ -1,0 +1,286 @@
+"""``regoguard serve`` as an OAuth 2.1 resource server: bearer JWTs minted here from a test key set.
+
+Tokens are signed with PyJWT by the test (RSA and EC keys made with ``cryptography``, published as a JWKS
+file or served over HTTP on 127.0.0.1); the gateway runs as a subprocess in front of the spy server and is
+reached with raw HTTP and with the SDK's client. Forged and stale tokens never get a session, a session
+belongs to whoever opened it, and the principal a token names is the one the decision sees and the
+``principal`` limits count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from conftest import free_port
+from http_harness import Proc, serving
+from proxy_harness import READ_TIMEOUT, TIMEOUT, python_server, spy_tools, write_policy
+
+ISSUER = "https://auth.example.test"
+POLICY = """\
+version: "1"
+default: allow
+tools:
+  echo:
+    rules:
+      - name: two echoes per user
+        rate_limit: {max: 2, window: 60}
+        scope: principal
+"""
+INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+
+
+class Keys:
+    def __init__(self) -> None:
+        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec = ec.generate_private_key(ec.SECP256R1())
+        self.stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def jwks(self, *, with_ec: bool = True) -> dict[str, Any]:
+        keys = [_jwk(self.rsa.public_key(), "rsa-1", "RS256")]
+        if with_ec:
+            keys.append(_jwk(self.ec.public_key(), "ec-1", "ES256"))
+        return {"keys": keys}
+
+    def public_pem(self) -> bytes:
+        return self.rsa.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _jwk(public: Any, kid: str, alg: str) -> dict[str, Any]:
+    algorithm = jwt.get_algorithm_by_name(alg)
+    doc = json.loads(algorithm.to_jwk(public))
+    return {**doc, "kid": kid, "alg": alg, "use": "sig"}
+
+
+def token(key: Any, audience: str, *, sub: str = "alice", kid: str = "rsa-1", alg: str = "RS256",
+          issuer: str = ISSUER, expires_in: float = 300, scope: str = "mcp:tools", **claims: Any) -> str:
+    now = int(time.time())
+    payload = {"sub": sub, "iss": issuer, "aud": audience, "iat": now, "exp": now + int(expires_in),
+               "scope": scope, **claims}
+    return jwt.encode(payload, key, algorithm=alg, headers={"kid": kid})
+
+
+def _hs256_by_hand(secret: bytes, audience: str) -> str:
+    """The RS/HS confusion attack: HS256 keyed with the RSA *public* key (PyJWT refuses to mint one)."""
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}).encode())
+    body = b64(json.dumps({"sub": "mallory", "iss": ISSUER, "aud": audience, "exp": int(time.time()) + 300,
+                           "scope": "mcp:tools"}).encode())
+    signature = hmac.new(secret, f"{header}.{body}".encode(), hashlib.sha256).digest()
+    return f"{header}.{body}.{b64(signature)}"
+
+
+@pytest.fixture(scope="module")
+def keys() -> Keys:
+    return Keys()
+
+
+@contextlib.contextmanager
+def gateway(tmp_path: Path, keys: Keys, *options: str, jwks: str | None = None, log: Path | None = None,
+            policy_text: str = POLICY) -> Iterator[Proc]:
+    policy = write_policy(tmp_path, policy_text, "auth.yaml")
+    if jwks is None:
+        path = tmp_path / "jwks.json"
+        path.write_text(json.dumps(keys.jwks()))
+        jwks = str(path)
+    with serving(policy, "--jwks", jwks, "--issuer", ISSUER, "--required-scope", "mcp:tools", *options,
+                 command=python_server("spy"), env={"SPY_LOG": str(log or tmp_path / "spy.jsonl")}) as proc:
+        yield proc
+
+
+async def _init(http: httpx2.AsyncClient, url: str, bearer: str | None) -> httpx2.Response:
+    headers = {**HEADERS, **({"authorization": f"Bearer {bearer}"} if bearer else {})}
+    return await http.post(url, json=INIT, headers=headers)
+
+
+async def test_tokens_are_verified(tmp_path: Path, keys: Keys) -> None:
+    with gateway(tmp_path, keys) as gw:
+        aud = gw.url
+        forged = {
+            "none": None,
+            "expired": token(keys.rsa, aud, expires_in=-120),
+            "wrong audience": token(keys.rsa, "http://127.0.0.1:1/mcp"),
+            "wrong issuer": token(keys.rsa, aud, issuer="https://evil.example"),
+            "unknown kid": token(keys.stranger, aud, kid="rsa-9"),
+            "wrong key, known kid": token(keys.stranger, aud),
+            "alg none": jwt.encode({"sub": "alice", "aud": aud, "iss": ISSUER, "exp": int(time.time()) + 300},
+                                   None, algorithm="none"),
+            "HS256 with the public key": _hs256_by_hand(keys.public_pem(), aud),
+            "not yet valid": token(keys.rsa, aud, nbf=int(time.time()) + 600),
+            "garbage": "not.a.jwt",
+        }
+        async with httpx2.AsyncClient(timeout=READ_TIMEOUT) as http:
+            for label, bearer in forged.items():
+                r = await _init(http, gw.url, bearer)
+                assert r.status_code == 401, (label, r.status_code, r.text)
+                assert "mcp-session-id" not in r.headers, label
+                challenge = r.headers["www-authenticate"]
+                assert challenge.startswith("Bearer ") and "resource_metadata=" in challenge, label
+            few = await _init(http, gw.url, token(keys.rsa, aud, scope="profile"))
+            assert few.status_code == 403 and 'error="insufficient_scope"' in few.headers["www-authenticate"]
+            for good in (token(keys.rsa, aud), token(keys.ec, aud, kid="ec-1", alg="ES256")):
+                ok = await _init(http, gw.url, good)
+                assert ok.status_code == 200 and ok.headers.get("mcp-session-id"), ok.text
+            metadata_url = challenge.split('resource_metadata="')[1].split('"')[0]
+            meta = (await http.get(metadata_url)).json()
+            assert meta["resource"] == gw.url and meta["authorization_servers"] == [ISSUER]
+            assert meta["scopes_supported"] == ["mcp:tools"]
+
+
+async def test_a_session_belongs_to_its_principal(tmp_path: Path, keys: Keys) -> None:
+    log = tmp_path / "spy.jsonl"
+    with gateway(tmp_path, keys, log=log) as gw:
+        alice, bob = token(keys.rsa, gw.url, sub="alice"), token(keys.rsa, gw.url, sub="bob")
+        async with httpx2.AsyncClient(timeout=READ_TIMEOUT) as http:
+            session = (await _init(http, gw.url, alice)).headers["mcp-session-id"]
+            call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo",
+                                                                               "arguments": {"text": "hi"}}}
+            as_bob = await http.post(gw.url, json=call, headers={**HEADERS, "authorization": f"Bearer {bob}",
+                                                                 "mcp-session-id": session})
+            assert as_bob.status_code == 404
+            anonymous = await http.post(gw.url, json=call, headers={**HEADERS, "mcp-session-id": session})
+            assert anonymous.status_code == 401
+            as_alice = await http.post(gw.url, json=call, headers={**HEADERS, "authorization": f"Bearer {alice}",
+                                                                   "mcp-session-id": session})
+            assert as_alice.status_code == 200
+    assert spy_tools(log) == ["echo"]
+
+
+async def _calls(url: str, bearer: str, n: int) -> list[bool]:
+    """``n`` echo calls in one SDK session; True for each one allowed."""
+    allowed = []
+    async with httpx2.AsyncClient(headers={"authorization": f"Bearer {bearer}"}, timeout=READ_TIMEOUT) as http, \
+            streamable_http_client(url, http_client=http) as streams, ClientSession(streams[0], streams[1]) as s:
+        await s.initialize()
+        for i in range(n):
+            result = await s.call_tool("echo", {"text": f"call {i}"})
+            allowed.append(not result.is_error)
+    return allowed
+
+
+async def test_principal_limits_and_the_decision_log(tmp_path: Path, keys: Keys) -> None:
+    decisions = tmp_path / "decisions.jsonl"
+    with gateway(tmp_path, keys, "--decision-log", str(decisions)) as gw, anyio.fail_after(TIMEOUT):
+        alice = token(keys.rsa, gw.url, sub="alice", groups=["admins"])
+        bob = token(keys.rsa, gw.url, sub="bob")
+        assert await _calls(gw.url, alice, 1) == [True]
+        assert await _calls(gw.url, alice, 2) == [True, False]  # a new session, the same user: one left
+        assert await _calls(gw.url, bob, 2) == [True, True]
+        while len(decisions.read_text().splitlines() if decisions.exists() else []) < 5:
+            await anyio.sleep(0.05)
+    events = [json.loads(line) for line in decisions.read_text().splitlines()]
+    assert [e["input"]["principal"]["id"] for e in events] == ["alice"] * 3 + ["bob"] * 2
+    assert events[0]["input"]["principal"]["claims"]["groups"] == ["admins"]
+    assert [e["result"]["allow"] for e in events] == [True, True, False, True, True]
+
+
+class _JwksServer:
+    """A JWKS over HTTP on 127.0.0.1 whose keys the test can rotate; counts the fetches."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+        self.fetches = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.fetches += 1
+                body = json.dumps(outer.document).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_a_remote_jwks_is_fetched_again_for_a_new_key(tmp_path: Path, keys: Keys) -> None:
+    jwks = _JwksServer(keys.jwks(with_ec=False))
+    try:
+        with gateway(tmp_path, keys, jwks=jwks.url) as gw:
+            async with httpx2.AsyncClient(timeout=READ_TIMEOUT) as http:
+                assert (await _init(http, gw.url, token(keys.rsa, gw.url))).status_code == 200
+                assert jwks.fetches == 1  # at start, then cached
+                rotated = token(keys.ec, gw.url, kid="ec-1", alg="ES256")
+                jwks.document = keys.jwks(with_ec=True)  # the issuer publishes a new key
+                assert (await _init(http, gw.url, rotated)).status_code == 200
+                assert jwks.fetches == 2
+                for _ in range(3):  # unknown kids do not make the gateway fetch on every request
+                    assert (await _init(http, gw.url, token(keys.stranger, gw.url, kid="nope"))).status_code == 401
+                assert jwks.fetches == 2
+    finally:
+        jwks.close()
+
+
+async def test_replicas_share_principal_limits_through_redis(tmp_path: Path, keys: Keys, redis_url: str,
+                                                             redis_prefix: str) -> None:
+    """Three gateways on one Redis: a user's calls spread across them, and the limit holds to the call."""
+    policy = POLICY.replace("max: 2", "max: 5")
+    state = ("--state", redis_url, "--state-prefix", redis_prefix)
+    with contextlib.ExitStack() as stack:
+        replicas = [stack.enter_context(gateway(tmp_path / f"r{i}", keys, *state, "--audience", "regoguard-fleet",
+                                                policy_text=policy))
+                    for i in range(3) if (tmp_path / f"r{i}").mkdir() is None]
+        alice = token(keys.rsa, "regoguard-fleet", sub="alice")
+        with anyio.fail_after(TIMEOUT):
+            results = [allowed for gw in replicas for allowed in await _calls(gw.url, alice, 3)]
+    assert results.count(True) == 5 and results[:5] == [True] * 5
+
+
+async def test_the_team_gateway_example(tmp_path: Path, keys: Keys) -> None:
+    """policies/team-gateway.yaml: admins may delete (a rule over the token's claims, in Rego), everyone
+    is rate-limited per user, through the SDK client."""
+    root = Path(__file__).resolve().parents[1]
+    log = tmp_path / "spy.jsonl"
+    example = (root / "policies" / "team-gateway.yaml").read_text().replace(
+        "rego: [team-gateway]", f"rego: [{root / 'policies' / 'team-gateway'}]")
+    with gateway(tmp_path, keys, log=log, policy_text=example) as gw, anyio.fail_after(TIMEOUT):
+        ada = token(keys.rsa, gw.url, sub="ada", groups=["admins", "eng"])
+        bo = token(keys.rsa, gw.url, sub="bo", groups=["eng"])
+        results: dict[str, list[str]] = {}
+        for who, bearer in (("ada", ada), ("bo", bo)):
+            async with httpx2.AsyncClient(headers={"authorization": f"Bearer {bearer}"}, timeout=READ_TIMEOUT) as h, \
+                    streamable_http_client(gw.url, http_client=h) as streams, \
+                    ClientSession(streams[0], streams[1]) as s:
+                await s.initialize()
+                deleted = await s.call_tool("delete_customer", {"customer_id": f"cus_{who}"})
+                echoes = [await s.call_tool("echo", {"text": str(i)}) for i in range(4)]
+                results[who] = ["denied" if deleted.is_error else "deleted"] + \
+                               ["denied" if r.is_error else "ok" for r in echoes]
+    assert results["ada"] == ["deleted", "ok", "ok", "ok", "denied"]
+    assert results["bo"] == ["denied", "ok", "ok", "ok", "denied"]
+    assert spy_tools(log) == ["delete_customer"] + ["echo"] * 6
