@@ -17,12 +17,17 @@ checked. Configurations, all started once and measured in the same run:
                     (one server process per MCP session)
   serve, denied     as "serve --upstream", every call denied by the policy (it never goes upstream)
   serve --upstream, RS256 JWT
-                    as "serve --upstream", but that gateway is a second ``serve --upstream URL`` started with
+                    as "serve --upstream", but the gateway is another ``serve --upstream URL``, started with
                     ``--jwks FILE --issuer ISS --required-scope mcp:tools`` (audience: its own URL, the
                     default), and every request of the session carries ``Authorization: Bearer <token>``: a
                     valid RS256 token (RSA 2048), so every call's POST is verified (the key set is read once)
   serve --upstream, ES256 JWT
                     the same gateway and session shape, an ES256 token (P-256); both keys are in the JWKS
+  serve --upstream, control
+                    as "serve --upstream" (no auth), one more gateway process: the JWT rows come from another
+                    process than the plain one, so this one's difference from the plain one is the
+                    process-to-process (and session-to-session) noise any such comparison holds; it sits just
+                    before the JWT rows in the rotation, idle as long as their gateway between its turns
 
 Policy (written to a temporary directory, checked with ``regoguard check``): ``default: allow``, and for
 ``echo`` one rule: ``args.text`` must not match ``^forbidden``. Each call has a different text (``call N``
@@ -41,7 +46,8 @@ or ``forbidden N``), so every decision misses the decision cache. State: ``--sta
    secret), ``--verify-iterations`` calls each (after a warm-up), in rounds rotating over the algorithms;
    each call timed alone; also the bare signature check (PyJWT's algorithm ``verify``), to split the cost
    between the cryptography and the rest (header parsing, claims, scopes). The JWT rows of (1) minus
-   "serve --upstream" is the same cost seen through HTTP, with two processes' noise on top.
+   "serve --upstream" (or minus the control) is the same cost seen through HTTP, with two processes' noise
+   on top: on a small shared machine that noise is larger than the verification.
 
 ``--src SRC`` runs the regoguard package in SRC instead of this checkout's src/ (e.g. a copy with a fix, to
 compare the two in consecutive runs; SRC's parent must hold the ``rego/`` directory, as a checkout does).
@@ -64,7 +70,6 @@ import json
 import math
 import os
 import platform
-import random
 import re
 import signal
 import statistics
@@ -415,15 +420,6 @@ def pct(samples: list[float], q: float) -> float:
     return s[max(0, math.ceil(q * len(s)) - 1)] * 1e3
 
 
-def median_diff_ci(a: list[float], b: list[float], resamples: int = 1000) -> tuple[float, float]:
-    """A 95 % bootstrap interval of median(a) - median(b), ms: the sampling noise of an ADDED (not the noise
-    between two processes, nor the machine's drift)."""
-    rng = random.Random(0)
-    diffs = sorted(statistics.median(rng.choices(a, k=len(a))) - statistics.median(rng.choices(b, k=len(b)))
-                   for _ in range(resamples))
-    return diffs[int(0.025 * resamples)] * 1e3, diffs[int(0.975 * resamples) - 1] * 1e3
-
-
 def source_state() -> str:
     """The checkout regoguard runs from: commit, and whether src/ differs from it (numbers follow the code)."""
     try:
@@ -451,7 +447,8 @@ def rotations(items: list[T], rounds: int) -> Iterator[list[T]]:
 
 
 async def measure(args: argparse.Namespace, env: dict[str, str], tmp: Path, policy: Path, echo_http: Listener,
-                  serve_up: Listener, serve_cmd: Listener, serve_jwt: Listener, keys: BenchKeys, src: Path) -> int:
+                  serve_up: Listener, serve_cmd: Listener, serve_ctl: Listener, serve_jwt: Listener, keys: BenchKeys,
+                  src: Path) -> int:
     py = sys.executable
     errlog = open(tmp / "stdio-children.err", "w", encoding="utf-8")  # noqa: SIM115 - closed below
     try:
@@ -461,6 +458,7 @@ async def measure(args: argparse.Namespace, env: dict[str, str], tmp: Path, poli
             seqs = [
                 Seq("http direct", lambda s: open_http(s, echo_http.url)),
                 Seq("serve --upstream", lambda s: open_http(s, serve_up.url)),
+                Seq("serve --upstream, control", lambda s: open_http(s, serve_ctl.url)),
                 Seq("run --upstream", lambda s: open_stdio(s, run_up, env, errlog)),
                 Seq("stdio direct", lambda s: open_stdio(s, [py, str(SERVER)], env, errlog)),
                 Seq("serve -- stdio", lambda s: open_http(s, serve_cmd.url)),
@@ -468,7 +466,7 @@ async def measure(args: argparse.Namespace, env: dict[str, str], tmp: Path, poli
             ]
             for alg in JWT_ALGS:  # the audience is the gateway's own URL, its default
                 bearer = keys.token(alg, serve_jwt.url)
-                seqs.insert(2 + JWT_ALGS.index(alg), Seq(f"serve --upstream, {alg} JWT",
+                seqs.insert(3 + JWT_ALGS.index(alg), Seq(f"serve --upstream, {alg} JWT",
                                                          lambda s, b=bearer: open_http(s, serve_jwt.url, b)))
             for sq in seqs:
                 t0 = time.perf_counter()
@@ -510,7 +508,7 @@ async def measure(args: argparse.Namespace, env: dict[str, str], tmp: Path, poli
         errlog.close()
     verified = measure_verify(keys, src, args.verify_iterations)  # every session closed: the servers are idle
 
-    report(args, seqs, concs, conc_open_s, close_s, verified, [echo_http, serve_up, serve_cmd, serve_jwt])
+    report(args, seqs, concs, conc_open_s, close_s, verified, [echo_http, serve_up, serve_cmd, serve_ctl, serve_jwt])
     return 0
 
 
@@ -537,7 +535,7 @@ def report(args: argparse.Namespace, seqs: list[Seq], concs: list[Conc], conc_op
                     else f"{'-':>14} {'-':>7}")
         print(row + vs_http + "   " + vs_stdio)
     print()
-    print("  baselines: serve --upstream (with or without JWT), run --upstream and serve, denied -> http direct; "
+    print("  baselines: serve --upstream (all four), run --upstream and serve, denied -> http direct; "
           "serve -- stdio -> stdio direct (its client speaks HTTP, so 'vs http' is the cost beyond a direct HTTP "
           "call)")
     print()
@@ -590,28 +588,29 @@ def report(args: argparse.Namespace, seqs: list[Seq], concs: list[Conc], conc_op
 
 
 def report_jwt(args: argparse.Namespace, by: dict[str, Seq], verified: list[VerifyRow]) -> None:
-    plain = by["serve --upstream"]
-    p_med = med(plain.samples)
+    plain, control = by["serve --upstream"], by["serve --upstream, control"]
+    p_med, c_med = med(plain.samples), med(control.samples)
     in_process = {row.alg: row for row in verified}
-    print(f"bearer JWT over HTTP: the sequential rows above, against plain serve --upstream (same rounds, "
-          f"{args.calls} calls each); one token verification per call (its POST)")
-    head = (f"{'configuration':<28} {'median ms':>9} {'added ms':>9} {'95% CI (sampling)':>19} {'x plain':>8} "
-            f"{'mean added ms':>13}   {'verify() alone, us':>18}")
+    print(f"bearer JWT over HTTP: the sequential rows above (same rounds, {args.calls} calls each); one token "
+          "verification per call (its POST)")
+    head = (f"{'configuration':<28} {'median ms':>9} {'added vs plain':>14} {'x plain':>8} {'added vs control':>16} "
+            f"{'mean added vs plain':>19}   {'verify() alone, ms':>18}")
     print(head)
     print("-" * len(head))
-    print(f"{plain.name:<28} {p_med:>9.3f} {'-':>9} {'-':>19} {'-':>8} {'-':>13}   {'-':>18}")
-    for alg in JWT_ALGS:
-        c = by[f"serve --upstream, {alg} JWT"]
+    rows: list[tuple[Seq, str | None]] = [(plain, None), (control, None)]
+    rows += [(by[f"serve --upstream, {alg} JWT"], alg) for alg in JWT_ALGS]
+    for c, alg in rows:
         m = med(c.samples)
-        mean_added = (statistics.fmean(c.samples) - statistics.fmean(plain.samples)) * 1e3
-        alone = statistics.median(in_process[alg].verify) * 1e6
-        lo, hi = median_diff_ci(c.samples, plain.samples)
-        ci = f"[{lo:+.3f}, {hi:+.3f}]"
-        print(f"{c.name:<28} {m:>9.3f} {m - p_med:>+9.3f} {ci:>19} {m / p_med:>7.3f}x {mean_added:>+13.3f}   "
-              f"{alone:>18.1f}")
-    print("  95% CI: bootstrap of the median difference (1000 resamples); it covers the calls' scatter, not the "
-          "difference between two gateway processes (plain, JWT), which the HTTP number holds too. The in-process "
-          "numbers below are the verification cost itself")
+        vs_plain = "-" if c is plain else f"{m - p_med:+.3f}"
+        ratio = "-" if c is plain else f"{m / p_med:.3f}x"
+        vs_control = f"{m - c_med:+.3f}" if alg else "-"
+        mean_diff = (statistics.fmean(c.samples) - statistics.fmean(plain.samples)) * 1e3
+        mean_added = "-" if c is plain else f"{mean_diff:+.3f}"
+        alone = f"{statistics.median(in_process[alg].verify) * 1e3:.3f}" if alg else "-"
+        print(f"{c.name:<28} {m:>9.3f} {vs_plain:>14} {ratio:>8} {vs_control:>16} {mean_added:>19}   {alone:>18}")
+    print(f"  the control (no auth, another gateway process) differs from plain serve --upstream by "
+          f"{c_med - p_med:+.3f} ms: differences of that size between the JWT rows and either baseline are noise, "
+          "not verification; the in-process table below is the verification cost itself")
     print()
     print(f"token verification in-process: regoguard.proxy.auth.Verifier(...).verify('Bearer ' + token), key set "
           f"read once (cached); {args.verify_iterations} calls per algorithm after {VERIFY_WARMUP} warm-up, in "
@@ -721,15 +720,16 @@ def main() -> int:
             serve_jwt = Listener("serve --upstream --jwks", [*rg_serve, "--upstream", echo_http.url,
                                                              "--jwks", str(keys.jwks), "--issuer", ISSUER,
                                                              "--required-scope", SCOPE], tmp / "serve-jwt.err")
-            servers.append(serve_jwt)
-            serve_up.start(env)
-            serve_cmd.start(env)
-            serve_jwt.start(env)
+            serve_ctl = Listener("serve --upstream (control)", [*rg_serve, "--upstream", echo_http.url],
+                                 tmp / "serve-ctl.err")
+            servers += [serve_ctl, serve_jwt]
+            for listener in (serve_up, serve_cmd, serve_ctl, serve_jwt):
+                listener.start(env)
 
             async def body() -> int:
                 with anyio.fail_after(args.timeout):
-                    return await measure(args, env, tmp, policy, echo_http, serve_up, serve_cmd, serve_jwt, keys,
-                                         src)
+                    return await measure(args, env, tmp, policy, echo_http, serve_up, serve_cmd, serve_ctl,
+                                         serve_jwt, keys, src)
 
             try:
                 return anyio.run(body)

@@ -532,3 +532,26 @@ def test_fractions_with_six_decimals_or_fewer_are_decided(value):
     d = engine_for(yaml_text).evaluate(call_doc("t", {"x": value}))
     assert d.rule != "engine/input"
     assert d.allow is (value <= 100)
+
+
+def test_a_decision_that_reads_the_principal_is_cached_per_principal(tmp_path):
+    """An admin's allowed call must not be answered from the cache for anyone else (the key holds what
+    the conditions read of the caller)."""
+    policy = tmp_path / "admins.yaml"
+    policy.write_text('version: "1"\ndefault: allow\ntools:\n  delete_customer:\n    rules:\n'
+                      '      - name: admins only\n        conditions:\n'
+                      '          - {path: principal.claims.groups, op: contains, value: admins}\n')
+    engine = regoguard.Engine(regoguard.compile_policy(regoguard.load_policy(policy)))
+    try:
+        def decide(claims):
+            return engine.evaluate({"tool": {"name": "delete_customer", "arguments": {"customer_id": "c1"}},
+                                    "principal": {"id": "someone", "claims": claims}})
+
+        first = decide({"groups": ["admins"]})
+        again = decide({"groups": ["admins"]})
+        other = decide({"groups": ["eng"]})
+        assert first.allow and again.allow and again.cached
+        assert not other.allow and not other.cached
+        assert [r.rule for r in other.reasons] == ["delete_customer/admins only"]
+    finally:
+        engine.close()

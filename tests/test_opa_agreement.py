@@ -247,3 +247,55 @@ def test_team_rego_decides_the_same_on_opa(tool, args):
         assert_agree(engine, call_doc(tool, args), TEAM)
     finally:
         engine.close()
+
+
+# --- conditions on who is calling (principal, session, server) ----------------------------------------
+
+CONTEXT_POLICY = """\
+version: "1"
+default: allow
+tools:
+  delete_customer:
+    rules:
+      - name: admins only
+        conditions:
+          - {path: principal.claims.groups, op: contains, value: admins}
+          - {path: principal.claims.level, op: gte, value: 3}
+  echo:
+    rules:
+      - name: known clients on the crm server
+        conditions:
+          - {path: session.client.name, op: regex, value: "^(claude|cursor)"}
+          - {path: server.name, op: in, value: [crm, crm-staging]}
+          - {path: principal.id, op: not_in, value: [mallory]}
+          - {path: args.text, op: len_lte, value: 8}
+  "*":
+    rules:
+      - name: no anonymous callers
+        conditions:
+          - {path: principal.claims.email, op: exists, value: true}
+"""
+
+CLAIMS = st.fixed_dictionaries({}, optional={
+    "groups": st.lists(st.sampled_from(["admins", "eng", "ops", 3]), max_size=3) | st.sampled_from(["admins", 7]),
+    "level": st.integers(0, 5) | st.sampled_from(["3", 3.5, None]),
+    "email": st.sampled_from(["a@example.com", "", None]),
+})
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tool=st.sampled_from(["delete_customer", "echo", "other"]), claims=CLAIMS,
+       principal=st.sampled_from(["ada", "mallory"]), client=st.sampled_from(["claude-code", "cursor", "x", None]),
+       server=st.sampled_from(["crm", "crm-staging", "billing"]), text=st.sampled_from(["hi", "far too long"]))
+def test_context_conditions_decide_the_same_on_opa(tool, claims, principal, client, server, text):
+    policy = Path(tempfile.mkdtemp()) / "context.yaml"
+    policy.write_text(CONTEXT_POLICY)
+    engine = regoguard.Engine(regoguard.compile_policy(regoguard.load_policy(policy)), UNCACHED)
+    try:
+        doc = call_doc(tool, {"text": text})
+        doc["principal"] = {"id": principal, "claims": claims}
+        doc["session"]["client"]["name"] = client
+        doc["server"]["name"] = server
+        assert_agree(engine, doc)
+    finally:
+        engine.close()

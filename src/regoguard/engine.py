@@ -182,7 +182,7 @@ class Engine:
         unit = self.compiled.unit_for(name)
         # A string the two engines could match differently (bytes vs characters) is denied, not guessed;
         # before the cache, so such a call never reads a decision cached for an ASCII one.
-        why = unportable_argument(self.compiled.units[unit].entry, doc["tool"].get("arguments"))
+        why = unportable_argument(self.compiled.units[unit].entry, doc["tool"].get("arguments"), doc)
         if why:
             return Decision.deny("engine/input", why)
         cacheable = self._cacheable and self.limits.cache_size > 0

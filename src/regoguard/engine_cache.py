@@ -45,6 +45,12 @@ def cache_key(compiled: CompiledPolicy, unit: str, doc: dict[str, Any], budget: 
             return None
         parts.append(text)
         parts.append(tuple(sorted(args)))
+    for root in sorted(reads.context):  # who is calling, when a condition reads it
+        text = json.dumps(doc.get(root), sort_keys=True)
+        budget -= len(text)
+        if budget < 0:
+            return None
+        parts.append((root, text))
     return tuple(parts)
 
 
@@ -52,12 +58,18 @@ def policy_input(reads: Reads, doc: dict[str, Any]) -> dict[str, Any]:
     """The part of ``doc`` a decider's compiled rules read: the arguments they name (and, when they
     validate required arguments, every argument's presence and the schema). Handing regopy only this
     makes ``set_input`` cost the same for a 1 MB argument the rules never read as for none; without the
-    team's Rego, nothing else of the input can change the decision."""
+    team's Rego, nothing else of the input can change the decision. The parts of the call's context
+    (principal, session, server) that conditions read go whole."""
     args = doc["tool"].get("arguments") or {}
+    out: dict[str, Any]
     if reads.schema:
         picked = {k: (v if k in reads.args else None) for k, v in args.items()}
-        out: dict[str, Any] = {"tool": {"arguments": picked}}
+        out = {"tool": {"arguments": picked}}
         if "schema" in doc:
             out["schema"] = doc["schema"]
-        return out
-    return {"tool": {"arguments": {k: args[k] for k in reads.args if k in args}}}
+    else:
+        out = {"tool": {"arguments": {k: args[k] for k in reads.args if k in args}}}
+    for root in reads.context:
+        if root in doc:
+            out[root] = doc[root]
+    return out

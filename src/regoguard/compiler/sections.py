@@ -28,6 +28,9 @@ from typing import Any
 from regoguard.compiler import rego_text as rt
 
 _SAFE = re.compile(r"[A-Za-z0-9_]+")
+# Where a condition's path starts: the call's arguments (``args``, the module's own rule for them), or
+# a part of the call's context in the input document.
+_BASES = {"args": "args", "principal": "input.principal", "session": "input.session", "server": "input.server"}
 
 
 
@@ -59,23 +62,25 @@ class _Values:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self.names: dict[tuple[str, ...], str] = {}
+        self.names: dict[tuple[str, tuple[str, ...]], str] = {}
         self.lines: list[str] = []
 
     def of(self, item: dict[str, Any]) -> str:
         segs = tuple(str(s) for s in item.get("key_path", item["path"]))
-        name = self.names.get(segs)
+        root = item.get("root", "args")
+        name = self.names.get((root, segs))
         if name is not None:
             return name
         base = "_".join(segs)
         plain = _SAFE.fullmatch(base) is not None and len(base) <= 40
-        name = f"{self.prefix}arg_{base}" if plain else f"{self.prefix}arg{len(self.names)}"
+        kind = "arg" if root == "args" else root
+        name = f"{self.prefix}{kind}_{base}" if plain else f"{self.prefix}{kind}{len(self.names)}"
         if name in self.names.values():
-            name = f"{self.prefix}arg{len(self.names)}"
-        self.names[segs] = name
-        self.lines.append(f"# args.{'.'.join(segs)} (null when absent)")
+            name = f"{self.prefix}{kind}{len(self.names)}"
+        self.names[(root, segs)] = name
+        self.lines.append(f"# {root}.{'.'.join(segs)} (null when absent)")
         self.lines.append(f"default {name} := null")
-        for ref in rt.refs(list(segs)):
+        for ref in rt.refs(list(segs), _BASES[root]):
             self.lines.append("")
             self.lines.append(f"{name} := x if x := {ref}")
         self.lines.append("")
@@ -199,7 +204,8 @@ def _direct(c: dict[str, Any]) -> str | None:
     positive = c["op"] in rt.POSITIVE or (c["op"] == "exists" and c["value"] is True)
     if not positive or "key_path" in c or any(s.isdigit() for s in segs):
         return None
-    return rt.refs(segs, "input.tool.arguments")[0]
+    root = c.get("root", "args")
+    return rt.refs(segs, "input.tool.arguments" if root == "args" else _BASES[root])[0]
 
 
 def _costs(p: str, entry: dict[str, Any], costs: dict[str, str]) -> list[str]:

@@ -29,6 +29,8 @@ class Reads:
 
     args: frozenset[str] = frozenset()
     schema: bool = False
+    context: frozenset[str] = frozenset()
+    """The parts of the call's context (``principal``, ``session``, ``server``) conditions read."""
 
 
 def settings_of(policy: Policy) -> dict[str, Any]:
@@ -128,6 +130,8 @@ def _path(segs: tuple[str, ...]) -> dict[str, list[str | int]]:
 
 def _condition(c: Condition) -> dict[str, Any]:
     out: dict[str, Any] = {"text": _condition_text(c), **_path(c.path), "op": c.op}
+    if c.root != "args":
+        out["root"] = c.root
     if c.op in ("eq", "neq"):
         out["match"] = eq_matcher(c.value)
     elif c.op in ("in", "not_in"):
@@ -145,7 +149,7 @@ def _condition(c: Condition) -> dict[str, Any]:
 
 
 def _condition_text(c: Condition) -> str:
-    return f"args.{'.'.join(c.path)} {c.op} {json.dumps(c.value, ensure_ascii=False)}"
+    return f"{c.root}.{'.'.join(c.path)} {c.op} {json.dumps(c.value, ensure_ascii=False)}"
 
 
 def number_text(n: float) -> str:
@@ -180,10 +184,12 @@ def reads_of(rules: tuple[Rule, ...], wildcard: tuple[Rule, ...]) -> Reads:
     """What ``rules`` and the ``"*"`` rules read (the wildcard rules found once by the caller: looking
     them up per tool made compiling 10,000 tools quadratic)."""
     names: set[str] = set()
+    context: set[str] = set()
     schema = False
     for r in (*rules, *wildcard):
-        names.update(c.path[0] for c in r.conditions)
+        names.update(c.path[0] for c in r.conditions if c.root == "args")
+        context.update(c.root for c in r.conditions if c.root != "args")
         if r.limit is not None and r.limit.cost_path:
             names.add(r.limit.cost_path[0])
         schema = schema or r.validate_required
-    return Reads(frozenset(names), schema)
+    return Reads(frozenset(names), schema, frozenset(context))

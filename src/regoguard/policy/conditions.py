@@ -30,6 +30,40 @@ def arg_path(text: str) -> tuple[str, ...] | None:
     return segs
 
 
+CONTEXT_ROOTS = ("principal", "session", "server")
+# What of the call's context a condition may read (the input document's documented fields); None: any
+# keys below it (a token's claims are the issuer's).
+_CONTEXT_FIELDS: dict[str, dict[str, Any]] = {
+    "principal": {"id": {}, "claims": None},
+    "session": {"id": {}, "protocol_version": {}, "client": {"name": {}, "version": {}}},
+    "server": {"name": {}},
+}
+CONTEXT_PATHS_TEXT = ("principal.id, principal.claims.<claim>[.<key>...], session.id, session.client.name, "
+                      "session.client.version, session.protocol_version, server.name")
+
+
+def context_path(text: str) -> tuple[str, tuple[str, ...]] | None:
+    """``(root, segments)`` of a path into the call's context, or None when it names no such field."""
+    root, _, rest = text.partition(".")
+    if root not in _CONTEXT_FIELDS or not rest:
+        return None
+    segs = tuple(rest.split("."))
+    if any(not s for s in segs) or len(segs) > MAX_PATH_DEPTH:
+        return None
+    fields: dict[str, Any] | None = _CONTEXT_FIELDS[root]
+    for i, seg in enumerate(segs):
+        if fields is None:
+            return root, segs  # below claims: any key
+        if seg not in fields:
+            return None
+        fields = fields[seg]
+        if fields is None and i == len(segs) - 1:
+            return None  # `principal.claims` itself: name a claim
+    if fields:  # stopped at an object with fields of its own (session.client)
+        return None
+    return root, segs
+
+
 def read_condition(r: Reader, node: Node, path: str) -> tuple[Condition, bool] | None:
     entries = r.mapping(node, path, CONDITION_KEYS, "a condition")
     if entries is None:
@@ -60,16 +94,19 @@ def read_condition(r: Reader, node: Node, path: str) -> tuple[Condition, bool] |
             r.error(vnode.pos, join_path(path, "value"), f"a state limit must be positive, got {vnode.value!r}")
             return None
         return Condition((parts[1], parts[2]), op, vnode.value, node.pos.line), True
+    root = "args"
     segs = arg_path(text)
+    if segs is None and (context := context_path(text)) is not None:
+        root, segs = context
     if segs is None:
         r.error(ppos, join_path(path, "path"),
-                f'path must be "args.<key>[.<key>...]" (at most {MAX_PATH_DEPTH} keys) or '
-                f'"state.<tool>.<counter>"; got {text!r}')
+                f'path must be "args.<key>[.<key>...]" (at most {MAX_PATH_DEPTH} keys), '
+                f'"state.<tool>.<counter>", or one of {CONTEXT_PATHS_TEXT}; got {text!r}')
         return None
     value = _check_value(r, op, vnode, join_path(path, "value"))
     if value is _INVALID:
         return None
-    return Condition(segs, op, value, node.pos.line), False
+    return Condition(segs, op, value, node.pos.line, root), False
 
 
 _INVALID = object()

@@ -19,12 +19,14 @@ GLOBAL_SCOPE_NAME = "_global"
 
 @dataclass(frozen=True)
 class Condition:
-    """``args.<path> <op> value``. ``path`` holds the segments after ``args``."""
+    """``<root>.<path> <op> value``. ``root`` is ``args`` (the call's arguments) or a part of the call's
+    context: ``principal``, ``session``, ``server``; ``path`` holds the segments after it."""
 
     path: tuple[str, ...]
     op: str
     value: Any
     line: int
+    root: str = "args"
 
 
 @dataclass(frozen=True)

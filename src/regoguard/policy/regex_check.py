@@ -464,7 +464,7 @@ def glob_to_regex(glob: str) -> str:
 _PATTERN_OPS = frozenset({"regex", "not_regex", "glob"})
 
 
-def unportable_argument(entry: dict[str, Any], arguments: Any) -> str | None:
+def unportable_argument(entry: dict[str, Any], arguments: Any, doc: dict[str, Any] | None = None) -> str | None:
     """Why this call must be denied before evaluation, or None: the first ``regex`` / ``not_regex`` /
     ``glob`` condition of a compiled settings ``entry`` whose argument is a string that
     ``subject_is_portable`` flags for the condition's emitted pattern.
@@ -477,7 +477,9 @@ def unportable_argument(entry: dict[str, Any], arguments: Any) -> str | None:
         for cond in rule.get("conditions", ()):
             if cond.get("op") not in _PATTERN_OPS or "regex" not in cond:
                 continue
-            value = _argument_at(arguments, cond.get("path", ()), cond.get("key_path"))
+            root = cond.get("root", "args")
+            base = arguments if root == "args" else (doc or {}).get(root)
+            value = _argument_at(base, cond.get("path", ()), cond.get("key_path"))
             if isinstance(value, str) and not subject_is_portable(cond["regex"], value):
                 return (
                     f"the argument of condition {cond.get('text', cond['regex'])} holds text that OPA and the "
