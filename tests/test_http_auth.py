@@ -283,3 +283,42 @@ async def test_the_team_gateway_example(tmp_path: Path, keys: Keys) -> None:
     assert results["ada"] == ["deleted", "ok", "ok", "ok", "denied"]
     assert results["bo"] == ["denied", "ok", "ok", "ok", "denied"]
     assert spy_tools(log) == ["delete_customer"] + ["echo"] * 6
+
+
+VISIBLE_POLICY = """\
+version: "1"
+default: allow
+tools:
+  delete_customer:
+    visible_to:
+      - {path: principal.claims.groups, op: contains, value: admins}
+    rules: []
+  create_refund:
+    visible_to:
+      - {path: principal.id, op: in, value: [ada, bo]}
+      - {path: session.client.name, op: regex, value: "^mcp"}
+    rules: []
+"""
+
+
+async def test_visible_to_depends_on_who_asks(tmp_path: Path, keys: Keys) -> None:
+    """A tool with ``visible_to`` exists only for callers it holds for: gone from the others' tools/list,
+    and their calls to it denied (never forwarded)."""
+    log = tmp_path / "spy.jsonl"
+    with gateway(tmp_path, keys, log=log, policy_text=VISIBLE_POLICY) as gw, anyio.fail_after(TIMEOUT):
+        seen: dict[str, tuple[set[str], bool, bool]] = {}
+        for who, groups in (("ada", ["admins"]), ("bo", ["eng"]), ("cy", ["admins"])):
+            bearer = token(keys.rsa, gw.url, sub=who, groups=groups)
+            async with httpx2.AsyncClient(headers={"authorization": f"Bearer {bearer}"}, timeout=READ_TIMEOUT) as h, \
+                    streamable_http_client(gw.url, http_client=h) as streams, \
+                    ClientSession(streams[0], streams[1]) as s:
+                await s.initialize()
+                names = {t.name for t in (await s.list_tools()).tools}
+                deleted = await s.call_tool("delete_customer", {"customer_id": f"cus_{who}"})
+                refunded = await s.call_tool("create_refund", {"amount": 1})
+                seen[who] = (names & {"delete_customer", "create_refund", "echo"}, not deleted.is_error,
+                             not refunded.is_error)
+    assert seen["ada"] == ({"delete_customer", "create_refund", "echo"}, True, True)
+    assert seen["bo"] == ({"create_refund", "echo"}, False, True)
+    assert seen["cy"] == ({"delete_customer", "echo"}, True, False)
+    assert spy_tools(log) == ["delete_customer", "create_refund", "create_refund", "delete_customer"]

@@ -292,10 +292,33 @@ def test_wrong_types_and_values(yaml_text, expected):
          [("5}", COND + ".value", "operator 'starts_with' needs a string, got a number", None)]),
         ("{path: args.a, op: glob, value: [a]}", [("[a]", COND + ".value", "operator 'glob' needs a string", None)]),
         ("{path: args.a, op: glob, value: 'a[z-b]'}", [("'a[", COND + ".value", "bad glob 'a[z-b]'", None)]),
+        ("{path: principal.claims, op: eq, value: 1}",
+         [("principal.claims", COND + ".path", "or one of principal.id, principal.claims.<claim>", None)]),
+        ("{path: principal.name, op: eq, value: 1}", [("principal.name", COND + ".path", "got 'principal.name'", None)]),
+        ("{path: session.client, op: eq, value: 1}", [("session.client", COND + ".path", "session.client.name", None)]),
+        ("{path: server.name.x, op: eq, value: 1}", [("server.name.x", COND + ".path", "server.name;", None)]),
     ],
 )
 def test_condition_errors(cond, expected):
     assert_errors(wrap_condition(cond), expected, dedented=True)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ('tools:\n  "*":\n    visible_to: [{path: principal.id, op: eq, value: a}]\n    rules: []\n',
+         [("[{path", 'tools["*"].visible_to', "`visible_to` belongs to a tool", "its own `visible_to`")]),
+        ("tools:\n  x:\n    visible_to: [{path: args.a, op: eq, value: 1}]\n    rules: []\n",
+         [("{path: args", "tools.x.visible_to[0].path", "visible_to reads who is calling", None)]),
+        ("tools:\n  x:\n    visible_to: []\n    rules: []\n",
+         [("[]", "tools.x.visible_to", "visible_to must be a non-empty list", None)]),
+        ("tools:\n  x:\n    visible_to: [{path: server.name, op: eq, value: a}]\n    rules:\n"
+         "      - name: visible_to\n        action: deny\n",
+         [("name: visible_to", "tools.x.rules[0]", "is the id of this tool's `visible_to`", "rename")]),
+    ],
+)
+def test_visible_to_errors(yaml_text, expected):
+    assert_errors(yaml_text, expected)
 
 
 # --- regular expressions ------------------------------------------------------------------------------

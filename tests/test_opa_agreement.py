@@ -269,6 +269,11 @@ tools:
           - {path: server.name, op: in, value: [crm, crm-staging]}
           - {path: principal.id, op: not_in, value: [mallory]}
           - {path: args.text, op: len_lte, value: 8}
+  create_refund:
+    visible_to:
+      - {path: principal.claims.groups, op: contains, value: ops}
+      - {path: session.client.name, op: starts_with, value: claude}
+    rules: []
   "*":
     rules:
       - name: no anonymous callers
@@ -284,7 +289,7 @@ CLAIMS = st.fixed_dictionaries({}, optional={
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(tool=st.sampled_from(["delete_customer", "echo", "other"]), claims=CLAIMS,
+@given(tool=st.sampled_from(["delete_customer", "echo", "create_refund", "other"]), claims=CLAIMS,
        principal=st.sampled_from(["ada", "mallory"]), client=st.sampled_from(["claude-code", "cursor", "x", None]),
        server=st.sampled_from(["crm", "crm-staging", "billing"]), text=st.sampled_from(["hi", "far too long"]))
 def test_context_conditions_decide_the_same_on_opa(tool, claims, principal, client, server, text):

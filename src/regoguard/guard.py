@@ -100,6 +100,23 @@ class Guard:
         """True when the policy hides ``name`` from ``tools/list``."""
         return bool(self.engine.compiled.entry_for(name).get("hidden"))
 
+    def has_visibility(self, name: str) -> bool:
+        """True when whether ``name`` exists depends on who asks (its key has ``visible_to``)."""
+        return bool(self.engine.compiled.entry_for(name).get("visible_to"))
+
+    def visible(self, doc: dict[str, Any]) -> bool:
+        """Whether the tool ``doc`` names exists for the caller ``doc`` describes: the engine decides a call
+        to it with no arguments, and only its ``visible_to`` rule is looked at (no limit is taken). Anything
+        but a clean answer (the input refused, an engine error) counts as not visible."""
+        try:
+            decision = self.engine.evaluate(doc)
+        except Exception:
+            return False
+        rules = {r.rule for r in decision.reasons}
+        if any(rule.startswith(("engine/", "guard/", "rego/")) for rule in rules):
+            return False
+        return f"{self.engine.compiled.key_for(doc['tool']['name'])}/visible_to" not in rules
+
     def needs_schema(self, name: str) -> bool:
         """True when deciding a call to ``name`` reads the tool's ``inputSchema``."""
         rules = self.engine.compiled.entry_for(name).get("rules", ())

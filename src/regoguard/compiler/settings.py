@@ -74,6 +74,8 @@ def settings_of(policy: Policy) -> dict[str, Any]:
 def _entry(rules: tuple[Rule, ...]) -> dict[str, Any]:
     charges = [_charge(r) for r in rules if r.limit is not None]
     entry: dict[str, Any] = {"rules": [_rule(r) for r in rules], "charges": charges}
+    if any(r.visibility for r in rules):
+        entry["visible_to"] = True
     if any("cost_from" in c for c in charges):
         entry["dynamic_costs"] = True
     return entry

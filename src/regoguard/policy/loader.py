@@ -31,7 +31,8 @@ MAX_POLICY_BYTES = 4 * 1024 * 1024
 
 TOP_KEYS = ("version", "description", "default", "mode", "hide", "tools", "audit", "on_store_error", "rego")
 AUDIT_KEYS = ("erase", "mask", "hash_arguments", "default_masking")
-TOOL_KEYS = ("rules",)
+TOOL_KEYS = ("rules", "visible_to")
+VISIBLE_TO_RULE = "visible_to"
 RULE_KEYS = ("name", "action", "conditions", "on_deny", "reason", "rate_limit", "state", "validate", "scope")
 VALIDATE_KEYS = ("required_args",)
 
@@ -222,10 +223,17 @@ def _read_tool(r: Reader, key: str, node: Node, key_pos: Pos) -> ToolPolicy | No
     rules: list[Rule] = []
     names: dict[str, int] = {}
     counters: dict[str, int] = {}
+    if "visible_to" in entries:
+        visible = _read_visible_to(r, key, entries["visible_to"], join_path(path, "visible_to"))
+        if visible is not None:
+            rules.append(visible)
     for i, rule_node in enumerate(rnode.value):
         rule = _read_rule(r, key, i, rule_node, join_path(join_path(path, "rules"), i))
         if rule is None:
             continue
+        if rule.name == VISIBLE_TO_RULE and "visible_to" in entries:
+            r.error(rule_node.pos, join_path(join_path(path, "rules"), i),
+                    f"rule name {VISIBLE_TO_RULE!r} is the id of this tool's `visible_to`", "rename the rule")
         if rule.name is not None:
             if rule.name in names:
                 r.error(rule_node.pos, join_path(join_path(path, "rules"), i),
@@ -241,6 +249,38 @@ def _read_tool(r: Reader, key: str, node: Node, key_pos: Pos) -> ToolPolicy | No
             counters[counter] = i
         rules.append(rule)
     return ToolPolicy(key, tuple(rules), key_pos.line)
+
+
+def _read_visible_to(r: Reader, key: str, node: Node, path: str) -> Rule | None:
+    """``visible_to:``: conditions on who is calling (principal, session, server). The tool exists only
+    for callers for whom all hold: it is left out of their ``tools/list`` and their calls are denied by
+    the rule this returns (``<tool>/visible_to``), which the engine decides like any other."""
+    if key == WILDCARD:
+        r.error(node.pos, path, "`visible_to` belongs to a tool, not to \"*\"",
+                "give each tool that only some callers may see its own `visible_to`")
+        return None
+    if not isinstance(node.value, list) or not node.value:
+        r.error(node.pos, path, "visible_to must be a non-empty list of conditions on principal.*, session.* or "
+                                "server.*")
+        return None
+    conditions: list[Condition] = []
+    for i, cn in enumerate(node.value):
+        cpath = join_path(path, i)
+        got = read_condition(r, cn, cpath)
+        if got is None:
+            continue
+        cond, _is_state = got
+        if cond.root == "args" or _is_state:
+            r.error(cn.pos, join_path(cpath, "path"),
+                    "visible_to reads who is calling (principal.*, session.*, server.*), never the arguments or "
+                    "counters: a tool list must not depend on them")
+            continue
+        conditions.append(cond)
+    if len(conditions) != len(node.value):
+        return None
+    return Rule(f"{key}/{VISIBLE_TO_RULE}", VISIBLE_TO_RULE, -1, "evaluate",
+                f"Tool {key!r} is not available to this caller", node.pos.line, tuple(conditions),
+                custom_message=True, visibility=True)
 
 
 def _counter_owner(tool_key: str) -> str:

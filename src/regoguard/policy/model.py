@@ -55,6 +55,7 @@ class Rule:
     validate_required: bool = False
     explicit_allow: bool = False
     custom_message: bool = False
+    visibility: bool = False  # the rule `visible_to:` makes: who the tool exists for (also filters tools/list)
 
 
 @dataclass(frozen=True)

@@ -497,12 +497,24 @@ class RelayCore:
         if self.guard.dry_run:  # nothing is blocked in a dry run, hidden tools included
             return None
         kept = [t for t in tools if not (isinstance(t, dict) and isinstance(t.get("name"), str)
-                                         and self.guard.is_hidden(t["name"]))]
+                                         and (self.guard.is_hidden(t["name"]) or not self._visible(t["name"])))]
         if len(kept) == len(tools):
             return None
         body = {k: v for k, v in msg.items() if k not in ("jsonrpc", "id")}
         body["result"] = {**result, "tools": kept}
         return body
+
+
+    def _visible(self, name: str) -> bool:
+        """``visible_to``: whether ``name`` exists for this session's caller; remembered per policy revision
+        (a list depends on who asks, never on counters or history)."""
+        if not self.guard.has_visibility(name):
+            return True
+        key = (self.guard.engine.revision, name)
+        seen = self.session.visibility.get(key)
+        if seen is None:
+            seen = self.session.visibility[key] = self.guard.visible(self.session.input_document(name, {}, None))
+        return seen
 
 
 def _raw_id_or_none(text: str) -> str | None:

@@ -20,6 +20,7 @@ class Session:
     protocol_version: str | None = None
     schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
     schemas_complete: bool = False
+    visibility: dict[tuple[str, str], bool] = field(default_factory=dict)  # (revision, tool) -> visible_to
 
     def note_initialize(self, msg: dict[str, Any]) -> None:
         params = msg.get("params")
