@@ -118,11 +118,13 @@ def serving(policy: Path, *options: str, upstream: str | None = None, command: S
 
 
 @contextlib.contextmanager
-def spy_http(log: Path, *, json_response: bool = False) -> Iterator[str]:
-    """tests/servers/spy.py as the SDK's Streamable HTTP server; yields its URL."""
+def spy_http(log: Path, *, json_response: bool = False, headers_log: Path | None = None) -> Iterator[str]:
+    """tests/servers/spy.py as the SDK's Streamable HTTP server; yields its URL. ``headers_log``: where it
+    writes the ``authorization`` header of every request it gets."""
     port = free_port()
     argv = [sys.executable, str(SERVERS / "spy.py"), "--http", str(port), *(["--json"] if json_response else [])]
-    p = _spawn(argv, {"SPY_LOG": str(log)})
+    env = {"SPY_LOG": str(log), **({"SPY_HEADERS_LOG": str(headers_log)} if headers_log else {})}
+    p = _spawn(argv, env)
     try:
         wait_port(port, p)
         yield f"http://127.0.0.1:{port}/mcp"

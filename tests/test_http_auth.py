@@ -322,3 +322,21 @@ async def test_visible_to_depends_on_who_asks(tmp_path: Path, keys: Keys) -> Non
     assert seen["bo"] == ({"create_refund", "echo"}, False, True)
     assert seen["cy"] == ({"delete_customer", "echo"}, True, False)
     assert spy_tools(log) == ["delete_customer", "create_refund", "create_refund", "delete_customer"]
+
+
+async def test_the_callers_token_never_goes_upstream(tmp_path: Path, keys: Keys) -> None:
+    """Upstream sees the gateway's own credentials (``--header`` with ``${VAR}``), never the client's token."""
+    from http_harness import spy_http
+
+    headers_log = tmp_path / "headers.jsonl"
+    policy = write_policy(tmp_path, POLICY, "up.yaml")
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(keys.jwks()))
+    with spy_http(tmp_path / "spy.jsonl", headers_log=headers_log) as upstream, \
+            serving(policy, "--jwks", str(jwks), "--issuer", ISSUER, "--header", "Authorization: Bearer ${UP_TOKEN}",
+                    upstream=upstream, env={"UP_TOKEN": "gateway-secret"}) as gw, anyio.fail_after(TIMEOUT):
+        bearer = token(keys.rsa, gw.url, sub="ada")
+        assert await _calls(gw.url, bearer, 1) == [True]
+    seen = [json.loads(line)["authorization"] for line in headers_log.read_text().splitlines()]
+    assert seen and set(seen) == {"Bearer gateway-secret"}
+    assert not any(bearer in (s or "") for s in seen)

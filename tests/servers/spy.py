@@ -195,10 +195,21 @@ async def main() -> None:
 
 
 def serve_http(port: int, json_response: bool) -> None:
+    """Streamable HTTP; with SPY_HEADERS_LOG set, the ``authorization`` header of every request (or null)
+    is appended to that file as one JSON line, so a test sees which credentials reached the server."""
     import uvicorn
 
     app = server.streamable_http_app(json_response=json_response)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    headers_log = os.environ.get("SPY_HEADERS_LOG")
+
+    async def logged(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and headers_log:
+            auth = next((v.decode() for k, v in scope["headers"] if k == b"authorization"), None)
+            with open(headers_log, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"method": scope["method"], "authorization": auth}) + "\n")
+        await app(scope, receive, send)
+
+    uvicorn.run(logged, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
 
 
 if __name__ == "__main__":
