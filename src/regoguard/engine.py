@@ -33,13 +33,15 @@ from typing import Any
 import regopy
 
 from regoguard.compiler import ENTRYPOINT, CompiledPolicy, RegoUnit, library_modules, rego_library_dir
-from regoguard.decision import Decision
+from regoguard.compiler.sections import SCHEMA_DETAIL
+from regoguard.decision import Decision, Reason
 from regoguard.engine_bundles import Bundles
 from regoguard.engine_cache import cache_key, policy_input
 from regoguard.engine_io import data_json, parse_verdict, shape_problem, value_problem
 from regoguard.engine_threads import WORKER_STACK_BYTES, Pool, on_large_stack, run_with_large_stack
 from regoguard.policy.regex_check import unportable_argument
 from regoguard.rego_modules import revision_with
+from regoguard.schema_check import CHECKER
 
 __all__ = ["WORKER_STACK_BYTES", "Engine", "EngineLimits", "library_modules", "rego_library_dir",
            "run_with_large_stack"]
@@ -182,6 +184,10 @@ class Engine:
         unit = self.compiled.unit_for(name)
         # A string the two engines could match differently (bytes vs characters) is denied, not guessed;
         # before the cache, so such a call never reads a decision cached for an ASCII one.
+        reads = self.compiled.unit_reads(unit)
+        if reads.schema_check or self._extra:
+            # validate: {schema: true}: the validator's result is part of the input (team Rego may read it)
+            doc = {**doc, "schema_check": CHECKER.check(doc.get("schema"), doc["tool"].get("arguments"))}
         why = unportable_argument(self.compiled.units[unit].entry, doc["tool"].get("arguments"), doc)
         if why:
             return Decision.deny("engine/input", why)
@@ -196,6 +202,8 @@ class Engine:
                 return Decision(hit.allow, hit.action, hit.reasons, hit.charges, True, time.perf_counter_ns() - t0)
         raw = self._query(unit, doc if self._extra else policy_input(self.compiled.unit_reads(unit), doc))
         decision = parse_verdict(raw, self.compiled.units[unit].entry, name, team=bool(self._extra))
+        if not decision.allow and "schema_check" in doc:
+            decision = with_schema_error(decision, doc["schema_check"].get("error"))
         decision = Decision(decision.allow, decision.action, decision.reasons, decision.charges, False,
                             time.perf_counter_ns() - t0, decision.extra)
         if key is not None and decision.extra.get("from_policy"):
@@ -232,3 +240,17 @@ class Engine:
             return f"\x00timeout:policy evaluation took longer than {self.limits.timeout}s"
         except Exception as exc:
             return "\x00error:" + str(exc)
+
+
+def with_schema_error(decision: Decision, error: Any) -> Decision:
+    """A denial with the schema validator's own account after the fixed text a ``validate: {schema:
+    true}`` rule fails with in Rego (the account holds argument text, which stays out of Rego's output)."""
+    if not isinstance(error, str) or not error:
+        return decision
+    full = f"{SCHEMA_DETAIL}: {error}"
+    reasons = tuple(Reason(r.rule, r.message.replace(SCHEMA_DETAIL, full)) if r.message.endswith(SCHEMA_DETAIL)
+                    else r for r in decision.reasons)
+    details = {rule: [full if d == SCHEMA_DETAIL else d for d in items]
+               for rule, items in decision.extra.get("details", {}).items()}
+    return Decision(decision.allow, decision.action, reasons, decision.charges, decision.cached, decision.eval_ns,
+                    {**decision.extra, "details": details})

@@ -45,6 +45,9 @@ def cache_key(compiled: CompiledPolicy, unit: str, doc: dict[str, Any], budget: 
             return None
         parts.append(text)
         parts.append(tuple(sorted(args)))
+    if reads.schema_check:  # validate: {schema: true} decides on the validator's result
+        check = doc.get("schema_check") or {}
+        parts.append(("schema_check", check.get("valid") is True, str(check.get("error"))))
     for root in sorted(reads.context):  # who is calling, when a condition reads it
         text = json.dumps(doc.get(root), sort_keys=True)
         budget -= len(text)
@@ -72,4 +75,6 @@ def policy_input(reads: Reads, doc: dict[str, Any]) -> dict[str, Any]:
     for root in reads.context:
         if root in doc:
             out[root] = doc[root]
+    if reads.schema_check and "schema_check" in doc:
+        out["schema_check"] = doc["schema_check"]
     return out

@@ -120,7 +120,7 @@ class Guard:
     def needs_schema(self, name: str) -> bool:
         """True when deciding a call to ``name`` reads the tool's ``inputSchema``."""
         rules = self.engine.compiled.entry_for(name).get("rules", ())
-        return any(r.get("validate_required") for r in rules)
+        return any(r.get("validate_required") or r.get("validate_schema") for r in rules)
 
     def reject(self, rule: str, message: str, doc: dict[str, Any] | None = None) -> Verdict:
         """A denial the transport makes before the policy can look (e.g. params that do not parse).

@@ -148,6 +148,15 @@ def _header(policy: Policy) -> list[str]:
     return lines
 
 
+SCHEMA_CHECK = """\
+# validate: {schema: true}: the arguments satisfy the tool's whole inputSchema. The check is the jsonschema
+# library's, run before evaluation and given as input.schema_check; absent or not true is a failure.
+default schema_valid := false
+
+schema_valid if input.schema_check.valid == true
+"""
+
+
 def _shared(sections: list[Section]) -> list[str]:
     """The unprefixed rules the sections use: ``args`` and the required-arguments check."""
     out = []
@@ -155,6 +164,8 @@ def _shared(sections: list[Section]) -> list[str]:
         out.append(ARGS)
     if any(s.reads_schema for s in sections):
         out.append(SCHEMA)
+    if any(s.reads_schema_check for s in sections):
+        out.append(SCHEMA_CHECK)
     return out
 
 

@@ -28,6 +28,9 @@ from typing import Any
 from regoguard.compiler import rego_text as rt
 
 _SAFE = re.compile(r"[A-Za-z0-9_]+")
+# The detail a validate: {schema: true} rule fails with in Rego; the engine appends the validator's own
+# account (input-derived text, which rego-cpp would not escape in output).
+SCHEMA_DETAIL = "the arguments do not match the tool's inputSchema"
 # Where a condition's path starts: the call's arguments (``args``, the module's own rule for them), or
 # a part of the call's context in the input document.
 _BASES = {"args": "args", "principal": "input.principal", "session": "input.session", "server": "input.server"}
@@ -42,6 +45,7 @@ class Section:
     full: str
     """``charges`` and ``decision``: the committed module's extras."""
     reads_schema: bool
+    reads_schema_check: bool = False
 
 
 def _lines_rule(name: str, clauses: list[list[str]], comment: str | None = None) -> list[str]:
@@ -98,6 +102,7 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
     costs: dict[str, str] = {}  # rule id -> its cost rule
     notes: list[str] = []  # rules that never deny
     reads_schema = False
+    reads_schema_check = False
     denies = False
     for k, (rule, origin) in enumerate(zip(entry["rules"], origins, strict=True)):
         checks: list[tuple[list[str], list[str] | str]] = []  # (inline body, detail texts or the rule giving them)
@@ -124,6 +129,9 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
         if rule.get("validate_required"):
             reads_schema = True
             checks.append((["required_ok"], "required_failures"))
+        if rule.get("validate_schema"):
+            reads_schema_check = True
+            checks.append((["schema_valid"], [SCHEMA_DETAIL]))
         if rule.get("deny"):
             denies = True
             checks = [([], ["the rule denies every call"])]
@@ -144,7 +152,7 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
     lines = ["# why a call is denied: each failing rule, in order (looked at only when `allow` is false)",
              *failing, f"{p}reasons := {_concat([f'{r}' for r in reasons])}", ""]
     core = "\n".join([*notes, *head, *values.lines, *helpers, *lines, *_costs(p, entry, costs), *_verdict(p)])
-    return Section(p, core, _full(p, entry, costs), reads_schema)
+    return Section(p, core, _full(p, entry, costs), reads_schema, reads_schema_check)
 
 
 def _concat(parts: list[str]) -> str:

@@ -31,6 +31,8 @@ class Reads:
     schema: bool = False
     context: frozenset[str] = frozenset()
     """The parts of the call's context (``principal``, ``session``, ``server``) conditions read."""
+    schema_check: bool = False
+    """A rule validates the arguments against the whole inputSchema (the input's ``schema_check``)."""
 
 
 def settings_of(policy: Policy) -> dict[str, Any]:
@@ -116,6 +118,8 @@ def _rule(r: Rule) -> dict[str, Any]:
         out["conditions"] = [_condition(c) for c in r.conditions]
     if r.validate_required:
         out["validate_required"] = True
+    if r.validate_schema:
+        out["validate_schema"] = True
     if r.limit is not None and r.limit.cost_path:
         out["cost_from"] = _cost_from(r.limit.cost_path)
     return out
@@ -188,10 +192,12 @@ def reads_of(rules: tuple[Rule, ...], wildcard: tuple[Rule, ...]) -> Reads:
     names: set[str] = set()
     context: set[str] = set()
     schema = False
+    schema_check = False
     for r in (*rules, *wildcard):
+        schema_check = schema_check or r.validate_schema
         names.update(c.path[0] for c in r.conditions if c.root == "args")
         context.update(c.root for c in r.conditions if c.root != "args")
         if r.limit is not None and r.limit.cost_path:
             names.add(r.limit.cost_path[0])
         schema = schema or r.validate_required
-    return Reads(frozenset(names), schema, frozenset(context))
+    return Reads(frozenset(names), schema, frozenset(context), schema_check)

@@ -34,7 +34,7 @@ AUDIT_KEYS = ("erase", "mask", "hash_arguments", "default_masking")
 TOOL_KEYS = ("rules", "visible_to")
 VISIBLE_TO_RULE = "visible_to"
 RULE_KEYS = ("name", "action", "conditions", "on_deny", "reason", "rate_limit", "state", "validate", "scope")
-VALIDATE_KEYS = ("required_args",)
+VALIDATE_KEYS = ("required_args", "schema")
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -387,19 +387,22 @@ def _read_rule(r: Reader, tool_key: str, index: int, node: Node, path: str) -> R
                 f"add a condition {{path: state.{owner}.{state_decl['counter']}, op: lte, value: N}} to this rule")
 
     validate = False
+    validate_schema = False
     if "validate" in entries:
         vnode = entries["validate"]
         ventries = r.mapping(vnode, join_path(path, "validate"), VALIDATE_KEYS, "validate")
         if ventries is not None:
-            if "required_args" not in ventries:
-                r.error(vnode.pos, join_path(path, "validate"), "validate needs `required_args: true`")
-            else:
-                rv = ventries["required_args"]
-                if not isinstance(rv.value, bool):
-                    r.error(rv.pos, join_path(join_path(path, "validate"), "required_args"),
-                            f"required_args must be true or false, not a {rv.kind}")
+            if not ventries:
+                r.error(vnode.pos, join_path(path, "validate"), "validate needs `required_args: true` or "
+                        "`schema: true`")
+            for vkey, vval in ventries.items():
+                if not isinstance(vval.value, bool):
+                    r.error(vval.pos, join_path(join_path(path, "validate"), vkey),
+                            f"{vkey} must be true or false, not a {vval.kind}")
+                elif vkey == "required_args":
+                    validate = vval.value
                 else:
-                    validate = rv.value
+                    validate_schema = vval.value
 
     if scope is not None and limit is None and "rate_limit" not in entries and "state" not in entries:
         r.error(scope_node.pos if scope_node else node.pos, join_path(path, "scope"),
@@ -434,6 +437,7 @@ def _read_rule(r: Reader, tool_key: str, index: int, node: Node, path: str) -> R
         conditions=tuple(conditions),
         limit=limit,
         validate_required=validate,
+        validate_schema=validate_schema,
         explicit_allow=explicit_allow,
         custom_message=custom_message,
     )

@@ -53,6 +53,7 @@ class Rule:
     conditions: tuple[Condition, ...] = ()
     limit: Limit | None = None
     validate_required: bool = False
+    validate_schema: bool = False  # the arguments against the tool's whole inputSchema (schema_check)
     explicit_allow: bool = False
     custom_message: bool = False
     visibility: bool = False  # the rule `visible_to:` makes: who the tool exists for (also filters tools/list)

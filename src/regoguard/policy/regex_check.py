@@ -149,6 +149,19 @@ def _has_nested_unbounded(tree: sre_parse.SubPattern, inside_repeat: bool = Fals
     return False
 
 
+def backtracking_problem(pattern: str) -> str | None:
+    """Why ``pattern`` may not run against untrusted text in a backtracking engine (it does not parse, or
+    nests unbounded repetition, as in ``(a+)+``), or None. The check policy regexes pass, for patterns
+    that run in Python's ``re`` (a tool's JSON Schema)."""
+    try:
+        tree = _parse(pattern)
+    except RegexProblem as exc:
+        return str(exc)
+    if _has_nested_unbounded(tree):
+        return f"pattern {pattern!r} nests unbounded repetition and can backtrack exponentially"
+    return None
+
+
 def portable_regex(pattern: str) -> str:
     """Check ``pattern`` and return the form to emit: one both engines read alike (see the module doc).
 
