@@ -190,6 +190,12 @@ class Guard:
         if verdict.decision.allow and outcome in ("allowed", "upstream_error"):
             self.metrics.upstream_seconds.observe(time.perf_counter() - verdict.started)
 
+    def tool_changed(self, tool: str, reason: str, fields: list[str], action: str, session: str | None,
+                     server: str | None) -> None:
+        """A pinned server's tool is new or changed: the decision log says so (and what changed)."""
+        if self.log is not None:
+            self.log.tool_changed(tool, reason, fields, action, session, server)
+
     def end_session(self, session_id: str) -> None:
         """Session-scoped buckets go with their session."""
         if self.limiter is not None:

@@ -115,6 +115,18 @@ class DecisionLog:
             print(f"regoguard: cannot write the decision log ({self.failed} events lost so far): {exc}; "
                   "enforcement goes on", file=sys.stderr, flush=True)
 
+    def tool_changed(self, tool: str, reason: str, fields: list[str], action: str, session: str | None,
+                     server: str | None) -> None:
+        """Write the event of a pinned tool that is new or changed (fails open, as every event does)."""
+        if self._logger is None:
+            return
+        try:
+            self._logger.info("tool_changed", **tool_changed_event(tool, reason, fields, action, session, server,
+                                                                   self.labels, self.revision))
+            self.written += 1
+        except Exception as exc:
+            self._report(exc)
+
     def record(self, decision_id: str, doc: dict[str, Any], decision: Decision, outcome: str,
                mode: str = "enforce", upstream_error: Any = None, revision: str | None = None,
                trace: dict[str, str] | None = None) -> dict[str, Any]:
@@ -133,6 +145,28 @@ class DecisionLog:
             if self.failed == before:
                 self.written += 1
         return event
+
+
+def tool_changed_event(tool: str, reason: str, fields: list[str], action: str, session: str | None,
+                       server: str | None, labels: dict[str, str], revision: str) -> dict[str, Any]:
+    """The event of a pinned server's tool that is new or changed (``outcome: tool_changed``)."""
+    import uuid
+
+    return {
+        "decision_id": str(uuid.uuid4()),
+        "timestamp": _timestamp(),
+        "path": "regoguard/pin",
+        "input": {"tool": {"name": tool}, "server": {"name": server}, "session": {"id": session}},
+        "result": {"allow": action == "warn", "action": "deny" if action == "deny" else "allow"},
+        "revision": revision,
+        "labels": labels,
+        "outcome": "tool_changed",
+        "mode": action,
+        "tool": tool,
+        "rule": "pin/changed",
+        "reason": reason,
+        "changed": fields,
+    }
 
 
 def _drop_event_key(logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

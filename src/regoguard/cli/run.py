@@ -22,6 +22,7 @@ from regoguard.cli.common import (
 from regoguard.engine import Engine
 from regoguard.limits import Limiter, MemoryStore, StoreError, open_store
 from regoguard.metrics import Metrics
+from regoguard.pinning import LockFile, PinError, Pinning
 from regoguard.policy import Policy
 from regoguard.policy_set import PolicySet
 from regoguard.proxy.upstream import Deliver, Upstream
@@ -73,6 +74,9 @@ def guard_options(p: argparse.ArgumentParser) -> None:
                         "reload off)")
     p.add_argument("--refund-on-tool-error", action="store_true",
                    help="also give tokens back when the tool answers with isError (JSON-RPC errors always are)")
+    p.add_argument("--pin", metavar="LOCKFILE",
+                   help="hold the server's tools to this lock file (written by `regoguard pin`; the policy's "
+                        "`pin:` does the same): a tool that changed or is new is hidden and its calls denied")
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (serve has them at /metrics too)")
 
@@ -88,6 +92,7 @@ class Guarded:
     server_name: str
     make_upstream: Callable[[Deliver], Upstream]
     metrics: Metrics
+    pinning: Pinning | None
     _watcher: PolicyWatcher | None
     _store: Store
     _metrics_server: Any = None
@@ -126,6 +131,15 @@ def open_guard(args: argparse.Namespace, example: str) -> Guarded | None:
             return None
         print(f"warning: {exc}; limits are kept in memory, for this process only (--fail-open)", file=sys.stderr)
         store = MemoryStore()
+    pin_path = args.pin or policy.pin
+    pinning = None
+    if pin_path is not None:
+        try:
+            pinning = Pinning(LockFile.read(pin_path), policy.on_change)
+        except PinError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            store.close()
+            return None
     engine = Engine(loaded.compiled, extra_modules=loaded.modules or None)
     server_name = args.server_name or target_name(command, args.upstream)
     decision_log = _decision_log(args, policy, engine.revision, server_name)
@@ -142,7 +156,7 @@ def open_guard(args: argparse.Namespace, example: str) -> Guarded | None:
                                 args.reload_interval)
         watcher.start()
     make_upstream = upstream_factory(command, args.upstream, headers, args.upstream_transport)
-    guarded = Guarded(guard, command, headers, server_name, make_upstream, metrics, watcher, store)
+    guarded = Guarded(guard, command, headers, server_name, make_upstream, metrics, pinning, watcher, store)
     if args.metrics_listen:
         try:
             guarded._metrics_server = start_metrics_server(args.metrics_listen, metrics)
@@ -181,6 +195,7 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
         server_name=guarded.server_name,
         principal=args.principal or getpass.getuser(),
         principal_claims=claims,
+        pinning=guarded.pinning,
         max_message_bytes=args.max_message_bytes,
         refund_on_tool_error=args.refund_on_tool_error,
     )

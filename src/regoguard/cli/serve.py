@@ -137,7 +137,7 @@ def cmd_serve(args: argparse.Namespace, out: BinaryIO) -> int:
         table = SessionTable(guarded.guard, guarded.make_upstream, SessionOptions(
             server_name=guarded.server_name, principal=args.principal or getpass.getuser(),
             idle_timeout=args.session_idle, max_sessions=args.max_sessions,
-            refund_on_tool_error=args.refund_on_tool_error))
+            refund_on_tool_error=args.refund_on_tool_error, pinning=guarded.pinning))
         rules = HostRules(port=port, bind_host=host, allowed_hosts=frozenset(h.lower() for h in args.allow_host),
                           allowed_origins=frozenset(o.lower().rstrip("/") for o in args.allow_origin))
         options = FrontOptions(path=args.path, max_body_bytes=args.max_message_bytes, body_timeout=args.body_timeout)

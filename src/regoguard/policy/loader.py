@@ -29,7 +29,8 @@ from regoguard.policy.reader import ESCAPE_HINT, Reader, join_path, unescapable
 
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 
-TOP_KEYS = ("version", "description", "default", "mode", "hide", "tools", "audit", "on_store_error", "rego")
+TOP_KEYS = ("version", "description", "default", "mode", "hide", "tools", "audit", "on_store_error", "rego", "pin",
+            "on_change")
 AUDIT_KEYS = ("erase", "mask", "hash_arguments", "default_masking")
 TOOL_KEYS = ("rules", "visible_to")
 VISIBLE_TO_RULE = "visible_to"
@@ -97,6 +98,13 @@ def _read_policy(r: Reader, root: Node) -> Policy | None:
         choice = r.choice(top["on_store_error"], "on_store_error", "on_store_error", ("deny", "allow"))
         on_store_error = choice or "deny"
     rego = _read_rego(r, top["rego"]) if "rego" in top else ()
+    pin = _read_pin(r, top["pin"]) if "pin" in top else None
+    on_change = "deny"
+    if "on_change" in top:
+        on_change = r.choice(top["on_change"], "on_change", "on_change", ("deny", "warn")) or "deny"
+        if pin is None:
+            r.error(top["on_change"].pos, "on_change", "on_change applies to pinned tools, and this policy has no "
+                    "`pin:`", "add `pin: tools.lock.json` (written by `regoguard pin`)")
     tools: list[ToolPolicy] = []
     if "tools" in top:
         tnode = top["tools"]
@@ -115,6 +123,8 @@ def _read_policy(r: Reader, root: Node) -> Policy | None:
         default=default,
         on_store_error=on_store_error,
         rego=rego,
+        pin=pin,
+        on_change=on_change,
         mode=mode,
         audit=audit,
         description=description,
@@ -141,6 +151,18 @@ def _read_rego(r: Reader, node: Node) -> tuple[str, ...]:
             r.error(item.pos, f"rego[{i}]", f"no such Rego file or directory: {path}")
         paths.append(str(path))
     return tuple(paths)
+
+
+def _read_pin(r: Reader, node: Node) -> str | None:
+    """``pin:``: the lock file of the server's tools (``regoguard pin`` writes it), relative to the policy."""
+    text = r.string(node, "pin", "a path to a lock file written by `regoguard pin`")
+    if text is None:
+        return None
+    base = Path(r.file).parent if not r.file.startswith("<") else Path()
+    path = Path(text) if Path(text).is_absolute() else base / text
+    if not path.is_file():
+        r.error(node.pos, "pin", f"no such lock file: {path}", "write one with `regoguard pin -o FILE -- SERVER`")
+    return str(path)
 
 
 def _read_audit(r: Reader, node: Node) -> AuditSettings:

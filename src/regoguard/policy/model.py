@@ -101,6 +101,10 @@ class Policy:
     """What a call that needs a limit gets when the state store fails: ``deny`` (fail closed) or ``allow``."""
     rego: tuple[str, ...] = ()
     """The team's Rego files and directories (the policy's ``rego:`` list, resolved against its folder)."""
+    pin: str | None = None
+    """The lock file the server's tools are held to (``pin:``, resolved against the policy's folder)."""
+    on_change: str = "deny"
+    """A pinned server's tool that changed or is new: ``deny`` (hidden, calls denied) or ``warn``."""
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property

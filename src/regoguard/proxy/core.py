@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from regoguard.guard import Guard
+from regoguard.pinning import Pinning, changed_fields
 from regoguard.proxy import ids, jsonrpc
 from regoguard.proxy.inflight import InFlight, Pending
 from regoguard.proxy.replies import call_doc, denial_reply, error_reply, params_problem, reply, upstream_error
@@ -47,6 +48,7 @@ class CoreOptions:
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     schema_fetch_timeout: float = SCHEMA_FETCH_TIMEOUT
     schema_fetch_max_pages: int = SCHEMA_FETCH_MAX_PAGES
+    pinning: Pinning | None = None
 
 
 @dataclass(frozen=True)
@@ -318,6 +320,12 @@ class RelayCore:
         name: str = params["name"]
         if may_park and self._needs_fetch(msg):
             return _PARK
+        pinned = self._pin_problem(name)
+        if pinned is not None:
+            verdict = self.guard.reject("pin/changed", pinned, call_doc(msg))
+            self.guard.finish(verdict)
+            log.debug("denied", tool=name, rule="pin/changed", reason=pinned)
+            return _Routed(client=denial_reply(raw_id, msg, name, verdict), answers=(key,))
         arguments = params.get("arguments") or {}
         schema = self.session.schemas.get(name) if self.guard.needs_schema(name) else None
         verdict = self.guard.decide(self.session.input_document(name, arguments, schema), size)
@@ -343,7 +351,7 @@ class RelayCore:
         name = params.get("name") if isinstance(params, dict) else None
         if not isinstance(name, str) or name in self.session.schemas or self.session.schemas_complete:
             return False
-        return self.guard.needs_schema(name)
+        return self.options.pinning is not None or self.guard.needs_schema(name)
 
     def _park(self, line: bytes, trigger: dict[str, Any]) -> None:
         self._parked.append(line)
@@ -371,6 +379,7 @@ class RelayCore:
             log.warning("could not list the server's tools to validate arguments", error=msg.get("error"))
         else:
             self.session.note_tools(result.get("tools"))
+            self._check_pins(result.get("tools"))
             cursor = result.get("nextCursor")
             if not cursor:
                 self.session.schemas_complete = True
@@ -494,16 +503,59 @@ class RelayCore:
             return None
         tools = result["tools"]
         self.session.note_tools(tools)
+        self._check_pins(tools)
         if self.guard.dry_run:  # nothing is blocked in a dry run, hidden tools included
             return None
         kept = [t for t in tools if not (isinstance(t, dict) and isinstance(t.get("name"), str)
-                                         and (self.guard.is_hidden(t["name"]) or not self._visible(t["name"])))]
+                                         and (self.guard.is_hidden(t["name"]) or not self._visible(t["name"])
+                                              or self._pin_denies(t["name"])))]
         if len(kept) == len(tools):
             return None
         body = {k: v for k, v in msg.items() if k not in ("jsonrpc", "id")}
         body["result"] = {**result, "tools": kept}
         return body
 
+
+    # -- tool pinning ------------------------------------------------------------------------------------
+
+    def _check_pins(self, tools: Any) -> None:
+        """Compare a listing with the lock file; a tool that is new or changed is remembered (and logged
+        once per session and reason)."""
+        pinning = self.options.pinning
+        if pinning is None or not isinstance(tools, list):
+            return
+        for tool in tools:
+            if not (isinstance(tool, dict) and isinstance(tool.get("name"), str)):
+                continue
+            name = tool["name"]
+            why = pinning.lock.verdict(tool)
+            if why is None:
+                self.session.unpinned.pop(name, None)
+                continue
+            if self.session.unpinned.get(name) != why:
+                entry = pinning.lock.tools.get(name)
+                fields = changed_fields(entry["definition"], tool) if entry is not None else ["new"]
+                log.warning("a tool is not its pinned definition", tool=name, reason=why, on_change=pinning.on_change)
+                self.guard.tool_changed(name, why, fields, pinning.on_change, self.session.id,
+                                        self.session.server_name)
+            self.session.unpinned[name] = why
+
+    def _pin_denies(self, name: str) -> bool:
+        pinning = self.options.pinning
+        return pinning is not None and pinning.on_change == "deny" and name in self.session.unpinned
+
+    def _pin_problem(self, name: str) -> str | None:
+        """Why a call to ``name`` is denied under the lock file (``on_change: deny``), or None."""
+        pinning = self.options.pinning
+        if pinning is None or pinning.on_change != "deny" or self.guard.dry_run:
+            return None
+        if name in self.session.unpinned:
+            return self.session.unpinned[name]
+        if name not in self.session.schemas:
+            if name not in pinning.lock.tools:
+                return f"tool {name!r} is not in the lock file (a new tool)"
+            return f"the server did not list tool {name!r}, so it cannot be checked against the lock file"
+        return None
 
     def _visible(self, name: str) -> bool:
         """``visible_to``: whether ``name`` exists for this session's caller; remembered per policy revision

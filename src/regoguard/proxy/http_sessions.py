@@ -27,6 +27,7 @@ import structlog
 
 from regoguard.guard import Guard
 from regoguard.metrics import Metrics
+from regoguard.pinning import Pinning
 from regoguard.proxy import ids
 from regoguard.proxy.auth import Principal
 from regoguard.proxy.core import CoreOptions, Outbox, RelayCore, ToClient
@@ -269,6 +270,7 @@ class SessionOptions:
     idle_timeout: float = 1800.0
     max_sessions: int = 1000
     refund_on_tool_error: bool = False
+    pinning: Pinning | None = None
 
 
 class SessionTable:
@@ -291,7 +293,8 @@ class SessionTable:
         who = principal or self.default_principal
         session_id = uuid.uuid4().hex
         relay_session = Session(self.options.server_name, who.id, claims=who.claims)
-        core = RelayCore(self.guard, relay_session, CoreOptions(refund_on_tool_error=self.options.refund_on_tool_error))
+        core = RelayCore(self.guard, relay_session, CoreOptions(refund_on_tool_error=self.options.refund_on_tool_error,
+                                                                pinning=self.options.pinning))
         holder: dict[str, FrontSession] = {}
 
         async def deliver(line: bytes, context: object) -> None:

@@ -21,6 +21,7 @@ class Session:
     schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
     schemas_complete: bool = False
     visibility: dict[tuple[str, str], bool] = field(default_factory=dict)  # (revision, tool) -> visible_to
+    unpinned: dict[str, str] = field(default_factory=dict)  # tool -> why it is not its pinned definition
 
     def note_initialize(self, msg: dict[str, Any]) -> None:
         params = msg.get("params")

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 import structlog
 
 from regoguard.guard import Guard
+from regoguard.pinning import Pinning
 from regoguard.proxy.client_io import ClientWriter, open_reader, open_writer
 from regoguard.proxy.core import CoreOptions, Outbox, RelayCore
 from regoguard.proxy.lines import OVERSIZE, read_line
@@ -41,6 +42,7 @@ class ProxyOptions:
     server_name: str
     principal: str
     principal_claims: dict[str, Any] = field(default_factory=dict)
+    pinning: Pinning | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     shutdown_grace: float = 5.0
     refund_on_tool_error: bool = False
@@ -96,7 +98,8 @@ class StdioProxy:
         self.guard = guard
         self.options = options
         self.session = Session(options.server_name, options.principal, claims=options.principal_claims)
-        self.core = RelayCore(guard, self.session, CoreOptions(refund_on_tool_error=options.refund_on_tool_error))
+        self.core = RelayCore(guard, self.session, CoreOptions(refund_on_tool_error=options.refund_on_tool_error,
+                                                               pinning=options.pinning))
         self.upstream = make_upstream(self._from_server)
         self._client_in = client_in
         self._client_out = client_out

@@ -61,6 +61,7 @@ class Listing:
 
     server: str = "the server"
     tools: list[ToolInfo] = field(default_factory=list)
+    raw: list[dict[str, Any]] = field(default_factory=list)  # each tool as the server's JSON (for `pin`)
     pages: int = 0
     duplicates: list[str] = field(default_factory=list)
     stage: str = "starting the server"
@@ -255,6 +256,7 @@ async def _list_into(session: ClientSession, listing: Listing) -> None:
                 continue
             seen.add(tool.name)
             listing.tools.append(tool_info(tool))
+            listing.raw.append(tool.model_dump(mode="json", by_alias=True, exclude_none=True))
         cursor = result.next_cursor
         if not cursor:
             return

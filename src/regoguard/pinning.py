@@ -1,0 +1,125 @@
+"""Tool pinning: each tool's definition as reviewed, so a server cannot change a tool behind the policy's
+back (a "rug pull": same name, new description or schema).
+
+A tool's *definition* is its ``name``, ``title``, ``description``, ``inputSchema``, ``outputSchema`` and
+``annotations``; its *digest* is the SHA-256 of their canonical JSON: keys sorted, numbers by value (``1``,
+``1.0`` and ``1e0`` are one number), absent and null the same; anything else changes it. A lock file
+(``regoguard pin``) holds one entry per tool, the digest and the definition itself, so a reviewer sees the
+change as a diff in git.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FIELDS = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
+LOCK_VERSION = 1
+ON_CHANGE = ("deny", "warn")
+
+
+class PinError(ValueError):
+    """A lock file that cannot be read."""
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer() and abs(value) < 2**63:
+            return int(value)
+        return value
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return str(value)
+
+
+def definition(tool: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a tool that are pinned, canonical (null and absent alike)."""
+    return {k: _canonical(tool[k]) for k in FIELDS if tool.get(k) is not None}
+
+
+def digest(tool: dict[str, Any]) -> str:
+    text = json.dumps(definition(tool), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def changed_fields(pinned: dict[str, Any], seen: dict[str, Any]) -> list[str]:
+    """Which pinned fields differ between two definitions."""
+    a, b = definition(pinned), definition(seen)
+    return [k for k in FIELDS if a.get(k) != b.get(k)]
+
+
+@dataclass(frozen=True)
+class LockFile:
+    server: str
+    tools: dict[str, dict[str, Any]]  # name -> {"sha256", "definition"}
+
+    @staticmethod
+    def of(server: str, tools: list[dict[str, Any]]) -> LockFile:
+        entries = {}
+        for tool in tools:
+            if isinstance(tool.get("name"), str) and tool["name"] not in entries:
+                entries[tool["name"]] = {"sha256": digest(tool), "definition": definition(tool)}
+        return LockFile(server, dict(sorted(entries.items())))
+
+    def text(self) -> str:
+        doc = {"version": LOCK_VERSION, "server": self.server, "tools": self.tools}
+        return json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+    @staticmethod
+    def read(path: str | Path) -> LockFile:
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise PinError(f"cannot read the lock file {path}: {exc.strerror or exc}") from exc
+        except ValueError as exc:
+            raise PinError(f"the lock file {path} is not JSON: {exc}") from exc
+        if not isinstance(doc, dict) or doc.get("version") != LOCK_VERSION or not isinstance(doc.get("tools"), dict):
+            raise PinError(f"{path} is not a regoguard lock file (version {LOCK_VERSION}, a `tools` object)")
+        tools: dict[str, dict[str, Any]] = {}
+        for name, entry in doc["tools"].items():
+            if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                    and isinstance(entry.get("definition"), dict)):
+                raise PinError(f"{path}: the entry of tool {name!r} needs `sha256` and `definition`")
+            tools[name] = entry
+        return LockFile(str(doc.get("server", "")), tools)
+
+    def verdict(self, tool: dict[str, Any]) -> str | None:
+        """Why ``tool`` (as a server lists it now) is not the pinned one, or None when it is."""
+        name = tool.get("name")
+        entry = self.tools.get(name) if isinstance(name, str) else None
+        if entry is None:
+            return f"tool {name!r} is not in the lock file (a new tool)"
+        if digest(tool) == entry["sha256"]:
+            return None
+        fields = changed_fields(entry["definition"], tool)
+        return f"tool {name!r} changed since it was pinned ({', '.join(fields) or 'its definition'})"
+
+    def diff(self, tools: list[dict[str, Any]]) -> list[str]:
+        """Every difference between the lock file and a server's listing, one line each."""
+        lines = []
+        listed = {t["name"]: t for t in tools if isinstance(t.get("name"), str)}
+        for tool in listed.values():
+            why = self.verdict(tool)
+            if why is not None:
+                lines.append(why)
+        lines.extend(f"tool {name!r} is pinned but the server no longer lists it"
+                     for name in self.tools if name not in listed)
+        return lines
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """What the relay holds a server's tools to: a lock file, and what to do with a tool that differs."""
+
+    lock: LockFile
+    on_change: str = "deny"  # deny: hidden and its calls denied; warn: allowed, logged
