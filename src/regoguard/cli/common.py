@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 import sys
+from typing import Any
 
 from regoguard.errors import PolicyLoadError
 from regoguard.policy_set import PolicySet, load_policy_set
@@ -124,3 +125,16 @@ def upstream_target(args: argparse.Namespace, example: str) -> tuple[list[str] |
         return None
     command = server_command(args, example)
     return None if command is None else (command, {})
+
+
+def json_arg(text: str, what: str) -> Any:
+    """An option's JSON value, inline or ``@file``. Raises ValueError or OSError naming the option."""
+    import json
+    from pathlib import Path
+
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc}") from exc

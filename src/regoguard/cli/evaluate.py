@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from regoguard import __version__
-from regoguard.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, load_or_report, rego_option
+from regoguard.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, json_arg, load_or_report, rego_option
 from regoguard.engine import Engine
 
 
@@ -28,20 +27,11 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def _json_arg(text: str, what: str) -> Any:
-    if text.startswith("@"):
-        text = Path(text[1:]).read_text(encoding="utf-8")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} is not valid JSON: {exc}") from exc
-
-
 def cmd_eval(args: argparse.Namespace, out: BinaryIO) -> int:
     try:
-        arguments = _json_arg(args.args, "--args")
-        schema = _json_arg(args.schema, "--schema") if args.schema else None
-        claims = _json_arg(args.principal_claims, "--principal-claims") if args.principal_claims else {}
+        arguments = json_arg(args.args, "--args")
+        schema = json_arg(args.schema, "--schema") if args.schema else None
+        claims = json_arg(args.principal_claims, "--principal-claims") if args.principal_claims else {}
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

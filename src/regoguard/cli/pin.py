@@ -4,7 +4,6 @@ check a server against one (``--check``, for CI)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,20 +31,15 @@ def add_parser(sub: Any) -> None:
 
 def cmd_pin(args: argparse.Namespace, out: BinaryIO) -> int:
     from regoguard.pinning import LockFile, PinError
-    from regoguard.scan.command import ScanError, list_remote_tools, list_tools
+    from regoguard.scan.command import list_or_report
 
     target = upstream_target(args, "regoguard pin -o tools.lock.json -- npx -y @scope/server")
     if target is None:
         return EXIT_USAGE
     command, headers = target
     path = args.output or DEFAULT_LOCK
-    try:
-        if command is not None:
-            listing = asyncio.run(list_tools(command, args.timeout))
-        else:
-            listing = asyncio.run(list_remote_tools(args.upstream, headers, args.upstream_transport, args.timeout))
-    except ScanError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    listing = list_or_report(args, command, headers)
+    if listing is None:
         return EXIT_FAIL
     if args.check:
         try:

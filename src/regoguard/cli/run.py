@@ -13,6 +13,7 @@ from regoguard import __version__
 from regoguard.audit import DEFAULT_SENSITIVE_KEYS, DecisionLog, FileSink, MaskingRules, Sink, StderrSink
 from regoguard.cli.common import (
     EXIT_USAGE,
+    json_arg,
     load_or_report,
     rego_option,
     state_options,
@@ -211,16 +212,12 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
 
 def principal_claims(value: str | None) -> dict[str, Any] | None:
     """``--principal-claims``: a JSON object, inline or ``@file``; None (with the error printed) otherwise."""
-    import json
-    from pathlib import Path
-
     if value is None:
         return {}
     try:
-        text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
-        claims = json.loads(text)
+        claims = json_arg(value, "--principal-claims")
     except (OSError, ValueError) as exc:
-        print(f"error: --principal-claims: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return None
     if not isinstance(claims, dict):
         print("error: --principal-claims must be a JSON object", file=sys.stderr)

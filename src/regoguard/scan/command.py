@@ -103,15 +103,8 @@ def cmd_scan(args: argparse.Namespace, out: BinaryIO) -> int:
     if target is not None and (problem := _unwritable_target(target, args.force)):
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_FAIL
-    import asyncio
-
-    try:
-        if command is not None:
-            listing = asyncio.run(list_tools(command, args.timeout))
-        else:
-            listing = asyncio.run(list_remote_tools(args.upstream, headers, args.upstream_transport, args.timeout))
-    except ScanError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    listing = list_or_report(args, command, headers)
+    if listing is None:
         return EXIT_FAIL
     for name in listing.duplicates:
         print(f"warning: the server listed tool {quoted_name(name)} more than once; the first listing is used",
@@ -173,6 +166,20 @@ def _summary(listing: Listing, rendered: Rendered, target: Path | None) -> str:
     pages = f"{listing.pages} page{'s' if listing.pages != 1 else ''}"
     where = f"wrote {target}" if target is not None else "policy on stdout"
     return f"regoguard scan: {listing.server}: {len(listing.tools)} tools in {pages}: {groups}{skipped}; {where}"
+
+
+def list_or_report(args: argparse.Namespace, command: list[str] | None, headers: dict[str, str]) -> Listing | None:
+    """Every tool of the server ``args`` name (a command, or ``--upstream``), or None with the problem
+    printed."""
+    import asyncio
+
+    try:
+        if command is not None:
+            return asyncio.run(list_tools(command, args.timeout))
+        return asyncio.run(list_remote_tools(args.upstream, headers, args.upstream_transport, args.timeout))
+    except ScanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
 
 
 async def list_tools(command: Sequence[str], timeout: float) -> Listing:
