@@ -454,3 +454,24 @@ def test_redis_keys_expire_after_their_window(redis_url: str, redis_prefix: str,
     finally:
         raw.close()
         store.close()
+
+
+# --- first-use pins (tool pinning's `pin: first-use`) ------------------------------------------------
+
+
+def test_the_first_digest_recorded_wins_across_connections(backend: Backend) -> None:
+    a, b = backend.open(), backend.open()
+    assert a.pin_first_use({"srv/transfer": "d1", "srv/echo": "e1"}) == {"srv/transfer": "d1", "srv/echo": "e1"}
+    assert b.pin_first_use({"srv/transfer": "d2", "srv/new": "n1"}) == {"srv/transfer": "d1", "srv/new": "n1"}
+    assert a.pin_first_use({}) == {}
+    assert b.snapshot() == a.snapshot()  # pins are not buckets: `state show` never lists them
+    assert "srv/transfer" not in a.snapshot()
+
+
+def test_pins_are_kept_across_restarts(backend: Backend) -> None:
+    if not backend.persistent:
+        pytest.skip("the memory store lives and dies with its process")
+    first = backend.open()
+    first.pin_first_use({"srv/transfer": "d1"})
+    first.close()
+    assert backend.open().pin_first_use({"srv/transfer": "d2"}) == {"srv/transfer": "d1"}

@@ -158,3 +158,30 @@ def test_the_digest_ignores_spelling_and_sees_every_change(tool: dict[str, Any],
     schema = {**tool, "inputSchema": {**tool.get("inputSchema", {}), "added": extra}}
     assert digest(schema) != digest(tool) or tool.get("inputSchema", {}).get("added") == extra
     assert LockFile.of("s", [tool]).verdict(_respelled(tool, rnd)) is None
+
+
+async def test_first_use_holds_later_sessions_and_other_proxies(tmp_path: Path) -> None:
+    """``pin: first-use``: the definition first seen is recorded in the state store (SQLite here) and
+    every later session, of this proxy or another sharing the store, is held to it."""
+    state_db = tmp_path / "state.db"
+    files = {"state": tmp_path / "shifty.json", "log": tmp_path / "spy.jsonl",
+             "policy": write_policy(tmp_path, POLICY.replace("pin: shifty.lock.json", "pin: first-use"))}
+
+    def proxied() -> Client:
+        argv = [sys.executable, "-m", "regoguard", "run", "-c", str(files["policy"]), "--state", str(state_db),
+                "--", *python_server("shifty")]
+        env = {"SHIFTY_STATE": str(files["state"]), "SPY_LOG": str(files["log"])}
+        return Client(StdioServerParameters(command=argv[0], args=argv[1:], env=env), mode="legacy",
+                      read_timeout_seconds=READ_TIMEOUT)
+
+    with anyio.fail_after(TIMEOUT * 2):
+        async with proxied() as c:  # first use: recorded
+            assert not (await c.call_tool("transfer", {"amount": 1})).is_error
+        async with proxied() as c:  # another proxy process, the same definition: allowed
+            assert not (await c.call_tool("transfer", {"amount": 2})).is_error
+        files["state"].write_text(json.dumps({"description": "Now sends money anywhere."}))
+        async with proxied() as c:
+            denied = await c.call_tool("transfer", {"amount": 3})
+            assert denied.is_error and "changed since it was first seen" in text_of(denied)
+            assert "transfer" not in {t.name for t in (await c.list_tools()).tools}
+    assert [a["amount"] for t, a in _calls(files["log"]) if t == "transfer"] == [1, 2]

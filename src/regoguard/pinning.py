@@ -117,9 +117,47 @@ class LockFile:
         return lines
 
 
+FIRST_USE = "first-use"
+
+
 @dataclass(frozen=True)
 class Pinning:
-    """What the relay holds a server's tools to: a lock file, and what to do with a tool that differs."""
+    """What the relay holds a server's tools to, and what to do with a tool that differs.
 
-    lock: LockFile
+    Either a lock file, or (``pin: first-use``) the state store: each tool's digest is recorded the first
+    time any proxy sharing the store sees it, and every later listing is held to it.
+    """
+
+    lock: LockFile | None
     on_change: str = "deny"  # deny: hidden and its calls denied; warn: allowed, logged
+    store: Any = None  # a limits Store, for first-use
+    server: str = ""
+
+    def check(self, tools: list[dict[str, Any]]) -> list[tuple[str, str | None, list[str]]]:
+        """``(name, why it is not its pinned definition or None, the fields that changed)`` per tool."""
+        named = [t for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]
+        if self.lock is not None:
+            out = []
+            for tool in named:
+                why = self.lock.verdict(tool)
+                entry = self.lock.tools.get(tool["name"])
+                fields = changed_fields(entry["definition"], tool) if entry is not None else ["new"]
+                out.append((tool["name"], why, fields if why else []))
+            return out
+        digests = {f"{self.server}/{t['name']}": digest(t) for t in named}
+        try:
+            recorded = self.store.pin_first_use(digests)
+        except Exception as exc:  # the store is down: nothing can be shown to be the pinned tool
+            return [(t["name"], f"the pin store is unavailable, so tool {t['name']!r} cannot be checked: {exc}",
+                     []) for t in named]
+        out = []
+        for tool in named:
+            key = f"{self.server}/{tool['name']}"
+            same = recorded.get(key) == digests[key]
+            out.append((tool["name"], None if same else f"tool {tool['name']!r} changed since it was first seen",
+                        [] if same else ["definition"]))
+        return out
+
+    def knows(self, name: str) -> bool:
+        """Whether a tool the server never listed in a session could still be a pinned one."""
+        return self.lock is None or name in self.lock.tools

@@ -23,7 +23,7 @@ from regoguard.cli.common import (
 from regoguard.engine import Engine
 from regoguard.limits import Limiter, MemoryStore, StoreError, open_store
 from regoguard.metrics import Metrics
-from regoguard.pinning import LockFile, PinError, Pinning
+from regoguard.pinning import FIRST_USE, LockFile, PinError, Pinning
 from regoguard.policy import Policy
 from regoguard.policy_set import PolicySet
 from regoguard.proxy.upstream import Deliver, Upstream
@@ -75,9 +75,10 @@ def guard_options(p: argparse.ArgumentParser) -> None:
                         "reload off)")
     p.add_argument("--refund-on-tool-error", action="store_true",
                    help="also give tokens back when the tool answers with isError (JSON-RPC errors always are)")
-    p.add_argument("--pin", metavar="LOCKFILE",
-                   help="hold the server's tools to this lock file (written by `regoguard pin`; the policy's "
-                        "`pin:` does the same): a tool that changed or is new is hidden and its calls denied")
+    p.add_argument("--pin", metavar="LOCKFILE|first-use",
+                   help="hold the server's tools to this lock file (written by `regoguard pin`), or to the "
+                        "definitions first seen (first-use, kept in the state store); the policy's `pin:` does "
+                        "the same: a tool that changed or is new is hidden and its calls denied")
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (serve has them at /metrics too)")
 
@@ -132,9 +133,12 @@ def open_guard(args: argparse.Namespace, example: str) -> Guarded | None:
             return None
         print(f"warning: {exc}; limits are kept in memory, for this process only (--fail-open)", file=sys.stderr)
         store = MemoryStore()
+    server_name = args.server_name or target_name(command, args.upstream)
     pin_path = args.pin or policy.pin
     pinning = None
-    if pin_path is not None:
+    if pin_path == FIRST_USE:
+        pinning = Pinning(None, policy.on_change, store, server_name)
+    elif pin_path is not None:
         try:
             pinning = Pinning(LockFile.read(pin_path), policy.on_change)
         except PinError as exc:
@@ -142,7 +146,6 @@ def open_guard(args: argparse.Namespace, example: str) -> Guarded | None:
             store.close()
             return None
     engine = Engine(loaded.compiled, extra_modules=loaded.modules or None)
-    server_name = args.server_name or target_name(command, args.upstream)
     decision_log = _decision_log(args, policy, engine.revision, server_name)
     dry_run = args.dry_run or policy.mode == "dry_run"
     if dry_run:

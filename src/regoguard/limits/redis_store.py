@@ -84,6 +84,21 @@ class RedisStore:
         except redis.RedisError as exc:
             raise StoreError(f"redis {self.url}: {exc}") from exc
 
+    def pin_first_use(self, digests: dict[str, str]) -> dict[str, str]:
+        """Pins live beside the buckets' prefix, not under it, so `state show` never reads them as buckets."""
+        if not digests:
+            return {}
+        hash_key = f"regoguard-pins:{self.prefix}"
+        try:
+            pipe = self._redis.pipeline(transaction=True)
+            for key, value in digests.items():
+                pipe.hsetnx(hash_key, key, value)
+            pipe.hmget(hash_key, list(digests))
+            got = pipe.execute()[-1]
+        except redis.RedisError as exc:
+            raise StoreError(f"redis {self.url}: {exc}") from exc
+        return {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in zip(digests, got, strict=True)}
+
     def take_all(self, items: list[tuple[str, Spec]], now: float) -> TakeResult:
         ok, index, tokens = self._run(items, now, "take")
         if ok == 1:

@@ -20,6 +20,7 @@ from regoguard.limits.store import StoreError, TakeResult, apply_all, refund_all
 from regoguard.limits.token_bucket import BucketState, Spec
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS buckets (key TEXT PRIMARY KEY, tokens REAL NOT NULL, updated REAL NOT NULL)"
+_PINS = "CREATE TABLE IF NOT EXISTS pins (key TEXT PRIMARY KEY, digest TEXT NOT NULL)"
 
 
 def default_state_path() -> Path:
@@ -61,6 +62,7 @@ class SQLiteStore:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute(_SCHEMA)
+                self._db.execute(_PINS)
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
@@ -131,6 +133,18 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise StoreError(f"state database {self.path}: {exc}") from exc
             return cur.rowcount
+
+    def pin_first_use(self, digests: dict[str, str]) -> dict[str, str]:
+        keyed = {self.prefix + k: v for k, v in digests.items()}
+        with self._write():
+            self._db.executemany("INSERT OR IGNORE INTO pins (key, digest) VALUES (?, ?)", list(keyed.items()))
+            found: dict[str, str] = {}
+            items = list(keyed)
+            for i in range(0, len(items), 500):
+                chunk = items[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                found.update(self._db.execute(f"SELECT key, digest FROM pins WHERE key IN ({marks})", chunk))
+        return {k: found[self.prefix + k] for k in digests}
 
     def close(self) -> None:
         with self._lock:

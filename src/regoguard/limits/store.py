@@ -46,6 +46,11 @@ class Store(Protocol):
         """Delete buckets whose key starts with ``prefix``; return how many."""
         ...
 
+    def pin_first_use(self, digests: dict[str, str]) -> dict[str, str]:
+        """For each key, the digest it was first recorded with, recording those new (first writer wins,
+        atomically: every proxy sharing the store holds a tool to the first definition any of them saw)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -76,7 +81,12 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._buckets: dict[str, BucketState] = {}
+        self._pins: dict[str, str] = {}
         self._lock = threading.Lock()
+
+    def pin_first_use(self, digests: dict[str, str]) -> dict[str, str]:
+        with self._lock:
+            return {k: self._pins.setdefault(k, v) for k, v in digests.items()}
 
     def take_all(self, items: list[tuple[str, Spec]], now: float) -> TakeResult:
         with self._lock:

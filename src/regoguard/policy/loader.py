@@ -155,9 +155,11 @@ def _read_rego(r: Reader, node: Node) -> tuple[str, ...]:
 
 def _read_pin(r: Reader, node: Node) -> str | None:
     """``pin:``: the lock file of the server's tools (``regoguard pin`` writes it), relative to the policy."""
-    text = r.string(node, "pin", "a path to a lock file written by `regoguard pin`")
+    text = r.string(node, "pin", "a path to a lock file written by `regoguard pin`, or first-use")
     if text is None:
         return None
+    if text == "first-use":  # each tool held to the definition first seen, recorded in the state store
+        return text
     base = Path(r.file).parent if not r.file.startswith("<") else Path()
     path = Path(text) if Path(text).is_absolute() else base / text
     if not path.is_file():

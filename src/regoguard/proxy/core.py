@@ -29,7 +29,7 @@ from typing import Any
 import structlog
 
 from regoguard.guard import Guard
-from regoguard.pinning import Pinning, changed_fields
+from regoguard.pinning import Pinning
 from regoguard.proxy import ids, jsonrpc
 from regoguard.proxy.inflight import InFlight, Pending
 from regoguard.proxy.replies import call_doc, denial_reply, error_reply, params_problem, reply, upstream_error
@@ -519,22 +519,16 @@ class RelayCore:
     # -- tool pinning ------------------------------------------------------------------------------------
 
     def _check_pins(self, tools: Any) -> None:
-        """Compare a listing with the lock file; a tool that is new or changed is remembered (and logged
-        once per session and reason)."""
+        """Compare a listing with the pins; a tool that is new or changed is remembered (and logged once
+        per session and reason)."""
         pinning = self.options.pinning
         if pinning is None or not isinstance(tools, list):
             return
-        for tool in tools:
-            if not (isinstance(tool, dict) and isinstance(tool.get("name"), str)):
-                continue
-            name = tool["name"]
-            why = pinning.lock.verdict(tool)
+        for name, why, fields in pinning.check(tools):
             if why is None:
                 self.session.unpinned.pop(name, None)
                 continue
             if self.session.unpinned.get(name) != why:
-                entry = pinning.lock.tools.get(name)
-                fields = changed_fields(entry["definition"], tool) if entry is not None else ["new"]
                 log.warning("a tool is not its pinned definition", tool=name, reason=why, on_change=pinning.on_change)
                 self.guard.tool_changed(name, why, fields, pinning.on_change, self.session.id,
                                         self.session.server_name)
@@ -552,7 +546,7 @@ class RelayCore:
         if name in self.session.unpinned:
             return self.session.unpinned[name]
         if name not in self.session.schemas:
-            if name not in pinning.lock.tools:
+            if not pinning.knows(name):
                 return f"tool {name!r} is not in the lock file (a new tool)"
             return f"the server did not list tool {name!r}, so it cannot be checked against the lock file"
         return None
