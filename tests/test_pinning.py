@@ -22,7 +22,7 @@ from mcp import StdioServerParameters
 from mcp.client import Client
 from mcp.types import TextContent
 
-from proxy_harness import EVERYTHING_JS, NODE_DIR, READ_TIMEOUT, TIMEOUT, python_server, spy_tools, write_policy
+from proxy_harness import NODE_DIR, READ_TIMEOUT, TIMEOUT, python_server, spy_tools, write_policy
 from regoguard.pinning import LockFile, digest
 
 POLICY = 'version: "1"\ndefault: allow\npin: shifty.lock.json\ntools:\n  transfer:\n    rules: []\n'
@@ -107,24 +107,29 @@ async def test_warn_allows_and_logs(pinned: dict[str, Path], tmp_path: Path) -> 
     assert b"tool_changed" in summary.stdout
 
 
-async def test_pin_check_round_trips_a_real_npm_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize("package", ["server-everything", "server-filesystem"])
+async def test_pin_check_round_trips_a_real_npm_server(package: str, tmp_path: Path) -> None:
     node = NODE_DIR / "node_modules" / "node" / "bin" / "node"
-    if not EVERYTHING_JS.exists() or not node.exists():
+    script = NODE_DIR / "node_modules" / "@modelcontextprotocol" / package / "dist" / "index.js"
+    if not script.exists() or not node.exists():
         pytest.skip("npm packages missing: run `npm install --prefix tests/node`")
-    lock = tmp_path / "everything.lock.json"
-    server = ["--", str(node), str(EVERYTHING_JS), "stdio"]
+    lock = tmp_path / f"{package}.lock.json"
+    server = ["--", str(node), str(script), *(["stdio"] if package == "server-everything" else [str(tmp_path)])]
     with anyio.fail_after(TIMEOUT * 2):
         written = await pin("-o", str(lock), *server)
         assert written.returncode == 0, written.stderr.decode()
-        assert "echo" in json.loads(lock.read_text())["tools"]
+        tools = json.loads(lock.read_text())["tools"]
+        assert tools
         same = await pin("-o", str(lock), *server, check=True)
         assert same.returncode == 0, same.stderr.decode()
         doc = json.loads(lock.read_text())
-        doc["tools"]["echo"]["definition"]["description"] = "reviewed text"
-        doc["tools"]["echo"]["sha256"] = "0" * 64
+        name = sorted(tools)[0]
+        doc["tools"][name]["definition"]["description"] = "reviewed text"
+        doc["tools"][name]["sha256"] = "0" * 64
         lock.write_text(json.dumps(doc))
         drift = await pin("-o", str(lock), *server, check=True)
-    assert drift.returncode == 1 and b"tool 'echo' changed since it was pinned (description)" in drift.stderr
+    assert drift.returncode == 1
+    assert f"tool {name!r} changed since it was pinned (description)".encode() in drift.stderr
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-1000, 1000) | st.text(max_size=5),
