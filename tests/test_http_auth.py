@@ -237,10 +237,18 @@ async def test_a_remote_jwks_is_fetched_again_for_a_new_key(tmp_path: Path, keys
                 assert jwks.fetches == 1  # at start, then cached
                 rotated = token(keys.ec, gw.url, kid="ec-1", alg="ES256")
                 jwks.document = keys.jwks(with_ec=True)  # the issuer publishes a new key
-                assert (await _init(http, gw.url, rotated)).status_code == 200
+                # The unknown kid starts a fetch off the request's path; that request is refused, and a
+                # retry once the keys are in is accepted.
+                assert (await _init(http, gw.url, rotated)).status_code == 401
+                with anyio.fail_after(TIMEOUT):
+                    while True:
+                        if (await _init(http, gw.url, rotated)).status_code == 200:
+                            break
+                        await anyio.sleep(0.1)
                 assert jwks.fetches == 2
                 for _ in range(3):  # unknown kids do not make the gateway fetch on every request
                     assert (await _init(http, gw.url, token(keys.stranger, gw.url, kid="nope"))).status_code == 401
+                await anyio.sleep(0.3)
                 assert jwks.fetches == 2
     finally:
         jwks.close()
@@ -340,3 +348,46 @@ async def test_the_callers_token_never_goes_upstream(tmp_path: Path, keys: Keys)
     seen = [json.loads(line)["authorization"] for line in headers_log.read_text().splitlines()]
     assert seen and set(seen) == {"Bearer gateway-secret"}
     assert not any(bearer in (s or "") for s in seen)
+
+
+async def test_a_session_reads_the_claims_of_the_latest_token(tmp_path: Path, keys: Keys) -> None:
+    """A user who lost the admins group loses what it allowed on the next request, in the session opened
+    while they had it and in the relay their 2026-07-28 requests share."""
+    policy = """\
+version: "1"
+default: allow
+tools:
+  delete_customer:
+    rules:
+      - name: admins only
+        conditions:
+          - {path: principal.claims.groups, op: contains, value: admins}
+"""
+    log = tmp_path / "spy.jsonl"
+    with gateway(tmp_path, keys, log=log, policy_text=policy) as gw, anyio.fail_after(TIMEOUT):
+        admin = token(keys.rsa, gw.url, sub="bob", groups=["admins"])
+        demoted = token(keys.rsa, gw.url, sub="bob", groups=["eng"])
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "delete_customer", "arguments": {"customer_id": "c1"}}}
+        async with httpx2.AsyncClient(timeout=READ_TIMEOUT) as http:
+            session = (await _init(http, gw.url, admin)).headers["mcp-session-id"]
+
+            async def post(bearer: str, body: dict[str, Any], **extra: str) -> dict[str, Any]:
+                r = await http.post(gw.url, json=body, headers={**HEADERS, "authorization": f"Bearer {bearer}",
+                                                                **extra})
+                assert r.status_code == 200, r.text
+                text = r.text
+                if r.headers["content-type"].startswith("text/event-stream"):
+                    text = [line[5:] for line in text.splitlines() if line.startswith("data:")][-1]
+                return json.loads(text)  # type: ignore[no-any-return]
+
+            assert (await post(admin, call, **{"mcp-session-id": session}))["result"].get("isError") is not True
+            assert (await post(demoted, call, **{"mcp-session-id": session}))["result"]["isError"] is True
+            modern = {**call, "params": {**call["params"], "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}}}}
+            routing = {"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call",
+                       "mcp-name": "delete_customer"}
+            assert (await post(admin, modern, **routing))["result"].get("isError") is not True
+            assert (await post(demoted, modern, **routing))["result"]["isError"] is True
+    assert spy_tools(log) == ["delete_customer", "delete_customer"]

@@ -423,3 +423,41 @@ async def test_a_dropped_stream_resumes_with_last_event_id(raw_gateway: tuple[Pr
     assert resumed.status_code == 200
     got = messages(resumed)
     assert [m.get("id") for m in got] == [5] and got[0]["result"]["content"][0]["text"] == "late"
+
+
+async def test_line_breaks_in_a_body_cannot_smuggle_a_call_to_a_stdio_server(gateway: Proc, http: httpx2.AsyncClient,
+                                                                              spy_log: Path) -> None:
+    """A body is one message whatever its whitespace: a line break between its tokens must not let the
+    stdio server read a denied tools/call hidden in it as a message of its own."""
+    session = await initialize(http, gateway.url)
+    smuggled = json.dumps(call(99, "delete_customer", {"customer_id": "cus_001"}))
+    body = ('{"jsonrpc":"2.0","id":2,"method":"ping","params":{"x":\n' + smuggled + '\n}}').encode()
+    r = await post(http, gateway.url, body, session)
+    assert r.status_code == 200 and messages(r)[-1]["id"] == 2
+    pretty = json.dumps(call(3, "echo", {"text": "pretty"}), indent=2).encode()
+    assert messages(await post(http, gateway.url, pretty, session))[-1]["result"]["content"][0]["text"] == "pretty"
+    assert spy_tools(spy_log) == ["echo"]
+
+
+@pytest.mark.parametrize("headers", [{"host": "["}, {"host": "[::1:80"}, {"origin": "http://[x]"}],
+                         ids=["host-bracket", "host-v6", "origin-v6"])
+async def test_malformed_host_and_origin_are_refused_not_crashed(gateway: Proc, http: httpx2.AsyncClient,
+                                                                 headers: dict[str, str]) -> None:
+    r = await http.post(gateway.url, content=b"{}", headers={**JSON_HEADERS, **headers})
+    assert r.status_code in (403, 421)
+
+
+async def test_a_schema_fetch_that_never_ends_is_given_up(tmp_path: Path, http: httpx2.AsyncClient) -> None:
+    """validate: {required_args: true} makes the proxy list the tools itself; a server that never answers
+    that list does not wedge the session: the call is decided without the schema (denied) in bounded time."""
+    policy = write_policy(tmp_path, 'version: "1"\ndefault: allow\ntools:\n  echo:\n    rules:\n'
+                                    '      - name: args\n        validate: {required_args: true}\n')
+    with serving(policy, command=python_server("raw_echo"),
+                 env={"RAW_ECHO_LOG": str(tmp_path / "raw.log"), "RAW_ECHO_HANG_TOOLS_LIST": "1"}) as gw:
+        session = await initialize(http, gw.url)
+        with anyio.fail_after(TIMEOUT):
+            r = await http.post(gw.url, json=call(1, "echo", {"text": "x"}),
+                                headers={**JSON_HEADERS, "mcp-session-id": session}, timeout=TIMEOUT)
+        answer = messages(r)[-1]
+        assert answer["id"] == 1 and answer["result"]["isError"] is True
+        assert "inputSchema is unknown" in answer["result"]["content"][0]["text"]

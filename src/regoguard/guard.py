@@ -180,13 +180,25 @@ class Guard:
         self.log.record(verdict.decision_id, verdict.doc, verdict.decision, outcome,
                         "dry_run" if verdict.dry_run else "enforce", upstream_error, verdict.revision, verdict.trace)
 
+    def _rule_label(self, rule: str) -> str:
+        """A rule id of the policy or of regoguard itself; a team Rego rule id (which Rego may build from
+        the input) is counted as ``rego/team``, so the label stays bounded."""
+        if not rule or rule.split("/", 1)[0] in _OWN_RULE_PREFIXES:
+            return rule
+        known = self.__dict__.get("_known_rules")
+        if known is None or known[0] is not self.engine:
+            ids = {r["id"] for u in self.engine.compiled.units.values() for r in u.entry.get("rules", ())}
+            known = (self.engine, ids)
+            self.__dict__["_known_rules"] = known
+        return rule if rule in known[1] else "rego/team"
+
     def _count(self, verdict: Verdict, outcome: str) -> None:
         assert self.metrics is not None
         tool = verdict.doc.get("tool")
         name = tool.get("name") if isinstance(tool, dict) else None
         key = self.engine.compiled.key_for(name) if isinstance(name, str) else None
         rule = verdict.decision.rule if not verdict.decision.allow else ""
-        self.metrics.decisions.labels(outcome, key or "*", rule or "").inc()
+        self.metrics.decisions.labels(outcome, key or "*", self._rule_label(rule or "")).inc()
         if verdict.decision.allow and outcome in ("allowed", "upstream_error"):
             self.metrics.upstream_seconds.observe(time.perf_counter() - verdict.started)
 
@@ -200,6 +212,9 @@ class Guard:
         """Session-scoped buckets go with their session."""
         if self.limiter is not None:
             self.limiter.forget_session(session_id)
+
+
+_OWN_RULE_PREFIXES = frozenset({"proxy", "engine", "guard", "limits", "pin", "rego", "hide", "default"})
 
 
 def _who(doc: dict[str, Any]) -> tuple[str, str, str]:

@@ -9,7 +9,8 @@ Methods with special behaviour:
 
   initialize           an InitializeResult (so the SDK client can connect in legacy mode)
   tools/list           two tools, ``echo`` (no required args) and ``delete_customer`` (requires customer_id),
-                       with ``nextCursor`` "raw-echo-page-2" (an empty last page) and an ``x-unknown`` field
+                       with ``nextCursor`` "raw-echo-page-2" (an empty last page) and an ``x-unknown`` field;
+                       never answered when ``RAW_ECHO_HANG_TOOLS_LIST=1``
   tools/call           ``{"content": [{"type": "text", "text": "<name> <arguments as JSON>"}]}``; tool names
                        ``hang`` (never answered) and ``die`` (exit status ``arguments.code``, default 3)
                        behave like the methods below; ``env`` answers ``os.environ.get(arguments.name)`` as
@@ -110,6 +111,8 @@ def _answer(msg: Any, line: bytes) -> dict[str, Any] | None:
             "capabilities": {"tools": {}},
             "serverInfo": {"name": "raw-echo", "version": "0.0.1-test"},
         })
+    if method == "tools/list" and os.environ.get("RAW_ECHO_HANG_TOOLS_LIST") == "1":
+        return None  # never answered (a server that does not list its tools)
     if method == "tools/list":
         # one page and a cursor that leads to an empty last page; fields no spec names, to see them kept
         if params.get("cursor") is None:

@@ -38,6 +38,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--session-idle", type=float, default=1800.0, metavar="SECONDS",
                    help="end a session (and its server process) after this long without a request (default 1800)")
     p.add_argument("--max-sessions", type=int, default=1000, help="sessions served at once (default 1000)")
+    p.add_argument("--max-sessions-per-principal", type=int, default=64,
+                   help="sessions one principal may hold at once (default 64; without tokens every caller is "
+                        "one principal)")
     p.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024,
                    help="largest request body accepted (default 16 MiB)")
     p.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
@@ -137,6 +140,7 @@ def cmd_serve(args: argparse.Namespace, out: BinaryIO) -> int:
         table = SessionTable(guarded.guard, guarded.make_upstream, SessionOptions(
             server_name=guarded.server_name, principal=args.principal or getpass.getuser(),
             idle_timeout=args.session_idle, max_sessions=args.max_sessions,
+            max_sessions_per_principal=args.max_sessions_per_principal,
             refund_on_tool_error=args.refund_on_tool_error, pinning=guarded.pinning))
         rules = HostRules(port=port, bind_host=host, allowed_hosts=frozenset(h.lower() for h in args.allow_host),
                           allowed_origins=frozenset(o.lower().rstrip("/") for o in args.allow_origin))
@@ -151,6 +155,9 @@ def cmd_serve(args: argparse.Namespace, out: BinaryIO) -> int:
         if verifier is None:
             print(f"regoguard: no --jwks or --jwt-secret-env: serving unauthenticated; every caller is "
                   f"principal {table.default_principal.id!r}", file=sys.stderr)
+        elif not args.issuer:
+            print("regoguard: no --issuer: tokens from any issuer these keys sign for are accepted",
+                  file=sys.stderr)
         print(f"regoguard listening on http://{shown}:{port}{args.path}", file=sys.stderr, flush=True)
 
         async def main() -> None:

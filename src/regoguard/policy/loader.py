@@ -416,10 +416,12 @@ def _read_rule(r: Reader, tool_key: str, index: int, node: Node, path: str) -> R
         vnode = entries["validate"]
         ventries = r.mapping(vnode, join_path(path, "validate"), VALIDATE_KEYS, "validate")
         if ventries is not None:
-            if not ventries:
+            if not any(k in ventries for k in VALIDATE_KEYS):
                 r.error(vnode.pos, join_path(path, "validate"), "validate needs `required_args: true` or "
                         "`schema: true`")
             for vkey, vval in ventries.items():
+                if vkey not in VALIDATE_KEYS:
+                    continue  # reported as an unknown key
                 if not isinstance(vval.value, bool):
                     r.error(vval.pos, join_path(join_path(path, "validate"), vkey),
                             f"{vkey} must be true or false, not a {vval.kind}")

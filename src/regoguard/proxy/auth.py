@@ -27,6 +27,7 @@ log = structlog.get_logger("regoguard.auth")
 
 ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 JWKS_REFRESH_SECONDS = 30.0
+JWKS_MAX_AGE_SECONDS = 600.0
 LEEWAY_SECONDS = 30
 MAX_TOKEN_BYTES = 16 * 1024
 
@@ -63,21 +64,26 @@ class AuthOptions:
 
 
 class KeySet:
-    """The JWKS: loaded from a file once, or from a URL, again when a token names a key it lacks."""
+    """The JWKS: loaded from a file once, or from a URL at start, then again in the background when a
+    token names a key it lacks (at most every ``JWKS_REFRESH_SECONDS``) and every ``JWKS_MAX_AGE_SECONDS``
+    (so a key the issuer revoked stops being trusted). A fetch never runs on a request's path, and one
+    that fails or brings no usable key leaves the keys as they were."""
 
     def __init__(self, source: str, fetch_timeout: float = 10.0) -> None:
         self.source = source
         self._timeout = fetch_timeout
-        self._keys: dict[str | None, jwt.PyJWK] = {}
+        self._keys: dict[str | None, jwt.PyJWK] = self._load()
+        self._loaded_at = time.monotonic()
         self._refetched_at = -JWKS_REFRESH_SECONDS  # the first unknown kid is fetched for at once
         self._lock = threading.Lock()
-        self._load()
+        self._fetching = False
+        self.fetched = threading.Event()  # set after each background fetch (tests wait on it)
 
     @property
     def remote(self) -> bool:
         return self.source.startswith(("http://", "https://"))
 
-    def _load(self) -> None:
+    def _load(self) -> dict[str | None, jwt.PyJWK]:
         if self.remote:
             import httpx2
 
@@ -97,22 +103,47 @@ class KeySet:
                 log.warning("skipped a JWKS key that is not asymmetric", kid=raw.get("kid"))
                 continue
             keys[raw.get("kid")] = key
-        self._keys = keys
+        return keys
+
+    def _refresh_in_background(self) -> None:
+        with self._lock:
+            if self._fetching:
+                return
+            self._fetching = True
+            self.fetched.clear()
+
+        def fetch() -> None:
+            try:
+                keys = self._load()
+                if keys:
+                    self._keys = keys
+                    self._loaded_at = time.monotonic()
+                else:
+                    log.warning("the JWKS came back without a usable key; keeping the keys already known")
+            except Exception as exc:
+                log.warning("could not fetch the JWKS again; keeping the keys already known", source=self.source,
+                            error=str(exc))
+            finally:
+                self._fetching = False
+                self.fetched.set()
+
+        threading.Thread(target=fetch, name="regoguard-jwks", daemon=True).start()
 
     def key_for(self, kid: str | None) -> jwt.PyJWK | None:
-        key = self._keys.get(kid)
-        if key is None and kid is None and len(self._keys) == 1:
-            key = next(iter(self._keys.values()))
-        if key is not None or not self.remote:
+        keys = self._keys
+        key = keys.get(kid)
+        if key is None and kid is None and len(keys) == 1:
+            key = next(iter(keys.values()))
+        if not self.remote:
             return key
-        with self._lock:  # an unknown kid: the keys may have rotated; fetch again, but not on every request
-            if kid not in self._keys and time.monotonic() - self._refetched_at >= JWKS_REFRESH_SECONDS:
-                self._refetched_at = time.monotonic()
-                try:
-                    self._load()
-                except Exception as exc:
-                    log.warning("could not fetch the JWKS again", source=self.source, error=str(exc))
-        return self._keys.get(kid)
+        now = time.monotonic()
+        if now - self._loaded_at >= JWKS_MAX_AGE_SECONDS:
+            self._refresh_in_background()
+        elif key is None and now - self._refetched_at >= JWKS_REFRESH_SECONDS:
+            # an unknown kid: the keys may have rotated; this token is refused, a retry finds the new key
+            self._refetched_at = now
+            self._refresh_in_background()
+        return key
 
 
 class Verifier:
@@ -174,12 +205,15 @@ class Verifier:
 
 
 def _scopes(claims: dict[str, Any]) -> list[str]:
-    scope = claims.get("scope", claims.get("scp"))
-    if isinstance(scope, str):
-        return scope.split()
-    if isinstance(scope, list):
-        return [s for s in scope if isinstance(s, str)]
-    return []
+    """Scopes from ``scope`` (a space-separated string, RFC 8693) and ``scp`` (a list or a string)."""
+    found: list[str] = []
+    for name in ("scope", "scp"):
+        value = claims.get(name)
+        if isinstance(value, str):
+            found.extend(value.split())
+        elif isinstance(value, list):
+            found.extend(s for s in value if isinstance(s, str))
+    return found
 
 
 def challenge(error: AuthError | None, metadata_url: str) -> str:
@@ -187,7 +221,9 @@ def challenge(error: AuthError | None, metadata_url: str) -> str:
     parts = [f'resource_metadata="{metadata_url}"']
     if error is not None and error.error != "invalid_request":
         parts.append(f'error="{error.error}"')
-        parts.append('error_description="' + error.description.replace('"', "'") + '"')
+        # a header value: printable ASCII only (the description may quote a token's header)
+        text = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "?" for ch in error.description)
+        parts.append(f'error_description="{text}"')
         if error.scope:
             parts.append(f'scope="{error.scope}"')
     return "Bearer " + ", ".join(parts)

@@ -39,7 +39,9 @@ class ChildUpstream:
         stdin = self._proc.stdin
         if stdin.is_closing():
             return
-        stdin.write(data + b"\n")
+        # Line-framed: a message that came over HTTP may hold line breaks (JSON whitespace; strict parsing
+        # refuses them inside strings), and each would end a message here: they become spaces.
+        stdin.write(data.replace(b"\n", b" ") + b"\n")
         with contextlib.suppress(ConnectionError):
             await stdin.drain()
 

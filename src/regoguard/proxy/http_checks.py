@@ -38,12 +38,12 @@ class HostRules:
             return False
         if host_header.lower() in self.allowed_hosts or "*" in self.allowed_hosts:
             return True
-        parsed = urlsplit("//" + host_header)
         try:
+            parsed = urlsplit("//" + host_header)
             port = parsed.port
-        except ValueError:
+            name = (parsed.hostname or "").lower()
+        except ValueError:  # `[`, `[::1:port`: not a host
             return False
-        name = (parsed.hostname or "").lower()
         if port not in (None, self.port):
             return False
         if name in LOOPBACK_HOSTS:
@@ -55,17 +55,18 @@ class HostRules:
             return True  # not a browser: non-browser clients send no Origin
         if origin.lower() in self.allowed_origins or "*" in self.allowed_origins:
             return True
-        parsed = urlsplit(origin)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            return False
         try:
+            parsed = urlsplit(origin)
             port = parsed.port
-        except ValueError:
+            hostname = parsed.hostname
+        except ValueError:  # `http://[x]`: not an origin
+            return False
+        if parsed.scheme not in ("http", "https") or not hostname:
             return False
         default = 443 if parsed.scheme == "https" else 80
         if (port or default) != self.port:
             return False
-        name = parsed.hostname.lower()
+        name = hostname.lower()
         return name in LOOPBACK_HOSTS or (name == self.bind_host.lower() and self.bind_host not in ("0.0.0.0", "::"))
 
 

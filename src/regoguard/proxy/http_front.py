@@ -9,8 +9,9 @@ Protocol eras, told apart as the MCP SDK's server does (the ``MCP-Protocol-Versi
 - 2026-07-28: no session. Each POST carries one request whose ``_meta`` holds the version and
   capabilities; the routing headers (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name``) must agree with
   the body or the request is refused with the spec's ``HEADER_MISMATCH``. The policy reads the body only.
-  GET and DELETE get 405. All such requests share one relay (so limits hold across them) and the front
-  gives each its own id on the way in, restoring the client's on the way out.
+  GET and DELETE get 405. A principal's such requests share one relay (so its limits hold across them),
+  and the front gives each request its own id and progress token on the way in, restoring the client's
+  on the way out.
 
 The rest is the same for both: Host and Origin are checked first (403/421), a POST must be JSON sent as
 UTF-8 and accept JSON and SSE, bodies are bounded in size and time, notifications and responses get 202,
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +61,7 @@ from regoguard.proxy.http_sessions import (
     SessionTable,
     StreamExchange,
     progress_tokens,
+    replace_progress_token,
     request_keys,
 )
 from regoguard.proxy.upstream import UpstreamError
@@ -71,6 +74,7 @@ SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
 LAST_EVENT_HEADER = "last-event-id"
 KEEPALIVE_SECONDS = 15.0
+TICK_SECONDS = 0.5
 SSE_HEADERS = {"cache-control": "no-cache, no-transform", "x-accel-buffering": "no"}
 
 
@@ -150,11 +154,17 @@ class HttpFront:
                 return
 
     async def _sweep(self) -> None:
+        """Every TICK_SECONDS, time passes in every relay; now and then idle sessions are ended."""
         interval = max(0.5, min(30.0, self.table.options.idle_timeout / 4))
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(TICK_SECONDS)
             with contextlib.suppress(Exception):
-                await self.table.sweep()
+                await self.table.tick()
+            if time.monotonic() - last >= interval:
+                last = time.monotonic()
+                with contextlib.suppress(Exception):
+                    await self.table.sweep()
 
     async def _authenticated(self, request: Request) -> Response:
         """Who is asking (a verified bearer token, when the gateway has keys), then the request itself."""
@@ -205,6 +215,7 @@ class HttpFront:
         if session is None or session.principal.id != request.state.principal.id:
             # a session is bound to whoever opened it: another caller's token does not reach it
             raise Refusal(404, "Not Found: Invalid or expired session ID")
+        session.refresh(request.state.principal)
         return session
 
     # -- POST ------------------------------------------------------------------------------------------
@@ -259,7 +270,12 @@ class HttpFront:
         text = ids.with_id(body.decode("utf-8", "surrogatepass"), str(front_id))
         key = ids.id_key(front_id)
         assert raw_id is not None
-        exchange = Exchange({key}, sse=accepts(request)[1], restore={key: raw_id}, progress=progress_tokens(msg))
+        # Clients sharing this relay may use the same progressToken: each request gets the front's own
+        # (its front id), and its progress goes back under the client's token.
+        text, token_raw = replace_progress_token(text, str(front_id))
+        exchange = Exchange({key}, sse=accepts(request)[1], restore={key: raw_id},
+                            progress=[key] if token_raw is not None else [])
+        exchange.progress_raw = token_raw
         return await self._answer(request, session, text.encode("utf-8", "surrogatepass"), exchange, modern=True)
 
     async def _relay(self, request: Request, session: FrontSession, body: bytes, msg: Any) -> Response:
@@ -278,8 +294,10 @@ class HttpFront:
 
     async def _answer(self, request: Request, session: FrontSession, body: bytes, exchange: Exchange,
                       modern: bool, batch: bool = False) -> Response:
+        exchange.batch = batch
         await session.submit(body, exchange)
         if not exchange.open:  # answered at once (a denial, an error): plain JSON
+            session.detach(exchange)
             return self._json_answer(_merge(_drain(exchange), batch), session, modern)
         if not exchange.sse or batch:
             return await self._answer_json(request, session, exchange, batch, modern)

@@ -7,6 +7,7 @@ included, goes on the stream. Sessions, policy and relaying are the Streamable H
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ class LegacySse:
         self.sse_path = sse_path
         self.message_path = message_path
         self.paths = frozenset({sse_path, message_path})
+        self._ending: set[asyncio.Future[None]] = set()
 
     async def handle(self, request: Request) -> Response:
         if request.url.path == self.sse_path:
@@ -64,8 +66,11 @@ class LegacySse:
                 yield sse_event(item)
         finally:
             stream.open = False
-            # The stream is the session: when the client leaves, the session ends.
-            await self.table.remove(session, "the client closed its SSE stream")
+            # The stream is the session: when the client leaves, the session ends. Not awaited here: this
+            # task is being cancelled, and the server's shutdown must run to its end.
+            ending = asyncio.ensure_future(self.table.remove(session, "the client closed its SSE stream"))
+            self._ending.add(ending)
+            ending.add_done_callback(self._ending.discard)
 
     async def _message(self, request: Request) -> Response:
         session_id = request.query_params.get("session_id")

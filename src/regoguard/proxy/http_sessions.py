@@ -57,6 +57,8 @@ class Exchange:
         self.restore = restore or {}  # front-assigned id key -> the client's raw id (stateless requests)
         self.progress = progress or []  # the progressTokens its requests set: their notifications go here
         self.orphaned = False  # its client went away; kept for a resumption
+        self.batch = False  # answered as one JSON array: no room for the server's own messages
+        self.progress_raw: str | None = None  # the client's own progressToken, when the front replaced it
         self._sent: deque[tuple[int, bytes]] = deque(maxlen=REPLAY_EVENTS)
         self._events = 0
 
@@ -91,6 +93,9 @@ class Exchange:
                 data = ids.with_id(data.decode("utf-8", "surrogatepass"), raw).encode("utf-8", "surrogatepass")
             elif raw is not None:
                 data = _with_subscription_id(data, raw)
+        if self.progress_raw is not None and not answers and b'"notifications/progress"' in data:
+            text, _ = replace_progress_token(data.decode("utf-8", "surrogatepass"), self.progress_raw, "params")
+            data = text.encode("utf-8", "surrogatepass")
         if self.queue.qsize() >= MAX_QUEUED:
             log.warning("a client stream fell too far behind; closing it")
             self.finish()
@@ -141,6 +146,15 @@ class FrontSession:
 
     def next_front_id(self) -> int:
         return next(self._front_ids)
+
+    def refresh(self, principal: Principal) -> None:
+        """The caller's latest verified token: its claims are what decisions read from now on (a session
+        never keeps the claims of an older token); what was visible to the old ones is asked again."""
+        relay = self.core.session
+        if relay.claims != principal.claims:
+            relay.claims = principal.claims
+            relay.visibility.clear()
+        self.principal = principal
 
     def touch(self) -> None:
         self.last_active = time.monotonic()
@@ -241,7 +255,8 @@ class FrontSession:
         if self.get_stream is not None and self.get_stream.open:
             return self.get_stream
         for exchange in reversed(self.exchanges.values()):
-            if exchange.open and exchange.sse and not exchange.is_stream and not exchange.orphaned:
+            if exchange.open and exchange.sse and not exchange.is_stream and not exchange.orphaned \
+                    and not exchange.batch:
                 return exchange
         return None
 
@@ -256,7 +271,8 @@ class FrontSession:
         if self.on_end is not None:
             self.on_end()
         with contextlib.suppress(Exception):
-            await self.upstream.close()
+            # shielded: a client that went away cancels its request's task, never the server's shutdown
+            await asyncio.shield(asyncio.ensure_future(self.upstream.close()))
         await self.deliver(self.core.server_closed(reason))
         self.core.guard.end_session(self.core.session.id)
         for exchange in list(self.exchanges.values()):
@@ -269,6 +285,7 @@ class SessionOptions:
     principal: str
     idle_timeout: float = 1800.0
     max_sessions: int = 1000
+    max_sessions_per_principal: int = 64
     refund_on_tool_error: bool = False
     pinning: Pinning | None = None
 
@@ -282,15 +299,35 @@ class SessionTable:
         self.options = options
         self.sessions: dict[str, FrontSession] = {}
         self._stateless: dict[str, FrontSession] = {}
-        self._stateless_lock = asyncio.Lock()
+        self._stateless_locks: dict[str, asyncio.Lock] = {}
+        self._opening: dict[str, int] = {}  # sessions being opened, per principal (counted before they exist)
         self.default_principal = Principal(options.principal)
         self.metrics: Metrics | None = None
 
+    def _count(self, principal: str | None = None) -> int:
+        live = [*self.sessions.values(), *self._stateless.values()]
+        if principal is None:
+            return len(live) + sum(self._opening.values())
+        return sum(1 for s in live if s.principal.id == principal) + self._opening.get(principal, 0)
+
     async def create(self, principal: Principal | None = None, stateless: bool = False) -> FrontSession:
-        """A new session with its own upstream (raises :class:`UpstreamError` if it cannot start)."""
-        if len(self.sessions) + len(self._stateless) >= self.options.max_sessions:
-            raise UpstreamError(f"the proxy already serves {self.options.max_sessions} sessions")
+        """A new session with its own upstream (raises :class:`UpstreamError` if it cannot start, or the
+        proxy, or this principal, already has as many sessions as allowed)."""
         who = principal or self.default_principal
+        if self._count() >= self.options.max_sessions:
+            raise UpstreamError(f"the proxy already serves {self.options.max_sessions} sessions")
+        if self._count(who.id) >= self.options.max_sessions_per_principal:
+            raise UpstreamError(f"principal {who.id!r} already has {self.options.max_sessions_per_principal} "
+                                "sessions; end one (DELETE) or let one idle out")
+        self._opening[who.id] = self._opening.get(who.id, 0) + 1
+        try:
+            return await self._open(who, stateless)
+        finally:
+            self._opening[who.id] -= 1
+            if not self._opening[who.id]:
+                del self._opening[who.id]
+
+    async def _open(self, who: Principal, stateless: bool) -> FrontSession:
         session_id = uuid.uuid4().hex
         relay_session = Session(self.options.server_name, who.id, claims=who.claims)
         core = RelayCore(self.guard, relay_session, CoreOptions(refund_on_tool_error=self.options.refund_on_tool_error,
@@ -316,10 +353,16 @@ class SessionTable:
         """The session a principal's 2026-07-28 requests share (there is no MCP session in that era; its
         `session` limits hold across the principal's requests to this proxy process)."""
         who = principal or self.default_principal
-        async with self._stateless_lock:
+        session = self._stateless.get(who.id)
+        if session is not None and not session.ended:
+            session.refresh(who)
+            return session
+        lock = self._stateless_locks.setdefault(who.id, asyncio.Lock())  # one principal's start waits for itself
+        async with lock:
             session = self._stateless.get(who.id)
             if session is None or session.ended:
                 session = self._stateless[who.id] = await self.create(who, stateless=True)
+            session.refresh(who)
             return session
 
     async def _watch(self, session: FrontSession) -> None:
@@ -342,13 +385,23 @@ class SessionTable:
         await session.end(reason)
 
     async def sweep(self) -> None:
-        """End sessions idle longer than the timeout (none with a request in flight)."""
+        """End sessions (the stateless relays too) idle longer than the timeout, none with a request in
+        flight."""
         now = time.monotonic()
-        for session in list(self.sessions.values()):
+        for session in [*self.sessions.values(), *self._stateless.values()]:
             busy = any(e.open and not e.is_stream and not e.orphaned for e in session.exchanges.values())
             if not busy and now - session.last_active > self.options.idle_timeout:
                 log.info("ending an idle session", session=session.id[:8])
+                if self._stateless.get(session.principal.id) is session:
+                    del self._stateless[session.principal.id]
                 await self.remove(session, "the session idled out")
+
+    async def tick(self) -> None:
+        """Let time pass in every session's relay (a schema fetch that takes too long is given up)."""
+        for session in [*self.sessions.values(), *self._stateless.values()]:
+            if not session.ended:
+                with contextlib.suppress(Exception):
+                    await session.deliver(session.core.tick())
 
     async def close_all(self) -> None:
         for session in list(self.sessions.values()):
@@ -372,6 +425,21 @@ def progress_tokens(msg: Any) -> list[Hashable]:
         if isinstance(meta, dict) and isinstance(meta.get("progressToken"), str | int):
             tokens.append(ids.id_key(meta["progressToken"]))
     return tokens
+
+
+def replace_progress_token(text: str, new: str, holder: str = "params._meta") -> tuple[str, str | None]:
+    """``text`` with the ``progressToken`` in ``params._meta`` (a request) or ``params`` (a progress
+    notification) replaced by the JSON text ``new``; and the token's own text (None: it has none)."""
+    try:
+        span = ids.member_span(text, "params")
+        if span is not None and holder == "params._meta":
+            span = ids.member_span(text, "_meta", span[0])
+        found = ids.member_span(text, "progressToken", span[0]) if span is not None else None
+    except ids.NoSpan:
+        return text, None
+    if found is None:
+        return text, None
+    return text[:found[0]] + new + text[found[1]:], text[found[0]:found[1]]
 
 
 def _with_subscription_id(data: bytes, raw_id: str) -> bytes:

@@ -113,6 +113,7 @@ class _Base:
         self._done = asyncio.Event()
         self._status = 0
         self._closing = False
+        self._closer: asyncio.Future[None] | None = None
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -142,8 +143,13 @@ class _Base:
                 await task
         await self._client.aclose()
 
+    async def close(self) -> None:
+        raise NotImplementedError
+
     def forward_signal(self, signum: int) -> None:
-        return None
+        """SIGINT/SIGTERM end a remote session as a client EOF does (there is no process to pass it to)."""
+        if self._closer is None:  # kept apart from _tasks, which closing cancels
+            self._closer = asyncio.ensure_future(self.close())
 
 
 class StreamableHttpUpstream(_Base):
@@ -154,8 +160,7 @@ class StreamableHttpUpstream(_Base):
         super().__init__(options, deliver)
         self.session_id: str | None = None
         self.protocol_version: str | None = None
-        self._gate = asyncio.Lock()  # held through the first exchange and every initialize
-        self._started = False
+        self._gate = asyncio.Lock()  # held through each initialize exchange
         self._get_stream: asyncio.Task[None] | None = None
         self._by_upstream_id: dict[Any, asyncio.Task[None]] = {}
         self._modern: set[Any] = set()  # upstream ids of 2026-07-28 requests (cancelled by closing)
@@ -174,8 +179,7 @@ class StreamableHttpUpstream(_Base):
             if task is not None:
                 task.cancel()
             return
-        if not self._started or info.method == "initialize":
-            self._started = True
+        if info.method == "initialize":  # its answer carries the session id every later POST needs
             async with self._gate:
                 await self._exchange(data, info, context)
             return
@@ -224,7 +228,12 @@ class StreamableHttpUpstream(_Base):
                     self._param_maps.pop(tool["name"], None)
 
     async def _exchange(self, data: bytes, info: _Outgoing, context: object) -> None:
-        request = self._client.build_request("POST", self.options.url, content=data, headers=self._headers(info))
+        try:
+            request = self._client.build_request("POST", self.options.url, content=data,
+                                                 headers=self._headers(info))
+        except (UnicodeError, ValueError, TypeError) as exc:  # a name no HTTP header can carry, say
+            await self._fail(info.request_ids, f"the request cannot be sent over HTTP: {exc}", context)
+            return
         try:
             response = await self._client.send(request, stream=True)
         except asyncio.CancelledError:
@@ -251,6 +260,9 @@ class StreamableHttpUpstream(_Base):
         if info.method == "initialize" and 200 <= status < 300:
             self.session_id = response.headers.get(SESSION_HEADER) or self.session_id
         if status == 202 or (200 <= status < 300 and not info.request_ids and not response.headers.get("content-type")):
+            if info.request_ids:  # accepted, but no answer will come on this POST: never left waiting
+                await self._fail(info.request_ids, "the MCP server accepted the request without answering it",
+                                 context)
             return
         if status == 404 and self.session_id is not None:
             await self._fail(info.request_ids, "the MCP server ended this session (HTTP 404)", context)
@@ -275,6 +287,10 @@ class StreamableHttpUpstream(_Base):
             elif info.method == "tools/list":
                 self._note_tools(body)
             await self._deliver(body, context)
+            answered = set(_answered_ids(body))
+            missing = [i for i in info.request_ids if _key(i) not in answered]
+            if missing:
+                await self._fail(missing, "the MCP server's answer did not answer this request", context)
             return
         if info.request_ids:
             await self._fail(info.request_ids, f"the MCP server answered with content type {kind or 'none'!r}", context)
@@ -512,7 +528,7 @@ class AutoUpstream:
         await self.inner.close()
 
     def forward_signal(self, signum: int) -> None:
-        return None
+        self.inner.forward_signal(signum)
 
 
 def http_upstream(transport: str, options: HttpOptions,

@@ -157,7 +157,8 @@ class StdioProxy:
     async def _deliver(self, out: Outbox) -> None:
         assert self._writer is not None
         for item in out.to_client:
-            self._writer.write(item.data + b"\n")
+            # one message per line: a remote server's (pretty-printed) JSON must not become several
+            self._writer.write(item.data.replace(b"\n", b" ") + b"\n")
         for data in out.to_server:
             await self.upstream.send(data)
         if out.to_client:
