@@ -24,6 +24,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("policy", nargs="+", help="policy files; *_test.yaml files among them are checked as tests")
     rego_option(p)
     p.set_defaults(func=cmd_check)
+    v = sub.add_parser("validate", help="Intercept's name for check: regoguard validate -c POLICY")
+    v.add_argument("-c", "--config", action="append", required=True, metavar="POLICY", dest="policy",
+                   help="the policy file (repeatable)")
+    rego_option(v)
+    v.set_defaults(func=cmd_check)
 
 
 def cmd_check(args: argparse.Namespace, out: BinaryIO) -> int:

@@ -38,7 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from regoguard.cli.intercept import InterceptUsage, is_intercept_style, translate
+
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if is_intercept_style(argv):  # Intercept's root command: `regoguard -c POLICY [flags] -- COMMAND`
+        try:
+            argv = translate(argv)
+        except InterceptUsage as exc:
+            print(f"regoguard: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         # --help and --version print to stdout, before it is claimed
         args, extra = parser.parse_known_args(argv)
