@@ -740,3 +740,16 @@ def test_load_policy_too_large(tmp_path: Path):
     with pytest.raises(PolicyLoadError) as info:
         regoguard.load_policy(path)
     assert "policy is larger than" in info.value.errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("hide_unlisted: true\ntools:\n  x:\n    rules: []\n",
+         [("true", "hide_unlisted", "hide_unlisted applies under `default: deny`", "add `default: deny`")]),
+        ("default: deny\nhide_unlisted: yes please\ntools:\n  x:\n    rules: []\n",
+         [("yes please", "hide_unlisted", "hide_unlisted must be true or false, not a string", None)]),
+    ],
+)
+def test_hide_unlisted_errors(yaml_text, expected):
+    assert_errors(yaml_text, expected)

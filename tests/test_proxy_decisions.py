@@ -304,3 +304,26 @@ async def test_decision_ids_are_fresh_per_session(tmp_path: Path) -> None:
                 ids.append(denial_of(answer)["decision_id"])
     assert ids[0] != ids[1]
     assert all(uuid.UUID(i) for i in ids)
+
+
+async def test_hide_unlisted_leaves_only_what_can_be_called(tmp_path: Path) -> None:
+    """``hide_unlisted: true`` beside ``default: deny``: tools/list holds exactly the tools a call would not
+    be denied for by default deny; a call to one left out is still denied."""
+    policy = write_policy(tmp_path, 'version: "1"\ndefault: deny\nhide_unlisted: true\nhide: [list_customers]\n'
+                                    'tools:\n  echo:\n    rules: []\n  "bulk_tool_00*":\n    rules: []\n'
+                                    '  list_customers:\n    rules: []\n')
+    with anyio.fail_after(TIMEOUT):
+        async with proxied_client(policy, python_server("spy"), "legacy", options=("--state", "memory")) as client:
+            names: list[str] = []
+            cursor = None
+            while True:
+                page = await client.list_tools(cursor=cursor) if cursor else await client.list_tools()
+                names += [t.name for t in page.tools]
+                cursor = page.next_cursor
+                if not cursor:
+                    break
+            assert sorted(names) == ["bulk_tool_000", "bulk_tool_001", "bulk_tool_002", "bulk_tool_003",
+                                     "bulk_tool_004", "bulk_tool_005", "bulk_tool_006", "bulk_tool_007",
+                                     "bulk_tool_008", "bulk_tool_009", "echo"]
+            denied = await client.call_tool("create_charge", {"amount": 1, "currency": "usd"})
+            assert denied.is_error

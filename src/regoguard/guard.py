@@ -97,8 +97,10 @@ class Guard:
         return old
 
     def is_hidden(self, name: str) -> bool:
-        """True when the policy hides ``name`` from ``tools/list``."""
-        return bool(self.engine.compiled.entry_for(name).get("hidden"))
+        """True when the policy hides ``name`` from ``tools/list``: ``hide``, or a name no key matches
+        under ``default: deny`` with ``hide_unlisted: true``."""
+        entry = self.engine.compiled.entry_for(name)
+        return bool(entry.get("hidden")) or entry.get("listed") is False
 
     def has_visibility(self, name: str) -> bool:
         """True when whether ``name`` exists depends on who asks (its key has ``visible_to``)."""

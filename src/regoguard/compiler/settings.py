@@ -60,7 +60,7 @@ def settings_of(policy: Policy) -> dict[str, Any]:
     if policy.hide_all:
         unlisted: dict[str, Any] = hidden
     elif policy.default == "deny":
-        unlisted = {"unlisted": True}
+        unlisted = {"unlisted": True, **({"listed": False} if policy.hide_unlisted else {})}
     else:
         unlisted = _entry(wildcard)
     return {

@@ -29,8 +29,8 @@ from regoguard.policy.reader import ESCAPE_HINT, Reader, join_path, unescapable
 
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 
-TOP_KEYS = ("version", "description", "default", "mode", "hide", "tools", "audit", "on_store_error", "rego", "pin",
-            "on_change")
+TOP_KEYS = ("version", "description", "default", "hide_unlisted", "mode", "hide", "tools", "audit", "on_store_error",
+            "rego", "pin", "on_change")
 AUDIT_KEYS = ("erase", "mask", "hash_arguments", "default_masking")
 TOOL_KEYS = ("rules", "visible_to")
 VISIBLE_TO_RULE = "visible_to"
@@ -88,6 +88,16 @@ def _read_policy(r: Reader, root: Node) -> Policy | None:
     default = "allow"
     if "default" in top:
         default = r.choice(top["default"], "default", "default", ("allow", "deny")) or "allow"
+    hide_unlisted = False
+    if "hide_unlisted" in top:
+        node = top["hide_unlisted"]
+        if not isinstance(node.value, bool):
+            r.error(node.pos, "hide_unlisted", f"hide_unlisted must be true or false, not a {node.kind}")
+        elif node.value and default != "deny":
+            r.error(node.pos, "hide_unlisted", "hide_unlisted applies under `default: deny` (unlisted tools are "
+                    "allowed otherwise)", "add `default: deny`, or drop hide_unlisted")
+        else:
+            hide_unlisted = node.value
     hide = _read_hide(r, top["hide"]) if "hide" in top else ()
     mode = "enforce"
     if "mode" in top:
@@ -125,6 +135,7 @@ def _read_policy(r: Reader, root: Node) -> Policy | None:
         rego=rego,
         pin=pin,
         on_change=on_change,
+        hide_unlisted=hide_unlisted,
         mode=mode,
         audit=audit,
         description=description,

@@ -101,6 +101,8 @@ class Policy:
     """What a call that needs a limit gets when the state store fails: ``deny`` (fail closed) or ``allow``."""
     rego: tuple[str, ...] = ()
     """The team's Rego files and directories (the policy's ``rego:`` list, resolved against its folder)."""
+    hide_unlisted: bool = False
+    """Under ``default: deny``: the tools no key names leave ``tools/list`` too (agents stop trying them)."""
     pin: str | None = None
     """The lock file the server's tools are held to (``pin:``, resolved against the policy's folder)."""
     on_change: str = "deny"

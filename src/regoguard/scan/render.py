@@ -165,6 +165,8 @@ def _preamble(server: str, by_group: dict[Group, list[tuple[ToolInfo, Classifica
         'version: "1"',
         f"description: {yaml_string(f'Starter policy for {label} from regoguard scan; review before use')}",
         "default: deny",
+        "# ...and the tools it would deny that way are left out of tools/list, so agents do not keep trying them.",
+        "hide_unlisted: true",
         "# Tools named here vanish from tools/list and are denied if called anyway.",
         "hide: []",
     ]
