@@ -592,6 +592,49 @@ def test_duplicate_state_counter_in_one_tool():
 # --- YAML itself --------------------------------------------------------------------------------------
 
 
+def test_yaml_bombs_are_refused_with_a_line():
+    lines = ['version: "1"', "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    text = "\n".join([*lines, "tools:", "  t:", "    rules: []", ""])
+    (e,) = load_errors(text)
+    assert "expand to more than 100,000 nodes" in e.message and 3 <= e.line <= 10, str(e)
+
+
+def test_anchors_aliases_and_merge_keys_load_as_written_out():
+    shared = dedent("""\
+        version: "1"
+        tools:
+          echo:
+            rules:
+              - &limited
+                name: per minute
+                rate_limit: 10/minute
+          other:
+            rules:
+              - *limited
+          third:
+            rules:
+              - <<: *limited
+                name: hourly
+                rate_limit: 100/hour
+        """)
+    written = dedent("""\
+        version: "1"
+        tools:
+          echo:
+            rules:
+              - {name: per minute, rate_limit: 10/minute}
+          other:
+            rules:
+              - {name: per minute, rate_limit: 10/minute}
+          third:
+            rules:
+              - {name: hourly, rate_limit: 100/hour}
+        """)
+    a, b = (regoguard.load_policy_text(t, "policy.yaml") for t in (shared, written))
+    assert regoguard.compile_policy(a).settings == regoguard.compile_policy(b).settings
+
+
 @pytest.mark.parametrize(
     ("text", "where", "message"),
     [
@@ -603,9 +646,8 @@ def test_duplicate_state_counter_in_one_tool():
         ("default: allow\ndefault: deny\ntools: {}\n", "default@2", "duplicate key 'default' (first defined at line 1"),
         ("tools:\n  t:\n    rules:\n      - {action: deny, action: allow}\n", "action@2",
          "duplicate key 'action' (first defined at line 4, column 10)"),
-        ("tools:\n  a: &r\n    rules: []\n  b: *r\n", "&r", "anchors and aliases are not supported"),
-        ("x: &x [1]\ny: *x\n", "&x", "anchors and aliases are not supported"),
-        ("tools:\n  a: {rules: []}\n  b:\n    <<: {rules: []}\n", "<<", "merge keys (<<) are not supported"),
+        ("tools:\n  a: {rules: []}\n  b:\n    <<: 5\n", "5\n", "a merge key (<<) takes a mapping or a list"),
+        ("tools:\n  a: &a [*a]\n", "&a", "a YAML alias refers to a node that contains it"),
         (wrap_condition("{path: args.a, op: lte, value: .inf}"), ".inf", "number '.inf' is not finite"),
         (wrap_condition("{path: args.a, op: lte, value: -.Inf}"), "-.Inf", "number '-.Inf' is not finite"),
         (wrap_condition("{path: args.a, op: eq, value: .nan}"), ".nan", "number '.nan' is not finite"),

@@ -87,9 +87,15 @@ def _convert(node: yaml.Node) -> Node:
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Node] = {}
         key_pos: dict[str, Pos] = {}
+        merged: dict[str, tuple[Node, Pos]] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise YamlProblem("YAML merge keys (<<) are not supported in policies", _pos(key_node))
+                for source in _merge_sources(value_node):
+                    converted = _convert(source)
+                    assert isinstance(converted.value, dict)
+                    for k, v in converted.value.items():
+                        merged.setdefault(k, (v, (converted.key_pos or {}).get(k, v.pos)))  # first source wins
+                continue
             if not isinstance(key_node, yaml.ScalarNode):
                 raise YamlProblem("mapping keys must be plain strings", _pos(key_node))
             key = key_node.value if key_node.tag == "tag:yaml.org,2002:str" else _scalar(key_node)
@@ -103,8 +109,21 @@ def _convert(node: yaml.Node) -> Node:
                 )
             out[key] = _convert(value_node)
             key_pos[key] = _pos(key_node)
+        for k, (v, pos) in merged.items():  # keys written out override merged ones, as YAML says
+            if k not in out:
+                out[k] = v
+                key_pos[k] = pos
         return Node(out, _pos(node), key_pos)
     raise YamlProblem(f"unsupported YAML node {type(node).__name__}", _pos(node))
+
+
+def _merge_sources(node: yaml.Node) -> list[yaml.MappingNode]:
+    """What a ``<<`` key merges: one mapping, or a list of them."""
+    if isinstance(node, yaml.MappingNode):
+        return [node]
+    if isinstance(node, yaml.SequenceNode) and all(isinstance(n, yaml.MappingNode) for n in node.value):
+        return list(node.value)
+    raise YamlProblem("a merge key (<<) takes a mapping or a list of mappings", _pos(node))
 
 
 def parse(text: str) -> Node | None:
@@ -127,17 +146,40 @@ def parse(text: str) -> Node | None:
     return _convert(root)
 
 
+MAX_EXPANDED_NODES = 100_000
+
+
 def _check_aliases(root: yaml.Node) -> None:
-    """Refuse anchors/aliases: they let a small file expand into a huge one, and obscure review."""
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            raise YamlProblem("YAML anchors and aliases are not supported in policies", _pos(node))
-        seen.add(id(node))
-        if isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                stack.extend((k, v))
+    """Anchors and aliases are accepted, but what they expand to is bounded: a "billion laughs" file (a
+    few lines whose aliases nest into millions of nodes) is refused, naming the anchor that blows up."""
+    sizes: dict[int, int] = {}
+    order: list[yaml.Node] = []
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    on_path: set[int] = set()
+    while stack:  # sizes bottom-up, without recursion (an aliased node is sized once)
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if not done:
+            if id(node) in on_path:
+                raise YamlProblem("a YAML alias refers to a node that contains it", _pos(node))
+            on_path.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        on_path.discard(id(node))
+        size = 1 + sum(sizes[id(c)] for c in children)
+        if size > MAX_EXPANDED_NODES:
+            raise YamlProblem(f"this policy's anchors and aliases expand to more than {MAX_EXPANDED_NODES:,} "
+                              "nodes (a YAML bomb?)", _pos(node))
+        sizes[id(node)] = size
+        order.append(node)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
