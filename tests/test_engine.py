@@ -555,3 +555,24 @@ def test_a_decision_that_reads_the_principal_is_cached_per_principal(tmp_path):
         assert [r.rule for r in other.reasons] == ["delete_customer/admins only"]
     finally:
         engine.close()
+
+
+def test_a_missing_cost_argument_says_so_not_the_budget_message(tmp_path):
+    """increment_from: a call without the amount is denied saying the amount is missing, not with the
+    rule's own on_deny (which would tell the agent a budget is spent)."""
+    policy = tmp_path / "spend.yaml"
+    policy.write_text('version: "1"\ntools:\n  create_charge:\n    rules:\n      - name: daily spend\n'
+                      '        conditions:\n          - {path: state.create_charge.spend, op: lte, value: 1000}\n'
+                      '        state: {counter: spend, window: day, increment_from: args.amount}\n'
+                      '        on_deny: the daily budget is spent\n')
+    engine = regoguard.Engine(regoguard.compile_policy(regoguard.load_policy(policy)))
+    try:
+        missing = engine.evaluate({"tool": {"name": "create_charge", "arguments": {}}})
+        text = engine.evaluate({"tool": {"name": "create_charge", "arguments": {"amount": "5"}}})
+        ok = engine.evaluate({"tool": {"name": "create_charge", "arguments": {"amount": 5}}})
+        for d in (missing, text):
+            assert not d.allow and "args.amount must be a non-negative number" in d.reasons[0].message
+            assert "budget" not in d.reasons[0].message
+        assert ok.allow
+    finally:
+        engine.close()

@@ -204,6 +204,7 @@ class Engine:
         decision = parse_verdict(raw, self.compiled.units[unit].entry, name, team=bool(self._extra))
         if not decision.allow and "schema_check" in doc:
             decision = with_schema_error(decision, doc["schema_check"].get("error"))
+
         decision = Decision(decision.allow, decision.action, decision.reasons, decision.charges, False,
                             time.perf_counter_ns() - t0, decision.extra)
         if key is not None and decision.extra.get("from_policy"):

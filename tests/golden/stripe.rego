@@ -110,7 +110,7 @@ t0_ok2 if {
 	t0_cost2 >= 0
 }
 
-t0_reason2 := [{"rule": "create_charge/daily_spend", "message": "Daily spend limit reached", "detail": ["args.amount must be a non-negative number: it is what the call costs"]}] if t0_ok2 == false
+t0_reason2 := [{"rule": "create_charge/daily_spend", "message": `Policy rule "create_charge/daily_spend" denied the call: args.amount must be a non-negative number: it is what the call costs`, "detail": ["args.amount must be a non-negative number: it is what the call costs"]}] if t0_ok2 == false
 
 t0_reasons := array.concat(array.concat(t0_reason0, t0_reason1), t0_reason2)
 

@@ -31,6 +31,9 @@ _SAFE = re.compile(r"[A-Za-z0-9_]+")
 # The detail a validate: {schema: true} rule fails with in Rego; the engine appends the validator's own
 # account (input-derived text, which rego-cpp would not escape in output).
 SCHEMA_DETAIL = "the arguments do not match the tool's inputSchema"
+# The detail of a rule whose cost argument (increment_from) is missing or not a number; the engine shows it
+# as the denial's message, whatever the rule's own on_deny says (that message is about the budget).
+COST_DETAIL = " must be a non-negative number: it is what the call costs"
 # Where a condition's path starts: the call's arguments (``args``, the module's own rule for them), or
 # a part of the call's context in the input document.
 _BASES = {"args": "args", "principal": "input.principal", "session": "input.session", "server": "input.server"}
@@ -124,7 +127,7 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
             cost = costs[rule["id"]] = f"{p}cost{k}"
             helpers += [f"# the cost of a call: {src['text']}, a non-negative number",
                         f"{cost} := {v} if {{", f"\tis_number({v})", f"\t{v} >= 0", "}", ""]
-            what = f"{src['text']} must be a non-negative number: it is what the call costs"
+            what = f"{src['text']}{COST_DETAIL}"
             checks.append(([f"{cost} >= 0"], [what]))
         if rule.get("validate_required"):
             reads_schema = True
@@ -177,12 +180,21 @@ def _reason_rules(p: str, k: int, rule: dict[str, Any], origin: str,
     out += [f"default {ok} := false", "", f"{ok} if {{", *(f"\t{x}" for x in dict.fromkeys(body)), "}", ""]
     first = checks[0][1]
     if len(checks) == 1 and isinstance(first, list):
-        return [*out, f"{reason} := [{_reason(rule, rt.value(first), custom, first[0])}] if {ok} == false", ""]
+        # a cost argument that is missing or not a number says so, whatever the rule's own on_deny says
+        own = custom and not first[0].endswith(COST_DETAIL)
+        return [*out, f"{reason} := [{_reason(rule, rt.value(first), own, first[0])}] if {ok} == false", ""]
     if len(checks) == 1 and isinstance(first, str):
         detail = first
     else:
         pairs = ", ".join(f"[{_count(b)}, {d if isinstance(d, str) else rt.value(d)}]" for b, d in checks)
         detail = f"[t | some c in [{pairs}]; c[0] == 0; some t in c[1]]"
+    if custom and "cost_from" in rule:
+        # A missing or non-numeric cost argument says so, not the rule's on_deny (which speaks of a budget).
+        intro = rt.string(f'Policy rule "{rule["id"]}" denied the call: ')
+        message = (f'array.concat([concat("", [{intro}, t]) | some t in d; endswith(t, {rt.string(COST_DETAIL)})], '
+                   f'[{rt.string(rule["message"])}])[0]')
+        item = f'{{"rule": {rt.string(rule["id"])}, "message": {message}, "detail": d}}'
+        return [*out, f"{reason} := [{item}] if {{", f"\t{ok} == false", f"\td := {detail}", "}", ""]
     return [*out, f"{reason} := [{_reason(rule, 'd', custom)}] if {{", f"\t{ok} == false", f"\td := {detail}", "}", ""]
 
 
