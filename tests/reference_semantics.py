@@ -286,11 +286,30 @@ def _misread(value: Any) -> bool:
     return False
 
 
+def _read_by(run: list[tuple[str, int, dict[str, Any]]], args: dict[str, Any],
+             schema: dict[str, Any] | None) -> Any:
+    """What of a call the rules that run read: the top-level arguments their conditions and costs name,
+    and, when one validates required arguments, the schema's ``required`` list."""
+    names: set[str] = set()
+    validates = False
+    for _, _, r in run:
+        for c in r.get("conditions") or ():
+            path = c.get("path")
+            if isinstance(path, str) and path.startswith("args."):
+                names.add(path[len("args."):].split(".")[0])
+        state = r.get("state")
+        if isinstance(state, dict) and isinstance(state.get("increment_from"), str):
+            names.add(state["increment_from"][len("args."):].split(".")[0])
+        validates = validates or bool((r.get("validate") or {}).get("required_args"))
+    read: list[Any] = [args[k] for k in names if k in args]
+    if validates and isinstance(schema, dict) and "required" in schema:
+        read.append(schema["required"])
+    return read
+
+
 def reference_decide(
     policy: dict[str, Any], tool: str, args: dict[str, Any], schema: dict[str, Any] | None
 ) -> dict[str, Any]:
-    if _misread(args):  # the engine denies what regopy would misread, before any rule (docs/policy.md)
-        return {"allow": False, "rules": ["engine/input"], "charges": []}
     hide = policy.get("hide") or []
     if tool in hide or WILDCARD in hide:
         return {"allow": False, "rules": ["hide"], "charges": []}
@@ -305,6 +324,10 @@ def reference_decide(
         run += [(key, i, r) for i, r in enumerate(_rules_of(tools, key))]
     if WILDCARD in tools:
         run += [(WILDCARD, i, r) for i, r in enumerate(_rules_of(tools, WILDCARD))]
+
+    if _misread(_read_by(run, args, schema)):
+        # the engine denies what regopy would misread, before any rule, in what the rules read (policy.md)
+        return {"allow": False, "rules": ["engine/input"], "charges": []}
 
     failing = [rule_id(k, i, r) for k, i, r in run if rule_fails(r, args, schema)]
     if failing:

@@ -353,3 +353,20 @@ def test_compiled_library_is_the_repo_library():
     assert mods == {
         f"regoguard/{name}": (REPO / "rego" / "regoguard" / name).read_text() for name in ("lib.rego", "custom.rego")
     }
+
+
+def test_policy_text_never_becomes_rego(tmp_path):
+    """A description or rule name holding line breaks stays in comments and strings: no line of the
+    compiled module is policy text."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text('version: "1"\ndescription: "a\\nallow := true"\ntools:\n  x:\n    rules:\n'
+                      '      - name: "n\\nt0_allow := true"\n        conditions:\n'
+                      '          - {path: args.a, op: eq, value: 1}\n')
+    compiled = compile_file(policy)
+    lines = compiled.module.splitlines()
+    assert "allow := true" not in lines and "t0_allow := true" not in lines
+    engine = regoguard.Engine(compiled)
+    try:
+        assert not engine.evaluate({"tool": {"name": "x", "arguments": {"a": 2}}}).allow
+    finally:
+        engine.close()

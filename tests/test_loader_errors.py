@@ -292,6 +292,8 @@ def test_wrong_types_and_values(yaml_text, expected):
          [("5}", COND + ".value", "operator 'starts_with' needs a string, got a number", None)]),
         ("{path: args.a, op: glob, value: [a]}", [("[a]", COND + ".value", "operator 'glob' needs a string", None)]),
         ("{path: args.a, op: glob, value: 'a[z-b]'}", [("'a[", COND + ".value", "bad glob 'a[z-b]'", None)]),
+        ('{path: "args.a\\nt0_c0_0 if true\\n#", op: eq, value: 1}',
+         [("\"args", COND + ".path", "holds a control character or line break", None)]),
         ("{path: principal.claims, op: eq, value: 1}",
          [("principal.claims", COND + ".path", "or one of principal.id, principal.claims.<claim>", None)]),
         ("{path: principal.name, op: eq, value: 1}",

@@ -277,12 +277,14 @@ def test_resolve():
 
 @pytest.mark.parametrize("value", [2**63, -(2**63) - 1, float("inf"), "a\x00b", {"k": [2**64]}, {"a\x00": 1}])
 def test_arguments_the_engine_would_misread_are_denied_first(value):
-    policy = {"hide": ["t"], "tools": {}}
+    policy = {"tools": {"t": {"rules": [{"conditions": [{"path": "args.x", "op": "exists", "value": True}]}]}}}
     assert reference_decide(policy, "t", {"x": value}, None) == {
         "allow": False,
         "rules": ["engine/input"],
         "charges": [],
     }
+    # an argument the rules never read cannot be misread: it is not given to the engine
+    assert reference_decide({"hide": ["t"], "tools": {}}, "t", {"x": value}, None)["rules"] == ["hide"]
 
 
 def test_int64_edges_are_read():

@@ -177,17 +177,20 @@ class Engine:
                 "engine/input-too-large",
                 f"call input is {size_hint} bytes; the limit is {self.limits.max_input_bytes}",
             )
-        problem = value_problem(doc)
-        if problem:
-            return Decision.deny("engine/input", problem)
         name = doc["tool"]["name"]
         unit = self.compiled.unit_for(name)
-        # A string the two engines could match differently (bytes vs characters) is denied, not guessed;
-        # before the cache, so such a call never reads a decision cached for an ASCII one.
         reads = self.compiled.unit_reads(unit)
         if reads.schema_check or self._extra:
             # validate: {schema: true}: the validator's result is part of the input (team Rego may read it)
             doc = {**doc, "schema_check": CHECKER.check(doc.get("schema"), doc["tool"].get("arguments"))}
+        # What the engine would misread is denied, but only in what it is given: without the team's Rego,
+        # the parts of the input the rules read (a claim or a schema bound they never look at is no reason).
+        given = doc if self._extra else policy_input(reads, doc)
+        problem = value_problem(given)
+        if problem:
+            return Decision.deny("engine/input", problem)
+        # A string the two engines could match differently (bytes vs characters) is denied, not guessed;
+        # before the cache, so such a call never reads a decision cached for an ASCII one.
         why = unportable_argument(self.compiled.units[unit].entry, doc["tool"].get("arguments"), doc)
         if why:
             return Decision.deny("engine/input", why)
@@ -200,7 +203,7 @@ class Engine:
                     self._cache.move_to_end(key)
             if hit is not None:
                 return Decision(hit.allow, hit.action, hit.reasons, hit.charges, True, time.perf_counter_ns() - t0)
-        raw = self._query(unit, doc if self._extra else policy_input(self.compiled.unit_reads(unit), doc))
+        raw = self._query(unit, given)
         decision = parse_verdict(raw, self.compiled.units[unit].entry, name, team=bool(self._extra))
         if not decision.allow and "schema_check" in doc:
             decision = with_schema_error(decision, doc["schema_check"].get("error"))

@@ -69,7 +69,10 @@ def policy_input(reads: Reads, doc: dict[str, Any]) -> dict[str, Any]:
         picked = {k: (v if k in reads.args else None) for k, v in args.items()}
         out = {"tool": {"arguments": picked}}
         if "schema" in doc:
-            out["schema"] = doc["schema"]
+            schema = doc["schema"]
+            # the rules read whether it is an object and its `required` list, nothing else of it
+            out["schema"] = {k: schema[k] for k in ("required",) if k in schema} if isinstance(schema, dict) \
+                else schema
     else:
         out = {"tool": {"arguments": {k: args[k] for k in reads.args if k in args}}}
     for root in reads.context:

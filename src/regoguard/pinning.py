@@ -1,9 +1,11 @@
 """Tool pinning: each tool's definition as reviewed, so a server cannot change a tool behind the policy's
 back (a "rug pull": same name, new description or schema).
 
-A tool's *definition* is its ``name``, ``title``, ``description``, ``inputSchema``, ``outputSchema`` and
-``annotations``; its *digest* is the SHA-256 of their canonical JSON: keys sorted, numbers by value (``1``,
-``1.0`` and ``1e0`` are one number), absent and null the same; anything else changes it. A lock file
+A tool's *definition* is its ``name``, ``title``, ``description``, ``inputSchema``, ``outputSchema``,
+``annotations``, ``execution`` and ``_meta``; its *digest* is the SHA-256 of their canonical JSON: keys
+sorted, numbers by value (``1``, ``1.0`` and ``1e0`` are one number), an absent field and a null one the
+same; anything else (a null inside a schema included) changes it. A listing that names a tool twice pins
+nothing for that name: it is refused. A lock file
 (``regoguard pin``) holds one entry per tool, the digest and the definition itself, so a reviewer sees the
 change as a diff in git.
 """
@@ -13,11 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FIELDS = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
+FIELDS = ("name", "title", "description", "inputSchema", "outputSchema", "annotations", "execution", "_meta")
 LOCK_VERSION = 1
 ON_CHANGE = ("deny", "warn")
 
@@ -36,7 +38,7 @@ def _canonical(value: Any) -> Any:
             return int(value)
         return value
     if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items() if v is not None}
+        return {str(k): _canonical(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_canonical(v) for v in value]
     return str(value)
@@ -48,7 +50,8 @@ def definition(tool: dict[str, Any]) -> dict[str, Any]:
 
 
 def digest(tool: dict[str, Any]) -> str:
-    text = json.dumps(definition(tool), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    # ASCII escapes: a lone surrogate in a description hashes like any other text instead of raising
+    text = json.dumps(definition(tool), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -56,6 +59,10 @@ def changed_fields(pinned: dict[str, Any], seen: dict[str, Any]) -> list[str]:
     """Which pinned fields differ between two definitions."""
     a, b = definition(pinned), definition(seen)
     return [k for k in FIELDS if a.get(k) != b.get(k)]
+
+
+def _twice(name: str) -> str:
+    return f"tool {name!r} is listed more than once, so no one definition can be checked"
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,10 @@ class LockFile:
             if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
                     and isinstance(entry.get("definition"), dict)):
                 raise PinError(f"{path}: the entry of tool {name!r} needs `sha256` and `definition`")
+            if digest(entry["definition"]) != entry["sha256"]:
+                # what a reviewer reads must be what is enforced
+                raise PinError(f"{path}: the sha256 of tool {name!r} is not the digest of its definition; "
+                               "write the file again with `regoguard pin`")
             tools[name] = entry
         return LockFile(str(doc.get("server", "")), tools)
 
@@ -107,11 +118,15 @@ class LockFile:
     def diff(self, tools: list[dict[str, Any]]) -> list[str]:
         """Every difference between the lock file and a server's listing, one line each."""
         lines = []
-        listed = {t["name"]: t for t in tools if isinstance(t.get("name"), str)}
-        for tool in listed.values():
-            why = self.verdict(tool)
-            if why is not None:
-                lines.append(why)
+        listed: dict[str, dict[str, Any]] = {}
+        for tool in tools:
+            if isinstance(tool.get("name"), str):
+                if tool["name"] in listed:
+                    lines.append(_twice(tool["name"]))
+                listed.setdefault(tool["name"], tool)
+                why = self.verdict(tool)
+                if why is not None:
+                    lines.append(why)
         lines.extend(f"tool {name!r} is pinned but the server no longer lists it"
                      for name in self.tools if name not in listed)
         return lines
@@ -132,31 +147,43 @@ class Pinning:
     on_change: str = "deny"  # deny: hidden and its calls denied; warn: allowed, logged
     store: Any = None  # a limits Store, for first-use
     server: str = ""
+    _recorded: dict[str, str] = field(default_factory=dict, compare=False)  # first-use digests already read
 
     def check(self, tools: list[dict[str, Any]]) -> list[tuple[str, str | None, list[str]]]:
-        """``(name, why it is not its pinned definition or None, the fields that changed)`` per tool."""
+        """``(name, why it is not its pinned definition or None, the fields that changed)`` per tool name
+        of one listing (page). A name listed twice fails, whatever each entry holds."""
         named = [t for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]
+        counts: dict[str, int] = {}
+        for t in named:
+            counts[t["name"]] = counts.get(t["name"], 0) + 1
+        results: dict[str, tuple[str | None, list[str]]] = {}
+        for tool, found in zip(named, self._each(named), strict=True):
+            name = tool["name"]
+            verdict = (_twice(name), ["listed twice"]) if counts[name] > 1 else found
+            if name not in results or results[name][0] is None:
+                results[name] = verdict
+        return [(name, why, fields) for name, (why, fields) in results.items()]
+
+    def _each(self, named: list[dict[str, Any]]) -> list[tuple[str | None, list[str]]]:
         if self.lock is not None:
-            out = []
+            out: list[tuple[str | None, list[str]]] = []
             for tool in named:
                 why = self.lock.verdict(tool)
                 entry = self.lock.tools.get(tool["name"])
                 fields = changed_fields(entry["definition"], tool) if entry is not None else ["new"]
-                out.append((tool["name"], why, fields if why else []))
+                out.append((why, fields if why else []))
             return out
-        digests = {f"{self.server}/{t['name']}": digest(t) for t in named}
-        try:
-            recorded = self.store.pin_first_use(digests)
-        except Exception as exc:  # the store is down: nothing can be shown to be the pinned tool
-            return [(t["name"], f"the pin store is unavailable, so tool {t['name']!r} cannot be checked: {exc}",
-                     []) for t in named]
-        out = []
-        for tool in named:
-            key = f"{self.server}/{tool['name']}"
-            same = recorded.get(key) == digests[key]
-            out.append((tool["name"], None if same else f"tool {tool['name']!r} changed since it was first seen",
-                        [] if same else ["definition"]))
-        return out
+        digests = [(f"{self.server}/{t['name']}", digest(t)) for t in named]
+        unknown = {k: d for k, d in digests if self._recorded.get(k) is None}
+        if unknown:
+            try:
+                self._recorded.update(self.store.pin_first_use(unknown))
+            except Exception as exc:  # the store is down: nothing can be shown to be the pinned tool
+                return [(f"the pin store is unavailable, so tool {t['name']!r} cannot be checked: {exc}", [])
+                        for t in named]
+        return [(None, []) if self._recorded.get(k) == d else
+                (f"tool {t['name']!r} changed since it was first seen", ["definition"])
+                for (k, d), t in zip(digests, named, strict=True)]
 
     def knows(self, name: str) -> bool:
         """Whether a tool the server never listed in a session could still be a pinned one."""

@@ -153,3 +153,12 @@ def condition_clauses(c: dict[str, Any], v: str, helper: str,
                 for kind in ("is_string", "is_array", "is_object")], []
     raise ValueError(f"the compiler has no Rego for operator {op!r}")
 
+
+
+_COMMENT_BREAKS = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+
+
+def comment(text: str) -> str:
+    """Text made safe for a ``#`` comment line: nothing in it can end the line (policy text is
+    untrusted; a line break would let it write Rego)."""
+    return _COMMENT_BREAKS.sub("?", text)

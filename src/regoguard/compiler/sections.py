@@ -53,7 +53,7 @@ class Section:
 
 def _lines_rule(name: str, clauses: list[list[str]], comment: str | None = None) -> list[str]:
     """``default name := false`` and one ``name if { ... }`` per clause (any clause holding makes it true)."""
-    out = [f"# {comment}"] if comment else []
+    out = [f"# {rt.comment(comment)}"] if comment else []
     out.append(f"default {name} := false")
     for body in clauses:
         out.append("")
@@ -85,7 +85,7 @@ class _Values:
         if name in self.names.values():
             name = f"{self.prefix}{kind}{len(self.names)}"
         self.names[(root, segs)] = name
-        self.lines.append(f"# {root}.{'.'.join(segs)} (null when absent)")
+        self.lines.append(f"# {rt.comment(root + '.' + '.'.join(segs))} (null when absent)")
         self.lines.append(f"default {name} := null")
         for ref in rt.refs(list(segs), _BASES[root]):
             self.lines.append("")
@@ -125,7 +125,7 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
             src = rule["cost_from"]
             v = values.of(src)
             cost = costs[rule["id"]] = f"{p}cost{k}"
-            helpers += [f"# the cost of a call: {src['text']}, a non-negative number",
+            helpers += [f"# the cost of a call: {rt.comment(src['text'])}, a non-negative number",
                         f"{cost} := {v} if {{", f"\tis_number({v})", f"\t{v} >= 0", "}", ""]
             what = f"{src['text']}{COST_DETAIL}"
             checks.append(([f"{cost} >= 0"], [what]))
@@ -139,7 +139,7 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
             denies = True
             checks = [([], ["the rule denies every call"])]
         if not checks:  # a rule without conditions never denies; its limit is among the charges
-            notes += [f"# {origin}", "#   no condition: it never denies (its limit is among the charges)"]
+            notes += [f"# {rt.comment(origin)}", "#   no condition: it never denies (its limit is among the charges)"]
             continue
         if not rule.get("deny"):
             allow.append(f"{p}ok{k} # {origin}")
@@ -173,7 +173,7 @@ def _reason_rules(p: str, k: int, rule: dict[str, Any], origin: str,
     check fails with a constant reason; with several, its detail lists the checks that do not hold."""
     ok, reason = f"{p}ok{k}", f"{p}reason{k}"
     custom = bool(rule.get("custom_message") or rule.get("deny"))
-    out = [f"# {origin}", f"default {reason} := []", ""]
+    out = [f"# {rt.comment(origin)}", f"default {reason} := []", ""]
     if rule.get("deny"):
         return [*out, f"{reason} := [{_reason(rule, rt.value(['the rule denies every call']), custom)}]", ""]
     body = [x for b, _ in checks for x in b]

@@ -82,6 +82,9 @@ def read_condition(r: Reader, node: Node, path: str) -> tuple[Condition, bool] |
         return None
     vnode = entries["value"]
     ppos = entries["path"].pos
+    if any(ord(ch) < 0x20 or ch in "\x7f\u0085\u2028\u2029" for ch in text):
+        r.error(ppos, join_path(path, "path"), f"path {text!r} holds a control character or line break")
+        return None
     if text.startswith("state."):
         parts = text.split(".")
         if len(parts) != 3 or not parts[1] or not parts[2]:

@@ -378,8 +378,11 @@ class RelayCore:
         if not isinstance(result, dict):
             log.warning("could not list the server's tools to validate arguments", error=msg.get("error"))
         else:
-            self.session.note_tools(result.get("tools"))
-            self._check_pins(result.get("tools"))
+            try:
+                self.session.note_tools(result.get("tools"))
+                self._check_pins(result.get("tools"))
+            except Exception:  # never leave the parked calls waiting: they are decided without this page
+                log.exception("could not read the server's tool list")
             cursor = result.get("nextCursor")
             if not cursor:
                 self.session.schemas_complete = True
