@@ -576,3 +576,24 @@ def test_a_missing_cost_argument_says_so_not_the_budget_message(tmp_path):
         assert ok.allow
     finally:
         engine.close()
+
+
+def test_the_cache_keys_on_exactly_the_caller_fields_read(tmp_path):
+    """Two callers alike in what the conditions read share a cached decision; a different value anywhere
+    under a read path (a list index included) never does."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text('version: "1"\ndefault: allow\ntools:\n  t:\n    rules:\n      - name: first group\n'
+                      '        conditions:\n          - {path: principal.claims.groups.0, op: eq, value: admins}\n')
+    engine = regoguard.Engine(regoguard.compile_policy(regoguard.load_policy(policy)))
+    try:
+        def decide(groups, **claims):
+            return engine.evaluate({"tool": {"name": "t", "arguments": {}},
+                                    "principal": {"id": "p", "claims": {"groups": groups, **claims}}})
+
+        assert decide(["admins", "eng"]).allow
+        again = decide(["admins", "eng"], jti="another token")
+        assert again.allow and again.cached
+        other = decide(["eng", "admins"])
+        assert not other.allow and not other.cached
+    finally:
+        engine.close()

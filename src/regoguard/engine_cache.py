@@ -48,12 +48,19 @@ def cache_key(compiled: CompiledPolicy, unit: str, doc: dict[str, Any], budget: 
     if reads.schema_check:  # validate: {schema: true} decides on the validator's result
         check = doc.get("schema_check") or {}
         parts.append(("schema_check", check.get("valid") is True, str(check.get("error"))))
-    for root in sorted(reads.context):  # who is calling, when a condition reads it
-        text = json.dumps(doc.get(root), sort_keys=True)
+    for root, path in sorted(reads.context):  # who is calling: exactly the fields conditions read
+        value: Any = doc.get(root)
+        depth = 0
+        for seg in path:  # as deep as plain object keys go; below that, the whole value decides
+            if not (isinstance(value, dict) and seg in value):
+                break
+            value = value[seg]
+            depth += 1
+        text = f"{depth}:" + json.dumps(value, sort_keys=True)
         budget -= len(text)
         if budget < 0:
             return None
-        parts.append((root, text))
+        parts.append((root, path, text))
     return tuple(parts)
 
 
@@ -75,7 +82,7 @@ def policy_input(reads: Reads, doc: dict[str, Any]) -> dict[str, Any]:
                 else schema
     else:
         out = {"tool": {"arguments": {k: args[k] for k in reads.args if k in args}}}
-    for root in reads.context:
+    for root in {root for root, _ in reads.context}:
         if root in doc:
             out[root] = doc[root]
     if reads.schema_check and "schema_check" in doc:

@@ -185,7 +185,7 @@ class Guard:
     def _rule_label(self, rule: str) -> str:
         """A rule id of the policy or of regoguard itself; a team Rego rule id (which Rego may build from
         the input) is counted as ``rego/team``, so the label stays bounded."""
-        if not rule or rule.split("/", 1)[0] in _OWN_RULE_PREFIXES:
+        if not rule or rule in _OWN_RULES:
             return rule
         known = self.__dict__.get("_known_rules")
         if known is None or known[0] is not self.engine:
@@ -216,7 +216,11 @@ class Guard:
             self.limiter.forget_session(session_id)
 
 
-_OWN_RULE_PREFIXES = frozenset({"proxy", "engine", "guard", "limits", "pin", "rego", "hide", "default"})
+_OWN_RULES = frozenset({
+    "proxy/duplicate-id", "proxy/no-id", "proxy/invalid-params", "engine/input", "engine/input-too-large",
+    "engine/error", "engine/timeout", "engine/malformed", "engine/undefined", "guard/error", "limits/store-error",
+    "pin/changed", "rego/malformed", "rego/invalid-charge", "rego", "hide", "default",
+})
 
 
 def _who(doc: dict[str, Any]) -> tuple[str, str, str]:

@@ -264,6 +264,10 @@ def apply_reload(args: argparse.Namespace, new: PolicySet, guard: Guard, limiter
               "swapping now (the first call to each remaining tool builds its own)", file=sys.stderr)
     for warning in new.policy.warnings:
         print(warning, file=sys.stderr)
+    before = guard.engine.compiled._policy
+    if before is not None and (before.pin, before.on_change) != (new.policy.pin, new.policy.on_change):
+        print("regoguard: the policy's pin/on_change changed; tool pinning keeps its old settings until "
+              "regoguard restarts", file=sys.stderr)
     old = guard.swap(engine, dry_run=args.dry_run or new.policy.mode == "dry_run")
     limiter.fail_open = args.fail_open or new.policy.on_store_error == "allow"
     if decision_log is not None:

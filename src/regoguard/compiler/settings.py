@@ -29,8 +29,9 @@ class Reads:
 
     args: frozenset[str] = frozenset()
     schema: bool = False
-    context: frozenset[str] = frozenset()
-    """The parts of the call's context (``principal``, ``session``, ``server``) conditions read."""
+    context: frozenset[tuple[str, tuple[str, ...]]] = frozenset()
+    """The fields of the call's context conditions read: ``(root, path)``, e.g. ``("principal", ("claims",
+    "groups"))``."""
     schema_check: bool = False
     """A rule validates the arguments against the whole inputSchema (the input's ``schema_check``)."""
 
@@ -190,13 +191,13 @@ def reads_of(rules: tuple[Rule, ...], wildcard: tuple[Rule, ...]) -> Reads:
     """What ``rules`` and the ``"*"`` rules read (the wildcard rules found once by the caller: looking
     them up per tool made compiling 10,000 tools quadratic)."""
     names: set[str] = set()
-    context: set[str] = set()
+    context: set[tuple[str, tuple[str, ...]]] = set()
     schema = False
     schema_check = False
     for r in (*rules, *wildcard):
         schema_check = schema_check or r.validate_schema
         names.update(c.path[0] for c in r.conditions if c.root == "args")
-        context.update(c.root for c in r.conditions if c.root != "args")
+        context.update((c.root, c.path) for c in r.conditions if c.root != "args")
         if r.limit is not None and r.limit.cost_path:
             names.add(r.limit.cost_path[0])
         schema = schema or r.validate_required

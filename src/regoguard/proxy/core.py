@@ -559,7 +559,8 @@ class RelayCore:
         (a list depends on who asks, never on counters or history)."""
         if not self.guard.has_visibility(name):
             return True
-        key = (self.guard.engine.revision, name)
+        who = self.session
+        key = (self.guard.engine.revision, name, who.client_name, who.client_version, who.protocol_version)
         seen = self.session.visibility.get(key)
         if seen is None:
             seen = self.session.visibility[key] = self.guard.visible(self.session.input_document(name, {}, None))

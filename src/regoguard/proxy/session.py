@@ -18,9 +18,9 @@ class Session:
     client_name: str | None = None
     client_version: str | None = None
     protocol_version: str | None = None
-    schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    schemas: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     schemas_complete: bool = False
-    visibility: dict[tuple[str, str], bool] = field(default_factory=dict)  # (revision, tool) -> visible_to
+    visibility: dict[tuple[Any, ...], bool] = field(default_factory=dict)  # (revision, tool, client...) -> visible
     unpinned: dict[str, str] = field(default_factory=dict)  # tool -> why it is not its pinned definition
 
     def note_initialize(self, msg: dict[str, Any]) -> None:
@@ -50,7 +50,8 @@ class Session:
         for tool in tools:
             if isinstance(tool, dict) and isinstance(tool.get("name"), str):
                 schema = tool.get("inputSchema")
-                self.schemas[tool["name"]] = schema if isinstance(schema, dict) else {}
+                # not an object: unknown (validation fails closed), but the tool counts as listed
+                self.schemas[tool["name"]] = schema if isinstance(schema, dict) else None
 
     def forget_tools(self) -> None:
         """The server said its tools changed: schemas seen so far may be stale."""
