@@ -518,7 +518,6 @@ class RelayCore:
         body["result"] = {**result, "tools": kept}
         return body
 
-
     # -- tool pinning ------------------------------------------------------------------------------------
 
     def _check_pins(self, tools: Any) -> None:
