@@ -531,9 +531,9 @@ class RelayCore:
                 self.session.unpinned.pop(name, None)
                 continue
             if self.session.unpinned.get(name) != why:
-                log.warning("a tool is not its pinned definition", tool=name, reason=why, on_change=pinning.on_change)
-                self.guard.tool_changed(name, why, fields, pinning.on_change, self.session.id,
-                                        self.session.server_name)
+                action = "warn" if self.guard.dry_run else pinning.on_change  # a dry run blocks nothing
+                log.warning("a tool is not its pinned definition", tool=name, reason=why, on_change=action)
+                self.guard.tool_changed(name, why, fields, action, self.session.id, self.session.server_name)
             self.session.unpinned[name] = why
 
     def _pin_denies(self, name: str) -> bool:
