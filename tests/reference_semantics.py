@@ -310,6 +310,8 @@ def _read_by(run: list[tuple[str, int, dict[str, Any]]], args: dict[str, Any],
 def reference_decide(
     policy: dict[str, Any], tool: str, args: dict[str, Any], schema: dict[str, Any] | None
 ) -> dict[str, Any]:
+    if _misread(args):  # the call itself reaches the server: denied whatever the rules read (policy.md)
+        return {"allow": False, "rules": ["engine/input"], "charges": []}
     hide = policy.get("hide") or []
     if tool in hide or WILDCARD in hide:
         return {"allow": False, "rules": ["hide"], "charges": []}
@@ -326,7 +328,7 @@ def reference_decide(
         run += [(WILDCARD, i, r) for i, r in enumerate(_rules_of(tools, WILDCARD))]
 
     if _misread(_read_by(run, args, schema)):
-        # the engine denies what regopy would misread, before any rule, in what the rules read (policy.md)
+        # and in what else the rules read (the schema's required list)
         return {"allow": False, "rules": ["engine/input"], "charges": []}
 
     failing = [rule_id(k, i, r) for k, i, r in run if rule_fails(r, args, schema)]

@@ -283,8 +283,8 @@ def test_arguments_the_engine_would_misread_are_denied_first(value):
         "rules": ["engine/input"],
         "charges": [],
     }
-    # an argument the rules never read cannot be misread: it is not given to the engine
-    assert reference_decide({"hide": ["t"], "tools": {}}, "t", {"x": value}, None)["rules"] == ["hide"]
+    # the call's arguments reach the server: denied first, even where no rule reads them
+    assert reference_decide({"hide": ["t"], "tools": {}}, "t", {"x": value}, None)["rules"] == ["engine/input"]
 
 
 def test_int64_edges_are_read():

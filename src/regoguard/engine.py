@@ -183,10 +183,11 @@ class Engine:
         if reads.schema_check or self._extra:
             # validate: {schema: true}: the validator's result is part of the input (team Rego may read it)
             doc = {**doc, "schema_check": CHECKER.check(doc.get("schema"), doc["tool"].get("arguments"))}
-        # What the engine would misread is denied, but only in what it is given: without the team's Rego,
-        # the parts of the input the rules read (a claim or a schema bound they never look at is no reason).
+        # What the engine would misread is denied: anywhere in the call itself (its name and every argument,
+        # all of which reach the server), and in the rest of the input only where the rules read it (a claim
+        # or a schema bound no rule looks at is no reason to deny).
         given = doc if self._extra else policy_input(reads, doc)
-        problem = value_problem(given)
+        problem = value_problem(doc["tool"]) or value_problem(given)
         if problem:
             return Decision.deny("engine/input", problem)
         # A string the two engines could match differently (bytes vs characters) is denied, not guessed;
