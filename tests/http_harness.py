@@ -152,3 +152,46 @@ def everything_http(mode: str, workdir: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/{'mcp' if mode == 'streamableHttp' else 'sse'}"
     finally:
         p.stop()
+
+
+class JsonServer:
+    """A JSON document served over HTTP on 127.0.0.1 (a thread), which a test may change; ``hits`` lists
+    the paths of the GETs it answered."""
+
+    def __init__(self, document: object) -> None:
+        import http.server
+        import json
+
+        self.document = document
+        self.hits: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.hits.append(self.path)
+                body = json.dumps(outer.document).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@contextlib.contextmanager
+def json_server(document: object) -> Iterator[JsonServer]:
+    server = JsonServer(document)
+    try:
+        yield server
+    finally:
+        server.close()

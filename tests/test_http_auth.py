@@ -10,9 +10,7 @@ belongs to whoever opened it, and the principal a token names is the one the dec
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from conftest import free_port
-from http_harness import Proc, serving
+from http_harness import Proc, json_server, serving
 from proxy_harness import READ_TIMEOUT, TIMEOUT, python_server, spy_tools, write_policy
 
 ISSUER = "https://auth.example.test"
@@ -198,60 +195,27 @@ async def test_principal_limits_and_the_decision_log(tmp_path: Path, keys: Keys)
     assert [e["result"]["allow"] for e in events] == [True, True, False, True, True]
 
 
-class _JwksServer:
-    """A JWKS over HTTP on 127.0.0.1 whose keys the test can rotate; counts the fetches."""
-
-    def __init__(self, document: dict[str, Any]) -> None:
-        self.document = document
-        self.fetches = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.fetches += 1
-                body = json.dumps(outer.document).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 async def test_a_remote_jwks_is_fetched_again_for_a_new_key(tmp_path: Path, keys: Keys) -> None:
-    jwks = _JwksServer(keys.jwks(with_ec=False))
-    try:
-        with gateway(tmp_path, keys, jwks=jwks.url) as gw:
-            async with httpx2.AsyncClient(timeout=READ_TIMEOUT) as http:
-                assert (await _init(http, gw.url, token(keys.rsa, gw.url))).status_code == 200
-                assert jwks.fetches == 1  # at start, then cached
-                rotated = token(keys.ec, gw.url, kid="ec-1", alg="ES256")
-                jwks.document = keys.jwks(with_ec=True)  # the issuer publishes a new key
-                # The unknown kid starts a fetch off the request's path; that request is refused, and a
-                # retry once the keys are in is accepted.
-                assert (await _init(http, gw.url, rotated)).status_code == 401
-                with anyio.fail_after(TIMEOUT):
-                    while True:
-                        if (await _init(http, gw.url, rotated)).status_code == 200:
-                            break
-                        await anyio.sleep(0.1)
-                assert jwks.fetches == 2
-                for _ in range(3):  # unknown kids do not make the gateway fetch on every request
-                    assert (await _init(http, gw.url, token(keys.stranger, gw.url, kid="nope"))).status_code == 401
-                await anyio.sleep(0.3)
-                assert jwks.fetches == 2
-    finally:
-        jwks.close()
+    jwks_doc = keys.jwks(with_ec=False)
+    with json_server(jwks_doc) as jwks, gateway(tmp_path, keys, jwks=jwks.base + "/jwks.json") as gw:
+        async with httpx2.AsyncClient(timeout=READ_TIMEOUT) as http:
+            assert (await _init(http, gw.url, token(keys.rsa, gw.url))).status_code == 200
+            assert len(jwks.hits) == 1  # at start, then cached
+            rotated = token(keys.ec, gw.url, kid="ec-1", alg="ES256")
+            jwks.document = keys.jwks(with_ec=True)  # the issuer publishes a new key
+            # The unknown kid starts a fetch off the request's path; that request is refused, and a
+            # retry once the keys are in is accepted.
+            assert (await _init(http, gw.url, rotated)).status_code == 401
+            with anyio.fail_after(TIMEOUT):
+                while True:
+                    if (await _init(http, gw.url, rotated)).status_code == 200:
+                        break
+                    await anyio.sleep(0.1)
+            assert len(jwks.hits) == 2
+            for _ in range(3):  # unknown kids do not make the gateway fetch on every request
+                assert (await _init(http, gw.url, token(keys.stranger, gw.url, kid="nope"))).status_code == 401
+            await anyio.sleep(0.3)
+            assert len(jwks.hits) == 2
 
 
 async def test_replicas_share_principal_limits_through_redis(tmp_path: Path, keys: Keys, redis_url: str,

@@ -107,35 +107,15 @@ def test_the_error_never_holds_the_arguments_value() -> None:
         assert not got["valid"] and "hunter2" not in got["error"], got
 
 
-def test_no_reference_is_ever_fetched(tmp_path: Path) -> None:
+def test_no_reference_is_ever_fetched() -> None:
     """A ``$ref`` to a URL (here a live server on 127.0.0.1 that would say "anything goes") is not
     fetched: the schema cannot be applied, so the call fails closed."""
-    import http.server
-    import threading
+    from http_harness import json_server
 
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            body = b"{}"
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            return None
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/schema.json"
-        got = CHECKER.check({"type": "object", "properties": {"a": {"$ref": url}}}, {"a": "anything"})
-    finally:
-        server.shutdown()
-        server.server_close()
+    with json_server({}) as server:
+        got = CHECKER.check({"type": "object", "properties": {"a": {"$ref": server.base + "/schema.json"}}},
+                            {"a": "anything"})
+        hits = server.hits
     assert not got["valid"] and "cannot be applied" in got["error"]
     assert hits == []
 

@@ -138,3 +138,19 @@ def json_arg(text: str, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{what} is not valid JSON: {exc}") from exc
+
+
+def principal_claims(value: str | None) -> dict[str, Any] | None:
+    """``--principal-claims``: a JSON object, inline or ``@file`` ({} when not given); None, with the error
+    printed, when it is not one."""
+    if value is None:
+        return {}
+    try:
+        claims = json_arg(value, "--principal-claims")
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    if not isinstance(claims, dict):
+        print("error: --principal-claims must be a JSON object", file=sys.stderr)
+        return None
+    return claims

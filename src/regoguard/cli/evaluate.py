@@ -8,7 +8,7 @@ import sys
 from typing import Any, BinaryIO
 
 from regoguard import __version__
-from regoguard.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, json_arg, load_or_report, rego_option
+from regoguard.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, json_arg, load_or_report, principal_claims, rego_option
 from regoguard.engine import Engine
 
 
@@ -31,15 +31,14 @@ def cmd_eval(args: argparse.Namespace, out: BinaryIO) -> int:
     try:
         arguments = json_arg(args.args, "--args")
         schema = json_arg(args.schema, "--schema") if args.schema else None
-        claims = json_arg(args.principal_claims, "--principal-claims") if args.principal_claims else {}
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not isinstance(arguments, dict):
         print("error: --args must be a JSON object", file=sys.stderr)
         return EXIT_USAGE
-    if not isinstance(claims, dict):
-        print("error: --principal-claims must be a JSON object", file=sys.stderr)
+    claims = principal_claims(args.principal_claims)
+    if claims is None:
         return EXIT_USAGE
     if schema is not None and not isinstance(schema, dict):
         print("error: --schema must be a JSON object (the tool's inputSchema)", file=sys.stderr)

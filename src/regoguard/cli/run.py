@@ -13,8 +13,8 @@ from regoguard import __version__
 from regoguard.audit import DEFAULT_SENSITIVE_KEYS, DecisionLog, FileSink, MaskingRules, Sink, StderrSink
 from regoguard.cli.common import (
     EXIT_USAGE,
-    json_arg,
     load_or_report,
+    principal_claims,
     rego_option,
     state_options,
     upstream_options,
@@ -211,21 +211,6 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
     finally:
         guarded.metrics.sessions.set(0)
         guarded.close()
-
-
-def principal_claims(value: str | None) -> dict[str, Any] | None:
-    """``--principal-claims``: a JSON object, inline or ``@file``; None (with the error printed) otherwise."""
-    if value is None:
-        return {}
-    try:
-        claims = json_arg(value, "--principal-claims")
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None
-    if not isinstance(claims, dict):
-        print("error: --principal-claims must be a JSON object", file=sys.stderr)
-        return None
-    return claims
 
 
 def target_name(command: list[str] | None, url: str | None) -> str:

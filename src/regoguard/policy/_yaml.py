@@ -153,7 +153,6 @@ def _check_aliases(root: yaml.Node) -> None:
     """Anchors and aliases are accepted, but what they expand to is bounded: a "billion laughs" file (a
     few lines whose aliases nest into millions of nodes) is refused, naming the anchor that blows up."""
     sizes: dict[int, int] = {}
-    order: list[yaml.Node] = []
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     on_path: set[int] = set()
     while stack:  # sizes bottom-up, without recursion (an aliased node is sized once)
@@ -174,7 +173,6 @@ def _check_aliases(root: yaml.Node) -> None:
             raise YamlProblem(f"this policy's anchors and aliases expand to more than {MAX_EXPANDED_NODES:,} "
                               "nodes (a YAML bomb?)", _pos(node))
         sizes[id(node)] = size
-        order.append(node)
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

@@ -30,7 +30,6 @@ def arg_path(text: str) -> tuple[str, ...] | None:
     return segs
 
 
-CONTEXT_ROOTS = ("principal", "session", "server")
 # What of the call's context a condition may read (the input document's documented fields); None: any
 # keys below it (a token's claims are the issuer's).
 _CONTEXT_FIELDS: dict[str, dict[str, Any]] = {

@@ -4,7 +4,6 @@ Origin it comes with (DNS rebinding), what it sends and accepts, and how large a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -130,9 +129,3 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     except TimeoutError:
         raise Refusal(408, f"Request Timeout: the body took longer than {timeout:g}s") from None
     return b"".join(chunks)
-
-
-def first(values: Iterable[str]) -> str | None:
-    for value in values:
-        return value
-    return None
