@@ -12,6 +12,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import regoguard
 from helpers_policy import REGEX_POLICY, call_doc, compiled_for, dedent, engine_for
@@ -597,3 +599,33 @@ def test_the_cache_keys_on_exactly_the_caller_fields_read(tmp_path):
         assert not other.allow and not other.cached
     finally:
         engine.close()
+
+
+_CONTEXT_COMPILED = regoguard.compile_policy(regoguard.load_policy_text(
+    'version: "1"\ndefault: allow\ntools:\n  t:\n    rules:\n      - name: r\n        conditions:\n'
+    '          - {path: principal.claims.groups, op: contains, value: admins}\n'
+    '          - {path: principal.claims.level, op: gte, value: 2}\n', "p.yaml"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.dictionaries(st.sampled_from(["groups", "level", "jti"]),
+                         st.lists(st.sampled_from(["admins", "eng", 1]), max_size=3) | st.integers(0, 3), max_size=3),
+       b=st.dictionaries(st.sampled_from(["groups", "level", "jti"]),
+                         st.lists(st.sampled_from(["admins", "eng", 1]), max_size=3) | st.integers(0, 3), max_size=3))
+def test_callers_share_a_cache_key_only_when_what_is_read_is_the_same(a, b):
+    """The decision cache key differs whenever a read caller field differs (so one caller's decision is
+    never served to another), and may match when only unread fields do."""
+    from regoguard.engine_cache import cache_key
+
+    compiled = _CONTEXT_COMPILED
+    unit = compiled.unit_for("t")
+
+    def key(claims):
+        return cache_key(compiled, unit, {"tool": {"name": "t", "arguments": {}},
+                                          "principal": {"id": "p", "claims": claims}}, 10_000)
+
+    read = ("groups", "level")
+    if any(a.get(f, "\x00") != b.get(f, "\x00") for f in read):
+        assert key(a) != key(b)
+    else:
+        assert key(a) == key(b)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from regoguard.cli.common import HeaderError, parse_headers
 from regoguard.proxy.http_checks import HostRules
@@ -59,3 +63,22 @@ def test_sse_endpoints_must_stay_on_the_origin() -> None:
     assert same_origin("http://127.0.0.1:3001/messages?x=1", "http://127.0.0.1:3001/sse")
     assert not same_origin("http://evil.example:3001/messages", "http://127.0.0.1:3001/sse")
     assert not same_origin("https://127.0.0.1:3001/m", "http://127.0.0.1:3001/sse")
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+                    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=JSON, indent=st.sampled_from([None, 0, 1, 2, "\t"]))
+def test_a_message_is_one_line_on_a_stdio_framing_whatever_its_whitespace(value: object, indent: object) -> None:
+    """The framing the stdio transports apply (line breaks become spaces) keeps any strictly parsed JSON
+    message one line with the same value: a body's whitespace cannot split it into two messages."""
+    from regoguard.proxy import jsonrpc
+
+    message = {"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"v": value}}
+    text = json.dumps(message, indent=indent)  # type: ignore[arg-type]
+    framed = text.encode().replace(b"\n", b" ")
+    assert b"\n" not in framed
+    assert jsonrpc.loads(framed) == json.loads(text)

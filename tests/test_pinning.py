@@ -218,3 +218,19 @@ async def test_first_use_holds_later_sessions_and_other_proxies(tmp_path: Path) 
             assert denied.is_error and "changed since it was first seen" in text_of(denied)
             assert "transfer" not in {t.name for t in (await c.list_tools()).tools}
     assert [a["amount"] for t, a in _calls(files["log"]) if t == "transfer"] == [1, 2]
+
+
+@settings(max_examples=100, deadline=None)
+@given(tools=st.lists(TOOLS, min_size=1, max_size=5), pick=st.integers(0, 4), rnd=st.randoms(use_true_random=False))
+def test_a_listing_that_names_a_tool_twice_never_passes_for_that_name(tools: list[dict[str, Any]], pick: int,
+                                                                      rnd: Any) -> None:
+    """Whatever the lock file holds and wherever the repeat sits, a name listed twice is not pinned."""
+    from regoguard.limits.store import MemoryStore
+    from regoguard.pinning import Pinning
+
+    twice = tools[pick % len(tools)]
+    listing = [*tools, dict(twice)]
+    rnd.shuffle(listing)
+    for pinning in (Pinning(LockFile.of("s", tools)), Pinning(None, store=MemoryStore(), server="s")):
+        verdicts = {name: why for name, why, _ in pinning.check(listing)}
+        assert verdicts[twice["name"]] is not None

@@ -51,8 +51,11 @@ def cache_key(compiled: CompiledPolicy, unit: str, doc: dict[str, Any], budget: 
     for root, path in sorted(reads.context):  # who is calling: exactly the fields conditions read
         value: Any = doc.get(root)
         depth = 0
-        for seg in path:  # as deep as plain object keys go; below that, the whole value decides
-            if not (isinstance(value, dict) and seg in value):
+        for seg in path:  # as deep as plain object keys go; below that (a list, say), the whole value decides
+            if isinstance(value, dict) and seg not in value:
+                value = _MISSING  # absent: nothing else of the object matters
+                break
+            if not isinstance(value, dict):
                 break
             value = value[seg]
             depth += 1
