@@ -135,7 +135,7 @@ def test_would_deny_and_upstream_error_events() -> None:
     assert upstream["outcome"] == "upstream_error"
     assert upstream["upstream_error"] == {"code": -32602, "message": "Unknown"}
     assert {e["outcome"] for e in (would, upstream)} <= set(OUTCOMES)
-    assert OUTCOMES == ("allowed", "denied", "would_deny", "upstream_error")
+    assert OUTCOMES == ("allowed", "denied", "would_deny", "upstream_error", "held")
 
 
 def test_event_input_is_masked_and_lists_erased_and_masked() -> None:

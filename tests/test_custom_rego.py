@@ -612,8 +612,9 @@ async def test_run_denies_holds_and_allows(mode: str, tmp_path: Path) -> None:
             r = await client.call_tool("create_refund", {"amount": 150})
             held_or_denied(r, "require_approval", "payments/big-refund")
             text = text_of(r)
-            assert "needs a human's approval" in text and "Refunds over 100 need a human" in text, text
-            assert "No approver is configured" in text, text
+            # the team's `approval` goes through the proxy's approval flow: an id a person can approve
+            assert "is held for approval" in text and "Refunds over 100 need a human" in text, text
+            assert r.meta["regoguard/decision"]["approval_id"] in text, text
 
             r = await client.call_tool("delete_customer", {"customer_id": "cus_test_1"})
             d = held_or_denied(r, "deny", "payments/no-test-customers")
@@ -797,7 +798,8 @@ async def test_run_scopes_across_two_sessions(tmp_path: Path) -> None:
 
 
 def revisions(log: Path) -> list[str]:
-    return [event["revision"] for event in read_jsonl(log)]
+    """The revision of each call's decision event (a held call's approval events carry it too)."""
+    return [event["revision"] for event in read_jsonl(log) if event["path"] == "regoguard/lib/decision"]
 
 
 async def test_decision_log_revision_follows_the_rego_modules(tmp_path: Path) -> None:
@@ -834,8 +836,11 @@ async def test_decision_log_revision_follows_the_rego_modules(tmp_path: Path) ->
     none, v1, v2, v1_again = (logs[n][0] for n in ("none", "v1", "v2", "v1-again"))
     assert len({none, v1, v2}) == 3, logs
     assert v1_again == v1, logs
-    held = read_jsonl(tmp_path / "v1.jsonl")[1]
-    assert held["outcome"] == "denied" and held["result"]["action"] == "require_approval", held
+    events = read_jsonl(tmp_path / "v1.jsonl")
+    held = [e for e in events if e["path"] == "regoguard/lib/decision"][1]
+    assert held["outcome"] == "held" and held["result"]["action"] == "require_approval", held
+    asked = [e for e in events if e["path"] == "regoguard/approval"]
+    assert [e["outcome"] for e in asked] == ["approval_requested"], asked
     assert held["result"]["reasons"][0]["rule"] == "team/lists"
 
 

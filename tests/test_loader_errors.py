@@ -226,7 +226,8 @@ def test_unknown_keys_with_did_you_mean(yaml_text, expected):
         ("tools:\n  t:\n    rules:\n      - {name: '', action: deny}\n",
          [("'',", "tools.t.rules[0].name", "rule name must not be empty", None)]),
         ("tools:\n  t:\n    rules:\n      - {action: alow}\n", [
-            ("alow", "tools.t.rules[0].action", "action must be one of evaluate, allow, deny; got 'alow'",
+            ("alow", "tools.t.rules[0].action",
+             "action must be one of evaluate, allow, deny, require_approval; got 'alow'",
              "did you mean 'allow'?"),
         ]),
         ("tools:\n  t:\n    rules:\n      - {action: deny, on_deny: [x]}\n",

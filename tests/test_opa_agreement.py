@@ -130,7 +130,31 @@ def test_shipped_policy_decides_the_same_on_opa_for_random_calls(shipped, data):
                                      ASCII_VALUES, max_size=4))
     schema = data.draw(st.none() | st.fixed_dictionaries({"required": st.lists(st.sampled_from(["url", "path"]),
                                                                                   max_size=2, unique=True)}))
-    assert_agree(shipped, call_doc(name, args, schema))
+    doc = call_doc(name, args, schema)
+    if data.draw(st.booleans()):
+        doc["approval"] = {"granted": True}  # a person approved it: the approved retry decides the same too
+    assert_agree(shipped, doc)
+
+
+@pytest.mark.parametrize("granted", [False, True], ids=["asked", "approved"])
+@pytest.mark.parametrize("amount", [0, 4000, 5000, 5001, 12000, 20000, 20001, "12000", None])
+def test_approval_rules_decide_the_same_on_opa(amount, granted):
+    """payments.yaml's require_approval rule: below its line allowed, above it held, and as a person's
+    approved retry allowed; the cap's denial wins over the hold either way. regopy and OPA agree on all."""
+    engine = regoguard.Engine(regoguard.compile_policy(regoguard.load_policy(REPO / "policies" / "payments.yaml")),
+                              UNCACHED)
+    try:
+        doc = call_doc("create_refund", {} if amount is None else {"amount": amount})
+        if granted:
+            doc["approval"] = {"granted": True}
+        assert_agree(engine, doc)
+        got = engine.evaluate(doc)
+        held = isinstance(amount, int) and 5000 < amount <= 20000 and not granted
+        assert (got.action == "require_approval") == held, got
+        if isinstance(amount, int) and 0 < amount <= 20000 and (granted or amount <= 5000):
+            assert got.allow and got.charges, got
+    finally:
+        engine.close()
 
 
 # --- the property test's corpus ------------------------------------------------------------------------

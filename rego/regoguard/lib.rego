@@ -23,26 +23,57 @@ import rego.v1
 # The compiled policy's verdict: {"allow": true, "costs"} or {"allow": false, "reasons"}.
 policy := data.regoguard.policy.verdict
 
+# A compiled verdict that holds the call for a person says so in `action`; any other denial has none.
+policy_action := object.get(policy, "action", "deny")
+
 policy_reasons := [] if policy.allow == true
 
-policy_reasons := policy.reasons if policy.allow == false
+policy_reasons := policy.reasons if {
+	policy.allow == false
+	policy_action == "deny"
+}
+
+policy_reasons := [] if {
+	policy.allow == false
+	policy_action == "require_approval"
+}
+
+default policy_holds := []
+
+policy_holds := policy.reasons if {
+	policy.allow == false
+	policy_action == "require_approval"
+}
+
+# A person approved this exact call (the proxy says so after an approval): the team's approvals no longer
+# hold it. The compiled policy reads the same field for its own `require_approval` rules.
+default granted := false
+
+granted if input.approval.granted == true
+
+default team_holds := []
+
+team_holds := custom_approvals if granted == false
+
+holds := array.concat(policy_holds, team_holds)
 
 default allow := false
 
 allow if {
 	policy.allow == true
 	count(team_denials) == 0
-	count(custom_approvals) == 0
+	count(team_holds) == 0
 }
 
 default action := "deny"
 
 action := "allow" if allow
 
-# The team's Rego asked for a human (`approval`), and nothing denies the call outright.
+# A rule asked for a person (the policy's `require_approval`, the team's `approval`), and nothing denies
+# the call outright.
 action := "require_approval" if {
 	count(denials) == 0
-	count(custom_approvals) > 0
+	count(holds) > 0
 }
 
 # The policy's reasons first (its first failing rule is the one shown), then the team's denials; with no
@@ -51,7 +82,7 @@ denials := array.concat(policy_reasons, team_denials)
 
 reasons := denials if count(denials) > 0
 
-reasons := custom_approvals if count(denials) == 0
+reasons := holds if count(denials) == 0
 
 default charges := []
 

@@ -23,7 +23,7 @@ def cache_key(compiled: CompiledPolicy, unit: str, doc: dict[str, Any], budget: 
     if not isinstance(args, dict):
         return None
     reads = compiled.unit_reads(unit)
-    parts: list[Any] = [tool["name"]]
+    parts: list[Any] = [tool["name"], _granted(doc)]
     for key in sorted(reads.args):
         if key not in args:
             parts.append(_MISSING)
@@ -90,4 +90,12 @@ def policy_input(reads: Reads, doc: dict[str, Any]) -> dict[str, Any]:
             out[root] = doc[root]
     if reads.schema_check and "schema_check" in doc:
         out["schema_check"] = doc["schema_check"]
+    if _granted(doc):
+        out["approval"] = {"granted": True}
     return out
+
+
+def _granted(doc: dict[str, Any]) -> bool:
+    """Whether the call comes with a person's approval (``input.approval.granted``)."""
+    approval = doc.get("approval")
+    return isinstance(approval, dict) and approval.get("granted") is True

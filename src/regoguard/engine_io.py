@@ -174,5 +174,5 @@ def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False
         return Decision.deny("engine/malformed", f"the policy gave a malformed verdict: {exc}")
     if not reasons:
         return Decision.deny("engine/undefined", "the policy denied the call without a reason")
-    action = "require_approval" if team and value.get("action") == "require_approval" else "deny"
+    action = "require_approval" if value.get("action") == "require_approval" else "deny"
     return name_the_tool(Decision(False, action, reasons, (), extra={"details": details, "from_policy": True}), name)

@@ -7,17 +7,37 @@ themselves. The guard fails closed: whatever goes wrong while deciding is a deny
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from regoguard.approvals import ApprovalBook, ApprovalRecord, canonical_arguments, fingerprint
+from regoguard.approvals.record import APPROVED, DENIED, iso
+from regoguard.approvals.webhook import Webhook
 from regoguard.audit.decision_log import DecisionLog
+from regoguard.audit.masking import MaskingRules, mask_arguments
 from regoguard.decision import Decision, Reason
 from regoguard.engine import Engine
 from regoguard.limits.limiter import LimitDenial, Limiter, Taken
+from regoguard.limits.store import StoreError
 from regoguard.metrics import Metrics
+from regoguard.policy.model import DEFAULT_APPROVAL_TIMEOUT
+
+MAX_SHOWN_ARGUMENTS = 64 * 1024
+"""How much of a held call's arguments an approval keeps to show the approver (canonical JSON, bytes)."""
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Why a call waits for a person: the rule that asked, its message, how long, and who answers."""
+
+    rule: str
+    message: str
+    timeout: int
+    approver: str
 
 
 @dataclass
@@ -39,6 +59,10 @@ class Verdict:
     trace: dict[str, str] | None = None
     """W3C trace context from the call's ``_meta`` (``traceparent``, ``tracestate``), for the decision event."""
     started: float = field(default_factory=time.perf_counter)
+    hold: Hold | None = None
+    """Set when the call waits for a person (``action: require_approval``)."""
+    approval: ApprovalRecord | None = None
+    """The approval that holds the call (pending) or that it runs under (consumed)."""
 
     @property
     def allow(self) -> bool:
@@ -50,12 +74,17 @@ class Verdict:
 
     def meta(self) -> dict[str, Any]:
         """What a denial carries in ``_meta["regoguard/decision"]``."""
-        return {
+        out = {
             "decision_id": self.decision_id,
             "action": self.decision.action,
             "rule": self.decision.rule,
             "reason": self.decision.message,
         }
+        if self.decision.action == "require_approval" and self.approval is not None:
+            out["approval_id"] = self.approval.id
+            out["expires_at"] = iso(self.approval.expires_at)
+            out["approver"] = self.approval.approver
+        return out
 
 
 class Guard:
@@ -75,12 +104,21 @@ class Guard:
         log: DecisionLog | None = None,
         dry_run: bool = False,
         metrics: Metrics | None = None,
+        approvals: ApprovalBook | None = None,
+        webhook: Webhook | None = None,
+        masking: MaskingRules | None = None,
     ) -> None:
         self.engine = engine
         self.limiter = limiter
         self.log = log
         self.dry_run = dry_run
         self.metrics = metrics
+        self.approvals = approvals
+        self.webhook = webhook
+        self.masking = masking if masking is not None else (log.masking if log is not None else None)
+        """How a held call's arguments are shown to its approver (the decision log's masking)."""
+        if approvals is not None:
+            approvals.on_event = self._approval_event
         if limiter is not None and metrics is not None:
             limiter.metrics = metrics
         self._finish_lock = threading.Lock()
@@ -129,8 +167,28 @@ class Guard:
         Enforced in dry run too: such a call cannot be decided, so it is not forwarded."""
         return Verdict(str(uuid.uuid4()), Decision.deny(rule, message), doc=doc or {})
 
-    def decide(self, doc: dict[str, Any], size_hint: int | None = None) -> Verdict:
-        """Decide one call. Never raises: an unexpected failure is a deny."""
+    def decide(self, doc: dict[str, Any], size_hint: int | None = None, elicit: bool = False) -> Verdict:
+        """Decide one call. Never raises: an unexpected failure is a deny.
+
+        A call a rule holds for a person comes back with ``hold`` set. With ``elicit`` (the client can be
+        asked) and the rule's approver the agent's user, the transport asks and then calls :meth:`granted`.
+        Otherwise the approval store answers: an approved approval for this exact call is consumed and the
+        call decided as approved (limits taken now); a denied one denies; else a pending one is asked for
+        (or the one already pending named again).
+        """
+        verdict = self._decide(doc, size_hint)
+        if verdict.decision.action != "require_approval" or self.dry_run:
+            return verdict
+        verdict.hold = self.hold_of(verdict.decision)
+        if elicit and verdict.hold.approver == "user":
+            return verdict
+        try:
+            return self._out_of_band(verdict)
+        except StoreError as exc:
+            verdict.decision = Decision.deny("approvals/store-error", f"the approval store failed: {exc}")
+            return verdict
+
+    def _decide(self, doc: dict[str, Any], size_hint: int | None = None) -> Verdict:
         decision_id = str(uuid.uuid4())
         engine = self.engine  # once: a reload between here and the end must not mix two policies
         try:
@@ -153,17 +211,103 @@ class Guard:
             verdict.taken = outcome
         return verdict
 
+    # -- approvals ---------------------------------------------------------------------------------------
+
+    def hold_of(self, decision: Decision) -> Hold:
+        """The hold a require_approval decision asks for: its first reason's rule; the shortest timeout and
+        an operator if any of its rules say so (team Rego's approvals: the defaults)."""
+        rules = {r["id"]: r.get("approval", {}) for u in self.engine.compiled.units.values()
+                 for r in u.entry.get("rules", ()) if "approval" in r}
+        asked = [rules.get(r.rule, {}) for r in decision.reasons]
+        timeout = min((a.get("timeout", DEFAULT_APPROVAL_TIMEOUT) for a in asked), default=DEFAULT_APPROVAL_TIMEOUT)
+        approver = "operator" if any(a.get("approver") == "operator" for a in asked) else "user"
+        return Hold(decision.rule or "rego", decision.message or "", timeout, approver)
+
+    def fingerprint_of(self, verdict: Verdict) -> str:
+        server, principal, _ = _who(verdict.doc)
+        return fingerprint(principal, server, verdict.doc["tool"]["name"], verdict.doc["tool"].get("arguments") or {},
+                           verdict.revision or "")
+
+    def new_record(self, verdict: Verdict, approval_id: str, now: float) -> ApprovalRecord:
+        """A pending approval for the held call ``verdict`` (arguments masked as the decision log masks them)."""
+        assert verdict.hold is not None
+        hold = verdict.hold
+        server, principal, _ = _who(verdict.doc)
+        arguments: Any = verdict.doc["tool"].get("arguments") or {}
+        if self.masking is not None:
+            arguments = mask_arguments(arguments, self.masking)[0]
+        shown = canonical_arguments(arguments)
+        if len(shown) > MAX_SHOWN_ARGUMENTS:
+            shown = shown[:MAX_SHOWN_ARGUMENTS] + " [cut short]"
+        return ApprovalRecord(approval_id, self.fingerprint_of(verdict), "pending", now, now + hold.timeout,
+                              hold.timeout, verdict.doc["tool"]["name"], server, principal, hold.rule, hold.message,
+                              hold.approver, shown, verdict.revision or "")
+
+    def _out_of_band(self, verdict: Verdict) -> Verdict:
+        book = self.approvals
+        if book is None:
+            return verdict  # nobody can approve: answered as held, with no approval id
+        fp = self.fingerprint_of(verdict)
+        for _ in range(3):  # an approved approval another proxy consumed first: ask again
+            record, _created = book.ask(fp, lambda i, now: self.new_record(verdict, i, now))
+            if record.status == DENIED:
+                why = f": {record.reason}" if record.reason else ""
+                verdict.decision = Decision(False, "deny", (Reason(
+                    "approval/denied", f"{record.decided_by or 'a person'} denied approval {record.id} for this "
+                    f"call{why}"),), (), extra={"approval_id": record.id})
+                verdict.approval = record
+                return verdict
+            if record.status != APPROVED:
+                verdict.approval = record
+                return verdict
+            used = book.consume(record.id)
+            if used is not None:
+                return self._run_approved(verdict, used)
+        verdict.decision = Decision.deny("approvals/contended", "the approval for this call kept changing; retry")
+        return verdict
+
+    def _run_approved(self, held: Verdict, used: ApprovalRecord) -> Verdict:
+        """Decide the held call again as approved; give the approval back if that does not allow it."""
+        verdict = self.granted(held)
+        verdict.approval = used
+        if not verdict.decision.allow and self.approvals is not None:
+            self.approvals.restore(used.id, f"the approved call was denied: {verdict.decision.message}")
+            verdict.approval = None
+        return verdict
+
+    def granted(self, held: Verdict) -> Verdict:
+        """The held call decided again with a person's approval (``input.approval.granted``), its limits
+        taken now; a denial (a limit, a policy reloaded meanwhile) stands."""
+        verdict = self._decide({**held.doc, "approval": {"granted": True}})
+        verdict.trace = held.trace
+        verdict.doc = held.doc
+        if verdict.decision.action == "require_approval":  # never a second hold for one approved call
+            verdict.decision = Decision.deny(held.decision.rule or "approval", "the call still needs approval")
+        return verdict
+
+    def approval_event(self, kind: str, record: ApprovalRecord, **extra: Any) -> None:
+        """Write an approval's event (the transport's own: elicitation asked, answered, timed out)."""
+        self._approval_event(kind, record, extra)
+
+    def _approval_event(self, kind: str, record: ApprovalRecord, extra: dict[str, Any]) -> None:
+        if self.log is not None:
+            self.log.approval(kind, record, extra)
+        if kind == "requested" and self.webhook is not None:
+            self.webhook.announce(record.view(time.time()))
+
     def refund(self, verdict: Verdict) -> None:
         """Give back what an allowed call took (the server answered it with an error)."""
         if self.limiter is not None and verdict.taken is not None:
             self.limiter.refund(verdict.taken)
 
-    def finish(self, verdict: Verdict, upstream_error: Any = None, refund: bool = False) -> None:
+    def finish(self, verdict: Verdict, upstream_error: Any = None, refund: bool = False,
+               answered: bool = False) -> None:
         """The call's fate is known: refund it if asked, and write its one decision event.
 
         ``upstream_error`` is the server's error (or a note that it never answered); ``refund`` is whether
         its tokens come back (a JSON-RPC error: yes; a server that died mid-call may have done the work:
-        no). Calling this twice for one verdict does nothing the second time.
+        no); ``answered``: the server answered (with that error, if any), so a consumed approval whose call
+        failed goes back to approved. Calling this twice for one verdict does nothing the second time.
         """
         with self._finish_lock:
             if verdict.finished:
@@ -171,8 +315,18 @@ class Guard:
             verdict.finished = True
         if refund:
             self.refund(verdict)
+        used = verdict.approval
+        if (answered and upstream_error is not None and used is not None and used.status == "consumed"
+                and self.approvals is not None):
+            try:
+                self.approvals.restore(used.id, "the server answered the approved call with an error")
+            except StoreError as exc:
+                print(f"regoguard: could not give approval {used.id} back: {exc}", file=sys.stderr, flush=True)
         if not verdict.decision.allow:
-            outcome = "would_deny" if verdict.dry_run else "denied"
+            if verdict.dry_run:
+                outcome = "would_deny"
+            else:
+                outcome = "held" if verdict.decision.action == "require_approval" else "denied"
         else:
             outcome = "upstream_error" if upstream_error is not None else "allowed"
         if self.metrics is not None:
@@ -219,7 +373,8 @@ class Guard:
 _OWN_RULES = frozenset({
     "proxy/duplicate-id", "proxy/no-id", "proxy/invalid-params", "engine/input", "engine/input-too-large",
     "engine/error", "engine/timeout", "engine/malformed", "engine/undefined", "guard/error", "limits/store-error",
-    "pin/changed", "rego/malformed", "rego/invalid-charge", "rego", "hide", "default",
+    "pin/changed", "rego/malformed", "rego/invalid-charge", "rego", "hide", "default", "approval/denied",
+    "approval/declined", "approval/timeout", "approvals/store-error", "approvals/contended", "approval",
 })
 
 

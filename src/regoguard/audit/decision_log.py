@@ -14,15 +14,20 @@ import threading
 import uuid
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from regoguard.audit.masking import MaskingRules, mask_arguments
 from regoguard.decision import Decision
 
+if TYPE_CHECKING:
+    from regoguard.approvals.record import ApprovalRecord
+
 DECISION_PATH = "regoguard/lib/decision"
-OUTCOMES = ("allowed", "denied", "would_deny", "upstream_error")
+OUTCOMES = ("allowed", "denied", "would_deny", "upstream_error", "held")
+"""A call's outcome: ``held`` is a call waiting for a person's approval (never forwarded as it stands)."""
+APPROVAL_PATH = "regoguard/approval"
 INSTANCE_ID = str(uuid.uuid4())
 
 
@@ -127,6 +132,17 @@ class DecisionLog:
         except Exception as exc:
             self._report(exc)
 
+    def approval(self, kind: str, record: ApprovalRecord, extra: dict[str, Any]) -> None:
+        """Write an approval's event: ``approval_requested``, ``_approved``, ``_denied``, ``_expired``,
+        ``_consumed`` or ``_restored`` (fails open)."""
+        if self._logger is None:
+            return
+        try:
+            self._logger.info("approval", **approval_event(kind, record, extra, self.labels))
+            self.written += 1
+        except Exception as exc:
+            self._report(exc)
+
     def record(self, decision_id: str, doc: dict[str, Any], decision: Decision, outcome: str,
                mode: str = "enforce", upstream_error: Any = None, revision: str | None = None,
                trace: dict[str, str] | None = None) -> dict[str, Any]:
@@ -167,6 +183,37 @@ def tool_changed_event(tool: str, reason: str, fields: list[str], action: str, s
         "reason": reason,
         "changed": fields,
     }
+
+
+def approval_event(kind: str, record: ApprovalRecord, extra: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    """The event of one step in an approval's life (``outcome: approval_<kind>``): the call it is for
+    (arguments as shown to the approver, already masked), who answered and why."""
+    import uuid
+
+    from regoguard.approvals.record import iso
+
+    approval: dict[str, Any] = {"id": record.id, "status": record.status, "approver": record.approver,
+                                "expires_at": iso(record.expires_at), "fingerprint": record.fingerprint}
+    for k in ("decided_by", "reason"):
+        if getattr(record, k) is not None:
+            approval[k] = getattr(record, k)
+    event: dict[str, Any] = {
+        "decision_id": str(uuid.uuid4()),
+        "timestamp": _timestamp(),
+        "path": APPROVAL_PATH,
+        "input": {"tool": {"name": record.tool, "arguments": record.arguments}, "server": {"name": record.server},
+                  "principal": {"id": record.principal}},
+        "result": {"allow": False, "action": "require_approval"},
+        "revision": record.revision,
+        "labels": labels,
+        "outcome": f"approval_{kind}",
+        "tool": record.tool,
+        "rule": record.rule,
+        "reason": record.message,
+        "approval": approval,
+    }
+    event.update({k: v for k, v in extra.items() if v is not None})
+    return event
 
 
 def _drop_event_key(logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

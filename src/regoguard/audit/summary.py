@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BLOCKED = ("denied", "would_deny")
+BLOCKED = ("denied", "would_deny", "held")
+SAYS = {"held": "held for approval"}
+"""How an outcome reads to a person (a held call waits for approval: it was not denied)."""
 
 
 def log_files(path: str | Path) -> list[Path]:
@@ -47,6 +49,7 @@ class Summary:
     blocked_by_rule: Counter[str] = field(default_factory=Counter)
     blocked_by_tool: Counter[str] = field(default_factory=Counter)
     recent: list[dict[str, Any]] = field(default_factory=list)
+    approvals: Counter[str] = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,12 +59,13 @@ class Summary:
             "denials_by_rule": dict(self.blocked_by_rule.most_common()),
             "denials_by_tool": dict(self.blocked_by_tool.most_common()),
             "recent_denials": self.recent,
+            "approvals": dict(self.approvals.most_common()),
         }
 
     def render(self) -> str:
         lines = [f"{self.calls} calls in {len(self.files)} file(s)"]
         for outcome, n in self.outcomes.most_common():
-            lines.append(f"  {outcome:15s} {n}")
+            lines.append(f"  {SAYS.get(outcome, outcome):17s} {n}")
         for title, counter in (("denials by rule", self.blocked_by_rule), ("denials by tool", self.blocked_by_tool)):
             if counter:
                 lines.append(title + ":")
@@ -69,7 +73,11 @@ class Summary:
         if self.recent:
             lines.append("recent denials:")
             for e in self.recent:
-                lines.append(f"  {e['timestamp']}  {e['outcome']:10s}  {e['tool']}  {e['rule']}: {e['reason']}")
+                says = SAYS.get(e["outcome"], e["outcome"])
+                lines.append(f"  {e['timestamp']}  {says:10s}  {e['tool']}  {e['rule']}: {e['reason']}")
+        if self.approvals:
+            lines.append("approvals:")
+            lines.extend(f"  {n:6d}  {kind}" for kind, n in self.approvals.most_common())
         return "\n".join(lines)
 
 
@@ -77,6 +85,9 @@ def summarise(path: str | Path, recent: int = 10) -> Summary:
     summary = Summary(files=[str(p) for p in log_files(path)])
     last: list[dict[str, Any]] = []
     for event in read_events(path):
+        if event.get("path") == "regoguard/approval":
+            summary.approvals[str(event.get("outcome", "")).removeprefix("approval_")] += 1
+            continue
         summary.calls += 1
         outcome = str(event.get("outcome"))
         summary.outcomes[outcome] += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -10,6 +11,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from regoguard import __version__
+from regoguard.approvals import ApprovalBook, open_approvals
+from regoguard.approvals.stores import MemoryApprovals
+from regoguard.approvals.webhook import Webhook
 from regoguard.audit import DEFAULT_SENSITIVE_KEYS, DecisionLog, FileSink, MaskingRules, Sink, StderrSink
 from regoguard.cli.common import (
     EXIT_USAGE,
@@ -79,6 +83,11 @@ def guard_options(p: argparse.ArgumentParser) -> None:
                    help="hold the server's tools to this lock file (written by `regoguard pin`), or to the "
                         "definitions first seen (first-use, kept in the state store); the policy's `pin:` does "
                         "the same: a tool that changed or is new is hidden and its calls denied")
+    p.add_argument("--approval-webhook", metavar="URL",
+                   help="POST each pending approval (JSON) to URL, off the call path; approvals live in --state")
+    p.add_argument("--approval-webhook-secret-env", metavar="VAR",
+                   help="sign webhook bodies with the secret in environment variable VAR "
+                        "(X-Regoguard-Signature: sha256=<HMAC-SHA256 of the body>)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (serve has them at /metrics too)")
 
@@ -106,6 +115,10 @@ class Guarded:
             self._watcher.stop()
         self.guard.engine.close()
         self._store.close()
+        if self.guard.approvals is not None:
+            self.guard.approvals.store.close()
+        if self.guard.webhook is not None:
+            self.guard.webhook.close()
 
 
 def open_guard(args: argparse.Namespace, example: str) -> Guarded | None:
@@ -153,7 +166,18 @@ def open_guard(args: argparse.Namespace, example: str) -> Guarded | None:
               file=sys.stderr)
     limiter = Limiter(store, fail_open=fail_open)
     metrics = Metrics()
-    guard = Guard(engine, limiter, decision_log, dry_run=dry_run, metrics=metrics)
+    approvals = _approvals(args, store)
+    webhook = None
+    if args.approval_webhook:
+        secret_var = args.approval_webhook_secret_env
+        secret = os.environ.get(secret_var) if secret_var else None
+        if secret_var and not secret:
+            print(f"error: --approval-webhook-secret-env: ${secret_var} is not set", file=sys.stderr)
+            store.close()
+            return None
+        webhook = Webhook(args.approval_webhook, secret.encode() if secret else None)
+    guard = Guard(engine, limiter, decision_log, dry_run=dry_run, metrics=metrics, approvals=approvals,
+                  webhook=webhook, masking=_masking(policy))
     watcher = None
     if args.reload_interval > 0:
         watcher = PolicyWatcher(loaded, args.rego, lambda new: apply_reload(args, new, guard, limiter, decision_log),
@@ -169,6 +193,17 @@ def open_guard(args: argparse.Namespace, example: str) -> Guarded | None:
             guarded.close()
             return None
     return guarded
+
+
+def _approvals(args: argparse.Namespace, store: Store) -> ApprovalBook:
+    """Approvals beside the limits, in the same store (in memory when the limits fell back to memory)."""
+    if isinstance(store, MemoryStore):
+        return ApprovalBook(MemoryApprovals())
+    try:
+        return ApprovalBook(open_approvals(args.state, args.state_prefix))
+    except StoreError as exc:
+        print(f"warning: {exc}; approvals are kept in memory, for this process only", file=sys.stderr)
+        return ApprovalBook(MemoryApprovals())
 
 
 def start_metrics_server(listen: str, metrics: Metrics) -> Any:
@@ -255,8 +290,9 @@ def apply_reload(args: argparse.Namespace, new: PolicySet, guard: Guard, limiter
               "regoguard restarts", file=sys.stderr)
     old = guard.swap(engine, dry_run=args.dry_run or new.policy.mode == "dry_run")
     limiter.fail_open = args.fail_open or new.policy.on_store_error == "allow"
+    guard.masking = _masking(new.policy)
     if decision_log is not None:
-        decision_log.masking = _masking(new.policy)
+        decision_log.masking = guard.masking
         decision_log.revision = engine.revision
     # Calls already inside the old engine finish within its timeout; then it goes.
     closer = threading.Timer(old.limits.timeout + 1.0, old.close)

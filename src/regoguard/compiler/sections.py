@@ -107,7 +107,14 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
     reads_schema = False
     reads_schema_check = False
     denies = False
+    held: list[str] = []  # require_approval rules' reason rules: why a call waits for a person
+    approved: list[str] | None = []  # the body saying no person is needed (None: some rule always needs one)
     for k, (rule, origin) in enumerate(zip(entry["rules"], origins, strict=True)):
+        if "approval" in rule:
+            ok = _approval_rule(p, k, rule, origin, values, helpers, failing)
+            held.append(f"{p}reason{k}")
+            approved = None if ok is None or approved is None else [*approved, ok]
+            continue
         checks: list[tuple[list[str], list[str] | str]] = []  # (inline body, detail texts or the rule giving them)
         for j, c in enumerate(rule.get("conditions", ())):
             v = _direct(c) or values.of(c)
@@ -145,6 +152,9 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
             allow.append(f"{p}ok{k} # {origin}")
         reasons.append(f"{p}reason{k}")
         failing.extend(_reason_rules(p, k, rule, origin, checks))
+    if held:
+        allow.append(f"{p}approved # no person is needed, or one approved the call")
+        failing += _approved_rule(p, approved)
     if denies:
         head = [f"{p}allow := false # a rule denies every call", ""]
     elif allow:
@@ -154,8 +164,52 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
         head = [f"{p}allow := true", ""]
     lines = ["# why a call is denied: each failing rule, in order (looked at only when `allow` is false)",
              *failing, f"{p}reasons := {_concat([f'{r}' for r in reasons])}", ""]
-    core = "\n".join([*notes, *head, *values.lines, *helpers, *lines, *_costs(p, entry, costs), *_verdict(p)])
-    return Section(p, core, _full(p, entry, costs), reads_schema, reads_schema_check)
+    if held:
+        lines += ["# why a call waits for a person (looked at only when nothing denies it)",
+                  f"{p}held := {_concat(held)}", ""]
+    core = "\n".join([*notes, *head, *values.lines, *helpers, *lines, *_costs(p, entry, costs),
+                      *_verdict(p, bool(held))])
+    return Section(p, core, _full(p, entry, costs, bool(held)), reads_schema, reads_schema_check)
+
+
+def _approval_rule(p: str, k: int, rule: dict[str, Any], origin: str, values: _Values, helpers: list[str],
+                   out: list[str]) -> str | None:
+    """A ``require_approval`` rule: ``<p>reason<k>`` (its request for a person, when its conditions do not
+    all hold) and the name of the rule saying they hold (None: without conditions every call needs one)."""
+    reason, ok = f"{p}reason{k}", f"{p}ok{k}"
+    body: list[str] = []
+    for j, c in enumerate(rule.get("conditions", ())):
+        v = _direct(c) or values.of(c)
+        clauses, extra = rt.condition_clauses(c, v, f"{p}c{k}_{j}_eq", f"{k}_{j}")
+        for name, extra_clauses in extra:
+            helpers.extend(_lines_rule(name, extra_clauses))
+        if len(clauses) == 1:
+            body.extend(clauses[0])
+        else:
+            helpers.extend(_lines_rule(f"{p}c{k}_{j}", clauses, c["text"]))
+            body.append(f"{p}c{k}_{j}")
+    def item(detail: str) -> str:
+        return (f'{{"rule": {rt.string(rule["id"])}, "message": {rt.string(rule["message"])}, '
+                f'"detail": {rt.value([detail])}}}')
+
+    out += [f"# {rt.comment(origin)}",
+            "#   require_approval: a person decides the calls its conditions do not let through"]
+    if not body:
+        out += [f"{reason} := [{item('every call needs approval')}]", ""]
+        return None
+    out += [f"default {ok} := false", "", f"{ok} if {{", *(f"\t{x}" for x in dict.fromkeys(body)), "}", "",
+            f"default {reason} := []", "",
+            f"{reason} := [{item('its conditions do not all hold')}] if {ok} == false", ""]
+    return ok
+
+
+def _approved_rule(p: str, approved: list[str] | None) -> list[str]:
+    """``<p>approved``: no person is needed (every require_approval rule's conditions hold), or the engine
+    was told a person approved this exact call (``input.approval.granted``)."""
+    out = [f"default {p}approved := false", "", f"{p}approved if input.approval.granted == true", ""]
+    if approved is not None:
+        out += [f"{p}approved if {{", *(f"\t{x}" for x in approved), "}", ""]
+    return out
 
 
 def _concat(parts: list[str]) -> str:
@@ -233,7 +287,7 @@ def _costs(p: str, entry: dict[str, Any], costs: dict[str, str]) -> list[str]:
     return [f"{p}costs := [{', '.join(dynamic)}] if {p}allow", ""]
 
 
-def _full(p: str, entry: dict[str, Any], costs: dict[str, str]) -> str:
+def _full(p: str, entry: dict[str, Any], costs: dict[str, str], held: bool = False) -> str:
     charges = []
     for t in entry.get("charges", ()):
         items = {k: rt.value(v) for k, v in t.items() if k != "cost_from"}
@@ -248,13 +302,33 @@ def _full(p: str, entry: dict[str, Any], costs: dict[str, str]) -> str:
         "",
         f'{p}decision := {{"allow": false, "action": "deny", "reasons": {p}reasons, "charges": []}} if {{',
         f"\t{p}allow == false",
+        *([f"\tcount({p}reasons) > 0"] if held else []),
         "}",
         "",
     ]
+    if held:
+        held_decision = f'{{"allow": false, "action": "require_approval", "reasons": {p}held, "charges": []}}'
+        out += [f"{p}decision := {held_decision} if {{", f"\t{p}allow == false", f"\tcount({p}reasons) == 0", "}", ""]
     return "\n".join(out)
 
 
-def _verdict(p: str) -> list[str]:
+def _verdict(p: str, held: bool = False) -> list[str]:
+    """What the engine asks for. With require_approval rules: a denial wins over a request for a person."""
+    if held:
+        return [
+            f'{p}verdict := {{"allow": true, "costs": {p}costs}} if {p}allow',
+            "",
+            f'{p}verdict := {{"allow": false, "reasons": {p}reasons}} if {{',
+            f"\t{p}allow == false",
+            f"\tcount({p}reasons) > 0",
+            "}",
+            "",
+            f'{p}verdict := {{"allow": false, "action": "require_approval", "reasons": {p}held}} if {{',
+            f"\t{p}allow == false",
+            f"\tcount({p}reasons) == 0",
+            "}",
+            "",
+        ]
     return [
         f'{p}verdict := {{"allow": true, "costs": {p}costs}} if {p}allow',
         "",

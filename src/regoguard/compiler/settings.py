@@ -115,6 +115,8 @@ def _rule(r: Rule) -> dict[str, Any]:
         out["custom_message"] = True
     if r.action == "deny":
         out["deny"] = True
+    if r.approval is not None:
+        out["approval"] = {"timeout": r.approval.timeout, "approver": r.approval.approver}
     if r.conditions:
         out["conditions"] = [_condition(c) for c in r.conditions]
     if r.validate_required:

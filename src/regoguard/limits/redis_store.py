@@ -111,7 +111,7 @@ class RedisStore:
     def snapshot(self, prefix: str = "") -> dict[str, BucketState]:
         out: dict[str, BucketState] = {}
         try:
-            for raw in self._redis.scan_iter(match=_glob_escape(self.prefix + prefix) + "*", count=500):
+            for raw in self._redis.scan_iter(match=glob_escape(self.prefix + prefix) + "*", count=500):
                 key = raw.decode() if isinstance(raw, bytes) else raw
                 tokens, updated = self._redis.hmget(key, "tokens", "updated")
                 if tokens is not None and updated is not None:
@@ -122,7 +122,7 @@ class RedisStore:
 
     def reset(self, prefix: str = "") -> int:
         try:
-            keys = list(self._redis.scan_iter(match=_glob_escape(self.prefix + prefix) + "*", count=500))
+            keys = list(self._redis.scan_iter(match=glob_escape(self.prefix + prefix) + "*", count=500))
             return int(self._redis.delete(*keys)) if keys else 0
         except redis.RedisError as exc:
             raise StoreError(f"redis {self.url}: {exc}") from exc
@@ -131,5 +131,6 @@ class RedisStore:
         self._redis.close()
 
 
-def _glob_escape(text: str) -> str:
+def glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis SCAN pattern."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)

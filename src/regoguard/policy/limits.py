@@ -30,6 +30,8 @@ def default_message(rule_id: str, action: str, limit: Limit | None) -> str:
         return f"Limit of {_num_text(limit.capacity)} {per} on {limit.counter} reached. Try again later."
     if action == "deny":
         return f'Denied by policy rule "{rule_id}"'
+    if action == "require_approval":
+        return f'Calls under policy rule "{rule_id}" need a person\'s approval'
     return f'Policy rule "{rule_id}" denied the call'
 
 

@@ -15,9 +15,12 @@ from regoguard.policy._yaml import Node, Pos, YamlProblem, parse
 from regoguard.policy.conditions import STATE_OPS, read_condition
 from regoguard.policy.limits import default_message, read_rate_limit, read_state
 from regoguard.policy.model import (
+    APPROVERS,
+    DEFAULT_APPROVAL_TIMEOUT,
     GLOBAL_SCOPE_NAME,
     SCOPES,
     WILDCARD,
+    Approval,
     AuditSettings,
     Condition,
     Limit,
@@ -34,7 +37,9 @@ TOP_KEYS = ("version", "description", "default", "hide_unlisted", "mode", "hide"
 AUDIT_KEYS = ("erase", "mask", "hash_arguments", "default_masking")
 TOOL_KEYS = ("rules", "visible_to")
 VISIBLE_TO_RULE = "visible_to"
-RULE_KEYS = ("name", "action", "conditions", "on_deny", "reason", "rate_limit", "state", "validate", "scope")
+RULE_KEYS = ("name", "action", "conditions", "on_deny", "reason", "rate_limit", "state", "validate", "scope",
+             "approval_timeout", "approver")
+APPROVAL_ONLY = ("approval_timeout", "approver")
 VALIDATE_KEYS = ("required_args", "schema")
 
 
@@ -333,10 +338,16 @@ def _read_rule(r: Reader, tool_key: str, index: int, node: Node, path: str) -> R
     action = "evaluate"
     explicit_allow = False
     if "action" in entries:
-        a = r.choice(entries["action"], join_path(path, "action"), "action", ("evaluate", "allow", "deny"))
+        a = r.choice(entries["action"], join_path(path, "action"), "action",
+                     ("evaluate", "allow", "deny", "require_approval"))
         if a == "allow":
             explicit_allow = True
-        action = "deny" if a == "deny" else "evaluate"
+        action = a if a in ("deny", "require_approval") else "evaluate"
+    approval = _read_approval(r, entries, path) if action == "require_approval" else None
+    if action != "require_approval":
+        for k in APPROVAL_ONLY:
+            if k in entries:
+                r.error(entries[k].pos, join_path(path, k), f"{k} applies to `action: require_approval` rules only")
 
     message = None
     if "on_deny" in entries and "reason" in entries:
@@ -452,6 +463,12 @@ def _read_rule(r: Reader, tool_key: str, index: int, node: Node, path: str) -> R
         for k in ("conditions", "rate_limit", "state", "validate"):
             if k in entries:
                 r.error(entries[k].pos, join_path(path, k), f"a deny rule takes no {k}: it always denies")
+    elif action == "require_approval":
+        for k in ("rate_limit", "state", "validate", "scope"):
+            if k in entries:
+                r.error(entries[k].pos, join_path(path, k),
+                        f"a require_approval rule takes no {k}: put it in a rule of its own",
+                        "its conditions say which calls need no human; limits and validation go elsewhere")
     elif len(r.errors) == n_errors and not explicit_allow and not (
         _nonempty_list(entries.get("conditions")) or "rate_limit" in entries or "validate" in entries
         or "state" in entries
@@ -477,7 +494,39 @@ def _read_rule(r: Reader, tool_key: str, index: int, node: Node, path: str) -> R
         validate_schema=validate_schema,
         explicit_allow=explicit_allow,
         custom_message=custom_message,
+        approval=approval,
     )
+
+
+def _read_approval(r: Reader, entries: dict[str, Node], path: str) -> Approval:
+    """``approval_timeout`` (seconds, or a duration such as ``15m``, ``2h``) and ``approver``."""
+    timeout = DEFAULT_APPROVAL_TIMEOUT
+    node = entries.get("approval_timeout")
+    if node is not None:
+        got = _duration(node.value)
+        if got is None or not 1 <= got <= MAX_APPROVAL_TIMEOUT:
+            r.error(node.pos, join_path(path, "approval_timeout"),
+                    f"approval_timeout must be a duration from 1s to 7d (e.g. 300, 90s, 15m, 2h), got {node.value!r}")
+        else:
+            timeout = got
+    approver = "user"
+    if "approver" in entries:
+        approver = r.choice(entries["approver"], join_path(path, "approver"), "approver", APPROVERS) or "user"
+    return Approval(timeout, approver)
+
+
+MAX_APPROVAL_TIMEOUT = 7 * 86400
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: Any) -> int | None:
+    """Seconds from an integer, or from text like ``90s``, ``15m``, ``2h``, ``1d``; None if neither."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and len(value) >= 2 and value[:-1].isdigit() and value[:-1].isascii() \
+            and value[-1] in _DURATION_UNITS:
+        return int(value[:-1]) * _DURATION_UNITS[value[-1]]
+    return None
 
 
 def _nonempty_list(node: Node | None) -> bool:

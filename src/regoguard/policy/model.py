@@ -42,12 +42,28 @@ class Limit:
     cost_path: tuple[str, ...] | None = None
 
 
+DEFAULT_APPROVAL_TIMEOUT = 900
+"""How long a pending approval waits for a person (``approval_timeout``), in seconds, unless the rule says."""
+
+APPROVERS = ("user", "operator")
+"""Who answers an approval: the agent's ``user`` (asked through elicitation when the client supports it,
+else out of band) or an ``operator`` (always out of band: ``regoguard approvals``)."""
+
+
+@dataclass(frozen=True)
+class Approval:
+    """What a ``require_approval`` rule says of the approvals it asks for."""
+
+    timeout: int = DEFAULT_APPROVAL_TIMEOUT
+    approver: str = "user"
+
+
 @dataclass(frozen=True)
 class Rule:
     id: str
     name: str | None
     index: int
-    action: str  # "evaluate" | "deny"
+    action: str  # "evaluate" | "deny" | "require_approval"
     message: str
     line: int
     conditions: tuple[Condition, ...] = ()
@@ -57,6 +73,7 @@ class Rule:
     explicit_allow: bool = False
     custom_message: bool = False
     visibility: bool = False  # the rule `visible_to:` makes: who the tool exists for (also filters tools/list)
+    approval: Approval | None = None  # action: require_approval: how long a request waits, and who answers it
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from regoguard.policytest.model import Advance, Call, Case, Step, SuiteFile, dis
 TOP_KEYS = ("policy", "rego", "description", "schemas", "tests", *CONTEXT_KEYS)
 CASE_KEYS = ("name", "call", "expect", "repeat", "steps", *CONTEXT_KEYS)
 STEP_KEYS = ("call", "expect", "repeat", "advance")
-CALL_KEYS = ("tool", "args", "schema", *CONTEXT_KEYS)
+CALL_KEYS = ("tool", "args", "schema", "approved", *CONTEXT_KEYS)
 MAX_REPEAT = 10_000
 MAX_FILE_BYTES = 4 * 1024 * 1024
 
@@ -203,6 +203,13 @@ def _read_call_step(r: Reader, node: Node, entries: dict[str, Node], path: str) 
             r.error(snode.pos, join_path(cpath, "schema"),
                     f"schema must be the tool's inputSchema (a mapping) or null, not a {snode.kind}")
         extra["schema"] = snode.plain()
+    if "approved" in call:
+        onode = call["approved"]
+        if not isinstance(onode.value, bool):
+            r.error(onode.pos, join_path(cpath, "approved"),
+                    f"approved must be true or false (the call as a person approved it), not a {onode.kind}")
+        else:
+            extra["approved"] = onode.value
     context = read_context(r, call, cpath)
     if len(r.errors) != n_errors or tool is None or expect is None:
         return []

@@ -58,6 +58,8 @@ class Call:
     repeat: int = 1
     context: Context = Context()
     schema: Any = _NO_SCHEMA
+    approved: bool = False
+    """Decided as a person's approved retry (``input.approval.granted``): what runs once approval is given."""
     """The call's own ``schema:`` (a mapping, or None to send none); unset: the file's ``schemas:`` entry."""
 
     def schema_for(self, schemas: dict[str, dict[str, Any]]) -> dict[str, Any] | None:

@@ -97,6 +97,8 @@ def input_document(suite: SuiteFile, case: Case, call: Call, guard: Guard) -> di
     schema = call.schema_for(suite.schemas)
     if schema is not None and guard.needs_schema(call.tool):
         doc["schema"] = copy.deepcopy(schema)
+    if call.approved:
+        doc["approval"] = {"granted": True}
     return doc
 
 

@@ -28,9 +28,11 @@ from typing import Any
 
 import structlog
 
-from regoguard.guard import Guard
+from regoguard.approvals import ApprovalRecord
+from regoguard.decision import Decision, Reason
+from regoguard.guard import Guard, Verdict
 from regoguard.pinning import Pinning
-from regoguard.proxy import ids, jsonrpc
+from regoguard.proxy import elicit, ids, jsonrpc
 from regoguard.proxy.inflight import InFlight, Pending
 from regoguard.proxy.replies import call_doc, denial_reply, error_reply, params_problem, reply, upstream_error
 from regoguard.proxy.session import Session
@@ -87,6 +89,19 @@ class _Routed:
 _PARK = _Routed()  # sentinel: the line waits for the proxy's own tools/list
 
 
+@dataclass
+class _Held:
+    """A call waiting for the user's answer to the proxy's elicitation request."""
+
+    msg: dict[str, Any]
+    text: str
+    raw_id: str
+    key: Hashable
+    verdict: Verdict
+    record: ApprovalRecord
+    deadline: float
+
+
 class RelayCore:
     """One client session relayed to one server session.
 
@@ -108,6 +123,7 @@ class RelayCore:
         self._fetch: _Fetch | None = None
         self._closed: str | None = None  # why the server is gone, once it is
         self._out = Outbox()
+        self._held: dict[str, _Held] = {}  # elicitation request id -> the call it asks about
 
     # -- entry points ------------------------------------------------------------------------------------
 
@@ -142,7 +158,14 @@ class RelayCore:
 
     def tick(self) -> Outbox:
         """Let time pass: a schema fetch that took too long is given up (the calls waiting for it are then
-        decided without the schema, so a validating rule denies them)."""
+        decided without the schema, so a validating rule denies them); a call whose user did not answer
+        the approval request in time is denied."""
+        now = self._clock()
+        for eid in [eid for eid, h in self._held.items() if now >= h.deadline]:
+            held = self._held.pop(eid)
+            self._out.to_client.append(ToClient(_cancelled(eid, "no answer in time"), related=held.key))
+            self._end_hold(held, "approval/timeout", f"nobody answered the approval request within "
+                           f"{held.record.timeout} s, so the call was not run", "expired")
         if self._fetch is not None and self._clock() >= self._fetch.deadline:
             log.warning("the server did not list its tools in time to validate arguments",
                         timeout=self.options.schema_fetch_timeout)
@@ -161,6 +184,11 @@ class RelayCore:
         self._fetch = None
         self._unpark()  # what waited is answered below or, being new, refused by _route
         self._out.to_server.clear()
+        for held in self._held.values():
+            self._to_client(error_reply(held.raw_id, jsonrpc.INTERNAL_ERROR, reason), held.key)
+            held.verdict.decision = Decision.deny("approval/server-gone", reason)
+            self.guard.finish(held.verdict)
+        self._held.clear()
         for _, pending in self.inflight.drain():
             if pending.kind == "internal":
                 continue
@@ -244,6 +272,8 @@ class RelayCore:
             return _Routed(client=error_reply(None, jsonrpc.INVALID_REQUEST, "a message must be a JSON object"))
         if "method" not in msg:
             if "id" in msg and ("result" in msg or "error" in msg):
+                if isinstance(msg["id"], str) and msg["id"] in self._held:
+                    return self._elicited(self._held.pop(msg["id"]), msg)
                 return _Routed(upstream=text)  # the client's answer to a server request: the server's ids
             return _Routed(client=error_reply(_raw_id_or_none(text), jsonrpc.INVALID_REQUEST,
                                               "not a JSON-RPC request, notification or response"))
@@ -256,7 +286,7 @@ class RelayCore:
         if not isinstance(method, str):
             return _Routed(client=error_reply(raw_id, jsonrpc.INVALID_REQUEST, "method must be a string"),
                            answers=(key,))
-        if self.inflight.client_busy(key):
+        if self.inflight.client_busy(key) or any(h.key == key for h in self._held.values()):
             if method == "tools/call":
                 self.guard.finish(self.guard.reject("proxy/duplicate-id", "a request under an id already in "
                                                     "flight is never forwarded", call_doc(msg)))
@@ -294,6 +324,14 @@ class RelayCore:
             return _Routed(upstream=text)  # names no request: harmless as it is
         upstream = self.inflight.upstream_for(ids.id_key(params["requestId"]))
         if upstream is None:
+            key = ids.id_key(params["requestId"])
+            eid = next((eid for eid, h in self._held.items() if h.key == key), None)
+            if eid is not None:  # the client gave up on a call waiting for approval: so does the proxy
+                held = self._held.pop(eid)
+                self._out.to_client.append(ToClient(_cancelled(eid, "the call was cancelled"), related=key))
+                self._end_hold(held, "approval/cancelled", "the client cancelled the call while it waited for "
+                               "approval", None, answer=False)
+                return _Routed()
             log.debug("dropped a cancellation for a request not in flight")
             return _Routed()
         pending = self.inflight.retire(upstream)
@@ -328,8 +366,13 @@ class RelayCore:
             return _Routed(client=denial_reply(raw_id, msg, name, verdict), answers=(key,))
         arguments = params.get("arguments") or {}
         schema = self.session.schemas.get(name) if self.guard.needs_schema(name) else None
-        verdict = self.guard.decide(self.session.input_document(name, arguments, schema), size)
+        # a 2026-07-28 request cannot be answered with a question to the client: approvals go out of band
+        can_ask = self.session.elicit_form and not jsonrpc.is_stateless(msg)
+        verdict = self.guard.decide(self.session.input_document(name, arguments, schema), size, elicit=can_ask)
         verdict.trace = jsonrpc.trace_context(msg)
+        if verdict.hold is not None and verdict.approval is None and verdict.decision.action == "require_approval" \
+                and can_ask and verdict.hold.approver == "user":
+            return self._ask(msg, text, raw_id, key, verdict)
         if not verdict.allow:
             log.debug("denied", tool=name, rule=verdict.decision.rule, reason=verdict.decision.message,
                      decision_id=verdict.decision_id)
@@ -340,6 +383,62 @@ class RelayCore:
                      reason=verdict.decision.message, decision_id=verdict.decision_id)
         upstream = self.inflight.add(Pending("call", raw_id, key, verdict))
         return _Routed(upstream=ids.with_id(text, str(upstream)))
+
+    # -- approval by the agent's user (elicitation) ------------------------------------------------------
+
+    def _ask(self, msg: dict[str, Any], text: str, raw_id: str, key: Hashable, verdict: Verdict) -> _Routed:
+        """Hold the call and ask the user: an ``elicitation/create`` request on the call's own stream."""
+        assert verdict.hold is not None
+        eid = elicit.new_request_id()
+        record = self.guard.new_record(verdict, eid, time.time())
+        record = record.but(approver="user (elicitation)")
+        verdict.approval = record
+        self._held[eid] = _Held(msg, text, raw_id, key, verdict, record, self._clock() + verdict.hold.timeout)
+        self.guard.approval_event("requested", record, session=self.session.id)
+        ask = elicit.request(eid, record.tool, record.server, record.arguments, record.rule, record.message,
+                             record.timeout)
+        self._out.to_client.append(ToClient(jsonrpc.encode(ask), related=key))
+        log.debug("held for the user's approval", tool=record.tool, rule=record.rule, request=eid)
+        return _Routed()
+
+    def _elicited(self, held: _Held, msg: dict[str, Any]) -> _Routed:
+        """The user answered: run the call as approved (its limits taken now), or deny it."""
+        approved, what = elicit.answer(msg)
+        who = self.session.principal or self.session.client_name or "the agent's user"
+        if not approved:
+            routed = self._end_hold(held, "approval/declined", f"the call needed approval and {what}", "denied",
+                                    by=who)
+            return routed
+        record = held.record.but(status="approved", decided_by=who, reason=what, decided_at=time.time())
+        self.guard.approval_event("approved", record, approver=who, reason=what, session=self.session.id)
+        verdict = self.guard.granted(held.verdict)
+        if not verdict.allow:
+            self.guard.finish(verdict)
+            return _Routed(client=denial_reply(held.raw_id, held.msg, record.tool, verdict),
+                           answers=(held.key,))
+        self.guard.approval_event("consumed", record.but(status="consumed"), session=self.session.id)
+        if self._closed is not None:
+            self.guard.finish(verdict, {"message": self._closed})
+            return _Routed(client=error_reply(held.raw_id, jsonrpc.INTERNAL_ERROR, self._closed), answers=(held.key,))
+        upstream = self.inflight.add(Pending("call", held.raw_id, held.key, verdict))
+        return _Routed(upstream=ids.with_id(held.text, str(upstream)))
+
+    def _end_hold(self, held: _Held, rule: str, message: str, event: str | None, answer: bool = True,
+                  by: str | None = None) -> _Routed:
+        """The held call is not run: denied (and answered, unless the client cancelled it)."""
+        if event is not None:
+            self.guard.approval_event(event, held.record.but(status=event, decided_by=by, reason=message),
+                                      approver=by, reason=message, session=self.session.id)
+        held.verdict.decision = Decision(False, "deny", (Reason(rule, message),), (),
+                                         extra={"approval_id": held.record.id})
+        self.guard.finish(held.verdict)
+        if not answer:
+            return _Routed()
+        reply_text = denial_reply(held.raw_id, held.msg, held.record.tool, held.verdict)
+        if event == "expired":  # from tick: no line to answer, so it goes out directly
+            self._to_client(reply_text, held.key)
+            return _Routed()
+        return _Routed(client=reply_text, answers=(held.key,))
 
     # -- the proxy's own tools/list, for validate: {required_args: true} ----------------------------------
 
@@ -491,7 +590,7 @@ class RelayCore:
         if pending.verdict is not None:
             error = upstream_error(msg)
             refund = "error" in msg or (error is not None and self.options.refund_on_tool_error)
-            self.guard.finish(pending.verdict, error, refund)
+            self.guard.finish(pending.verdict, error, refund, answered=True)
         if pending.kind == "list":
             filtered = self._filter_tools_list(msg)
             if filtered is not None:
@@ -564,6 +663,11 @@ class RelayCore:
         if seen is None:
             seen = self.session.visibility[key] = self.guard.visible(self.session.input_document(name, {}, None))
         return seen
+
+
+def _cancelled(request_id: str, reason: str) -> bytes:
+    return jsonrpc.encode({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                           "params": {"requestId": request_id, "reason": reason}})
 
 
 def _raw_id_or_none(text: str) -> str | None:

@@ -27,7 +27,13 @@ def error_reply(raw_id: str | None, code: int, message: str, data: Any = None) -
 def denial_reply(raw_id: str, msg: dict[str, Any], name: str, verdict: Verdict) -> str:
     """The tool result a denied call gets: an error the agent reads, and a machine-readable ``_meta``."""
     decision = verdict.decision
-    if decision.action == "require_approval":
+    if decision.action == "require_approval" and verdict.approval is not None:
+        meta = verdict.meta()
+        text = (f"[regoguard] Tool call {name!r} is held for approval (rule {decision.rule!r}): {decision.message}. "
+                f"It was not run. Approval {meta['approval_id']} is pending until {meta['expires_at']}: a person "
+                f"approves it with `regoguard approvals approve {meta['approval_id']}`; then make the identical "
+                "call again (same tool, same arguments) and it runs once.")
+    elif decision.action == "require_approval":
         text = (f"[regoguard] Tool call {name!r} needs a human's approval (rule {decision.rule!r}): "
                 f"{decision.message}. No approver is configured for this proxy, so the call was not forwarded.")
     else:

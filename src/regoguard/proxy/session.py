@@ -22,6 +22,7 @@ class Session:
     schemas_complete: bool = False
     visibility: dict[tuple[Any, ...], bool] = field(default_factory=dict)  # (revision, tool, client...) -> visible
     unpinned: dict[str, str] = field(default_factory=dict)  # tool -> why it is not its pinned definition
+    elicit_form: bool = False  # the client declared form elicitation: it can be asked to approve a call
 
     def note_initialize(self, msg: dict[str, Any]) -> None:
         params = msg.get("params")
@@ -31,6 +32,11 @@ class Session:
         version = params.get("protocolVersion")
         if isinstance(version, str):
             self.protocol_version = version
+        caps = params.get("capabilities")
+        elicitation = caps.get("elicitation") if isinstance(caps, dict) else None
+        # `elicitation: {}` (before modes existed) means form; with modes, form must be named
+        self.elicit_form = isinstance(elicitation, dict) and (not elicitation or isinstance(elicitation.get("form"),
+                                                                                              dict))
 
     def note_meta(self, msg: dict[str, Any]) -> None:
         """2026-07-28 requests carry the client's identity in ``_meta`` instead of ``initialize``."""

@@ -1,0 +1,140 @@
+"""The rules of an approval's life, written once over any store.
+
+``pending`` → ``approved`` or ``denied`` (a person, while it is unexpired) → ``consumed`` (the identical
+call, once, while the approval is unexpired) → back to ``approved`` (that call failed upstream). A pending
+or approved approval past its ``expires_at`` is expired; the next identical call asks anew.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from regoguard.approvals.record import APPROVED, CONSUMED, DENIED, EXPIRED, PENDING, ApprovalRecord
+from regoguard.approvals.stores import ApprovalStore, View
+
+EventSink = Callable[[str, ApprovalRecord, dict[str, Any]], None]
+"""Told of every change: (``requested`` | ``approved`` | ``denied`` | ``expired`` | ``consumed`` |
+``restored``, the record after it, extra fields)."""
+
+
+class ApprovalError(Exception):
+    """An approval that cannot be answered: unknown, no longer pending, or expired."""
+
+
+def new_id() -> str:
+    return "apr-" + secrets.token_hex(6)
+
+
+class ApprovalBook:
+    def __init__(self, store: ApprovalStore, clock: Callable[[], float] = time.time,
+                 on_event: EventSink | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.on_event = on_event
+
+    def _tell(self, kind: str, record: ApprovalRecord, **extra: Any) -> None:
+        if self.on_event is not None:
+            with contextlib.suppress(Exception):  # the audit fails open, as the decision log does
+                self.on_event(kind, record, extra)
+
+    def ask(self, fp: str, make: Callable[[str, float], ApprovalRecord]) -> tuple[ApprovalRecord, bool]:
+        """The live approval for fingerprint ``fp``, or a new pending one (``make(id, now)``); True when new.
+        One that has just run out is marked expired first."""
+        now = self.clock()
+        expired: list[ApprovalRecord] = []
+
+        def run(view: View) -> tuple[ApprovalRecord, bool]:
+            expired.clear()
+            current_id = view.current(fp)
+            current = view.load(current_id) if current_id is not None else None
+            if current is not None and current.live(now):
+                return current, False
+            if current is not None and current.status in (PENDING, APPROVED):
+                gone = current.but(status=EXPIRED)
+                view.save(gone)
+                expired.append(gone)
+            record = make(new_id(), now)
+            view.save(record, current=True)
+            return record, True
+
+        record, created = self.store.atomic(run)
+        for gone in expired:
+            self._tell("expired", gone)
+        if created:
+            self._tell("requested", record)
+        return record, created
+
+    def _answer(self, approval_id: str, status: str, by: str, reason: str | None) -> ApprovalRecord:
+        now = self.clock()
+
+        def run(view: View) -> ApprovalRecord:
+            record = view.load(approval_id)
+            if record is None:
+                raise ApprovalError(f"no approval {approval_id!r}")
+            state = record.state(now)
+            if state != PENDING:
+                raise ApprovalError(f"approval {approval_id} is {state}, not pending: only a pending, unexpired "
+                                    "approval can be approved or denied")
+            # Approved: the retry has one more timeout to come. Denied: the call stays denied as long.
+            done = record.but(status=status, decided_by=by, reason=reason, decided_at=now,
+                              expires_at=now + record.timeout)
+            view.save(done)
+            return done
+
+        done = self.store.atomic(run)
+        self._tell(status, done, approver=by, reason=reason)
+        return done
+
+    def approve(self, approval_id: str, by: str, reason: str | None = None) -> ApprovalRecord:
+        return self._answer(approval_id, APPROVED, by, reason)
+
+    def deny(self, approval_id: str, by: str, reason: str | None = None) -> ApprovalRecord:
+        return self._answer(approval_id, DENIED, by, reason)
+
+    def consume(self, approval_id: str) -> ApprovalRecord | None:
+        """Use an approved, unexpired approval (once: of two proxies racing, one gets it); None if not."""
+        now = self.clock()
+
+        def run(view: View) -> ApprovalRecord | None:
+            record = view.load(approval_id)
+            if record is None or record.state(now) != APPROVED:
+                return None
+            used = record.but(status=CONSUMED, consumed_at=now)
+            view.save(used)
+            return used
+
+        used = self.store.atomic(run)
+        if used is not None:
+            self._tell("consumed", used)
+        return used
+
+    def restore(self, approval_id: str, why: str) -> ApprovalRecord | None:
+        """The consumed approval's call did not run to success (the server failed it, or a limit refused
+        it): it is approved again, until its expiry."""
+
+        def run(view: View) -> ApprovalRecord | None:
+            record = view.load(approval_id)
+            if record is None or record.status != CONSUMED:
+                return None
+            back = record.but(status=APPROVED, consumed_at=None)
+            view.save(back)
+            return back
+
+        back = self.store.atomic(run)
+        if back is not None:
+            self._tell("restored", back, why=why)
+        return back
+
+    def get(self, approval_id: str) -> ApprovalRecord | None:
+        return self.store.atomic(lambda view: view.load(approval_id))
+
+    def list(self) -> list[ApprovalRecord]:
+        """Every approval kept, newest first."""
+        return sorted(self.store.all(), key=lambda r: r.created_at, reverse=True)
+
+
+__all__ = ["DENIED", "ApprovalBook", "ApprovalError", "EventSink", "new_id"]
