@@ -18,6 +18,7 @@ from regoguard.approvals import ApprovalBook, ApprovalRecord, canonical_argument
 from regoguard.approvals.record import APPROVED, DENIED, iso
 from regoguard.approvals.webhook import Webhook
 from regoguard.audit.decision_log import DecisionLog
+from regoguard.audit.lifecycle import Tally
 from regoguard.audit.masking import MaskingRules, mask_arguments
 from regoguard.decision import Decision, Reason
 from regoguard.engine import Engine
@@ -115,6 +116,8 @@ class Guard:
         self.metrics = metrics
         self.approvals = approvals
         self.webhook = webhook
+        self.tally: Tally | None = None
+        """Counts of finished calls for ``regoguard status`` (None: not kept)."""
         self.masking = masking if masking is not None else (log.masking if log is not None else None)
         """How a held call's arguments are shown to its approver (the decision log's masking)."""
         if approvals is not None:
@@ -331,6 +334,10 @@ class Guard:
             outcome = "upstream_error" if upstream_error is not None else "allowed"
         if self.metrics is not None:
             self._count(verdict, outcome)
+        if self.tally is not None:
+            tool = verdict.doc.get("tool")
+            self.tally.record(outcome, tool.get("name") if isinstance(tool, dict) else None, verdict.decision.rule,
+                              verdict.decision.message)
         if self.log is None:
             return
         self.log.record(verdict.decision_id, verdict.doc, verdict.decision, outcome,

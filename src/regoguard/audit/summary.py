@@ -85,6 +85,8 @@ def summarise(path: str | Path, recent: int = 10) -> Summary:
     summary = Summary(files=[str(p) for p in log_files(path)])
     last: list[dict[str, Any]] = []
     for event in read_events(path):
+        if event.get("path") == "regoguard/lifecycle":
+            continue  # a proxy starting, reloading, beating or stopping: not a call
         if event.get("path") == "regoguard/approval":
             summary.approvals[str(event.get("outcome", "")).removeprefix("approval_")] += 1
             continue

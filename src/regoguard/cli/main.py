@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from regoguard import __version__
 from regoguard.audit import configure_logging
-from regoguard.cli import approvals, check, compile, evaluate, log, pin, run, serve, state
+from regoguard.cli import approvals, check, compile, evaluate, log, pin, run, serve, state, status
 from regoguard.cli.common import EXIT_USAGE
 from regoguard.engine import run_with_large_stack
 from regoguard.errors import RegoguardError
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"regoguard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (check, compile, evaluate, run, serve, pin, log, state, approvals):
+    for command in (check, compile, evaluate, run, serve, pin, log, state, approvals, status):
         command.add_parser(sub)
     from regoguard.scan import command as scan_command
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 from collections.abc import Callable
@@ -11,10 +10,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from regoguard import __version__
-from regoguard.approvals import ApprovalBook, open_approvals
-from regoguard.approvals.stores import MemoryApprovals
-from regoguard.approvals.webhook import Webhook
 from regoguard.audit import DEFAULT_SENSITIVE_KEYS, DecisionLog, FileSink, MaskingRules, Sink, StderrSink
+from regoguard.audit.lifecycle import Lifecycle
+from regoguard.cli.beside import open_book, open_webhook, register
 from regoguard.cli.common import (
     EXIT_USAGE,
     load_or_report,
@@ -88,6 +86,9 @@ def guard_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--approval-webhook-secret-env", metavar="VAR",
                    help="sign webhook bodies with the secret in environment variable VAR "
                         "(X-Regoguard-Signature: sha256=<HMAC-SHA256 of the body>)")
+    p.add_argument("--status-dir", metavar="DIR|off",
+                   help="where this proxy registers itself for `regoguard status` (default "
+                        "~/.local/state/regoguard/proxies; off: not at all)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (serve has them at /metrics too)")
 
@@ -107,8 +108,11 @@ class Guarded:
     _watcher: PolicyWatcher | None
     _store: Store
     _metrics_server: Any = None
+    lifecycle: Lifecycle | None = None
 
     def close(self) -> None:
+        if self.lifecycle is not None:
+            self.lifecycle.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         if self._watcher is not None:
@@ -166,25 +170,29 @@ def open_guard(args: argparse.Namespace, example: str) -> Guarded | None:
               file=sys.stderr)
     limiter = Limiter(store, fail_open=fail_open)
     metrics = Metrics()
-    approvals = _approvals(args, store)
-    webhook = None
-    if args.approval_webhook:
-        secret_var = args.approval_webhook_secret_env
-        secret = os.environ.get(secret_var) if secret_var else None
-        if secret_var and not secret:
-            print(f"error: --approval-webhook-secret-env: ${secret_var} is not set", file=sys.stderr)
-            store.close()
-            return None
-        webhook = Webhook(args.approval_webhook, secret.encode() if secret else None)
+    approvals = open_book(args, store)
+    try:
+        webhook = open_webhook(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        store.close()
+        return None
     guard = Guard(engine, limiter, decision_log, dry_run=dry_run, metrics=metrics, approvals=approvals,
                   webhook=webhook, masking=_masking(policy))
+    lifecycle = register(args, guard, decision_log, server_name, fail_open, command)
+
+    def reload(new: PolicySet) -> None:
+        apply_reload(args, new, guard, limiter, decision_log)
+        if lifecycle is not None:
+            lifecycle.reloaded(guard.engine.revision)
+
     watcher = None
     if args.reload_interval > 0:
-        watcher = PolicyWatcher(loaded, args.rego, lambda new: apply_reload(args, new, guard, limiter, decision_log),
-                                args.reload_interval)
+        watcher = PolicyWatcher(loaded, args.rego, reload, args.reload_interval)
         watcher.start()
     make_upstream = upstream_factory(command, args.upstream, headers, args.upstream_transport)
-    guarded = Guarded(guard, command, headers, server_name, make_upstream, metrics, pinning, watcher, store)
+    guarded = Guarded(guard, command, headers, server_name, make_upstream, metrics, pinning, watcher, store,
+                      lifecycle=lifecycle)
     if args.metrics_listen:
         try:
             guarded._metrics_server = start_metrics_server(args.metrics_listen, metrics)
@@ -193,17 +201,6 @@ def open_guard(args: argparse.Namespace, example: str) -> Guarded | None:
             guarded.close()
             return None
     return guarded
-
-
-def _approvals(args: argparse.Namespace, store: Store) -> ApprovalBook:
-    """Approvals beside the limits, in the same store (in memory when the limits fell back to memory)."""
-    if isinstance(store, MemoryStore):
-        return ApprovalBook(MemoryApprovals())
-    try:
-        return ApprovalBook(open_approvals(args.state, args.state_prefix))
-    except StoreError as exc:
-        print(f"warning: {exc}; approvals are kept in memory, for this process only", file=sys.stderr)
-        return ApprovalBook(MemoryApprovals())
 
 
 def start_metrics_server(listen: str, metrics: Metrics) -> Any:
