@@ -328,3 +328,27 @@ def test_context_conditions_decide_the_same_on_opa(tool, claims, principal, clie
         assert_agree(engine, doc)
     finally:
         engine.close()
+
+
+def test_calendar_window_charges_decide_the_same_on_opa(tmp_path: Path) -> None:
+    """`windows: calendar` marks each charge; the engine's charges and OPA's agree on the mark."""
+    path = tmp_path / "p.yaml"
+    path.write_text("""\
+version: "1"
+windows: calendar
+tools:
+  search:
+    rules:
+      - rate_limit: 2/minute
+      - name: budget
+        conditions: [{path: state.search.spent, op: lte, value: 50}]
+        state: {counter: spent, window: hour, increment_from: args.n}
+""", encoding="utf-8")
+    engine = regoguard.Engine(regoguard.compile_policy(regoguard.load_policy(path)), UNCACHED)
+    try:
+        for args in ({"n": 3}, {"n": 9}, {}):
+            assert_agree(engine, call_doc("search", args))
+        charges = engine.evaluate(call_doc("search", {"n": 3})).charges
+        assert [c.calendar for c in charges] == [True, True]
+    finally:
+        engine.close()

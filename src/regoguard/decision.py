@@ -38,9 +38,11 @@ class Charge:
     strict: bool
     rule: str
     message: str
+    calendar: bool = False
+    """Counted per calendar window (reset at each UTC boundary of ``window``) instead of refilled smoothly."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "counter": self.counter,
             "scope": self.scope,
             "cost": self.cost,
@@ -50,6 +52,9 @@ class Charge:
             "rule": self.rule,
             "message": self.message,
         }
+        if self.calendar:
+            out["calendar"] = True
+        return out
 
 
 @dataclass(frozen=True)

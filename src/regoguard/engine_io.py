@@ -136,7 +136,7 @@ def _charges(costs: list[Any], templates: list[dict[str, Any]]) -> list[Charge]:
         if isinstance(cost, bool) or not isinstance(cost, int | float) or cost < 0:
             raise ValueError("a cost is not a non-negative number")
         charges.append(Charge(t["counter"], t["scope"], cost, t["capacity"], t["window"], t["strict"], t["rule"],
-                              t["message"]))
+                              t["message"], t.get("calendar") is True))
     return charges
 
 

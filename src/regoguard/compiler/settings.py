@@ -45,6 +45,7 @@ def settings_of(policy: Policy) -> dict[str, Any]:
     ``unlisted`` is the entry of every name no key matches.
     """
     hidden = {"hidden": True}
+    calendar = policy.windows == "calendar"
     wildcard = next((t.rules for t in policy.tools if t.is_wildcard), ())
     tools: dict[str, Any] = {}
     globs: list[dict[str, Any]] = []
@@ -52,9 +53,10 @@ def settings_of(policy: Policy) -> dict[str, Any]:
         if t.is_wildcard or policy.hide_all:
             continue
         if t.is_glob:
-            globs.append({"key": t.key, "regex": glob_to_regex(t.key), "entry": _entry((*t.rules, *wildcard))})
+            entry = _entry((*t.rules, *wildcard), calendar)
+            globs.append({"key": t.key, "regex": glob_to_regex(t.key), "entry": entry})
         else:
-            tools[t.key] = hidden if t.key in policy.hide else _entry((*t.rules, *wildcard))
+            tools[t.key] = hidden if t.key in policy.hide else _entry((*t.rules, *wildcard), calendar)
     if not policy.hide_all:
         for name in policy.hide:
             tools.setdefault(name, hidden)
@@ -63,7 +65,7 @@ def settings_of(policy: Policy) -> dict[str, Any]:
     elif policy.default == "deny":
         unlisted = {"unlisted": True, **({"listed": False} if policy.hide_unlisted else {})}
     else:
-        unlisted = _entry(wildcard)
+        unlisted = _entry(wildcard, calendar)
     return {
         "format": SETTINGS_FORMAT,
         "source": Path(policy.source).name,
@@ -74,8 +76,8 @@ def settings_of(policy: Policy) -> dict[str, Any]:
     }
 
 
-def _entry(rules: tuple[Rule, ...]) -> dict[str, Any]:
-    charges = [_charge(r) for r in rules if r.limit is not None]
+def _entry(rules: tuple[Rule, ...], calendar: bool = False) -> dict[str, Any]:
+    charges = [_charge(r, calendar) for r in rules if r.limit is not None]
     entry: dict[str, Any] = {"rules": [_rule(r) for r in rules], "charges": charges}
     if any(r.visibility for r in rules):
         entry["visible_to"] = True
@@ -84,7 +86,7 @@ def _entry(rules: tuple[Rule, ...]) -> dict[str, Any]:
     return entry
 
 
-def _charge(r: Rule) -> dict[str, Any]:
+def _charge(r: Rule, calendar: bool = False) -> dict[str, Any]:
     lim = r.limit
     assert lim is not None
     charge: dict[str, Any] = {
@@ -100,6 +102,8 @@ def _charge(r: Rule) -> dict[str, Any]:
         charge["cost_from"] = _cost_from(lim.cost_path)
     else:
         charge["cost"] = lim.cost
+    if calendar:
+        charge["calendar"] = True  # counted per UTC window, reset at its boundary (windows: calendar)
     return charge
 
 

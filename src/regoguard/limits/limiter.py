@@ -63,7 +63,7 @@ class Limiter:
     ) -> Taken | LimitDenial:
         """Take every charge, all or none. Returns what was taken, or why the call is denied."""
         items = tuple(
-            (bucket_key(c, server, principal, session), Spec(c.capacity, c.window, c.cost, c.strict))
+            (bucket_key(c, server, principal, session), Spec(c.capacity, c.window, c.cost, c.strict, c.calendar))
             for c in charges
         )
         if not items:

@@ -14,7 +14,7 @@ import redis
 from regoguard.limits.store import StoreError, TakeResult
 from regoguard.limits.token_bucket import EPSILON, BucketState, Spec, retry_after
 
-# ARGV: now, epsilon, then per key: capacity, window, cost, strict(0/1), mode ("take" | "give")
+# ARGV: now, epsilon, then per key: capacity, window, cost, strict(0/1), mode ("take" | "give"), calendar(0/1)
 _SCRIPT = """
 local now = tonumber(ARGV[1])
 local eps = tonumber(ARGV[2])
@@ -26,9 +26,16 @@ local function load(key)
   end
   return state[key]
 end
-local function available(key, cap, window)
+local function available(key, cap, window, calendar)
   local s = load(key)
   if not s then return cap end
+  if calendar then
+    if math.floor(s[2] / window) == math.floor(now / window) then
+      if s[1] > cap then return cap end
+      return s[1]
+    end
+    return cap
+  end
   local elapsed = now - s[2]
   if elapsed < 0 then elapsed = 0 end
   local t = s[1] + elapsed * cap / window
@@ -38,11 +45,11 @@ end
 local new = {}
 local order = {}
 for i = 1, #KEYS do
-  local base = 2 + (i - 1) * 5
+  local base = 2 + (i - 1) * 6
   local cap, window, cost = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
-  local strict, mode = ARGV[base + 4] == '1', ARGV[base + 5]
+  local strict, mode, calendar = ARGV[base + 4] == '1', ARGV[base + 5], ARGV[base + 6] == '1'
   local key = KEYS[i]
-  local t = available(key, cap, window)
+  local t = available(key, cap, window, calendar)
   if mode == 'take' then
     local ok
     if strict then ok = cost < t - eps else ok = cost <= t + eps end
@@ -78,7 +85,7 @@ class RedisStore:
         args: list[Any] = [repr(now), repr(EPSILON)]
         for _, spec in items:
             args += [repr(float(spec.capacity)), repr(float(spec.window)), repr(float(spec.cost)),
-                     "1" if spec.strict else "0", mode]
+                     "1" if spec.strict else "0", mode, "1" if spec.calendar else "0"]
         try:
             return self._script(keys=[self.prefix + k for k, _ in items], args=args)
         except redis.RedisError as exc:
@@ -103,7 +110,7 @@ class RedisStore:
         ok, index, tokens = self._run(items, now, "take")
         if ok == 1:
             return TakeResult(True)
-        return TakeResult(False, int(index), retry_after(float(tokens), items[int(index)][1]))
+        return TakeResult(False, int(index), retry_after(float(tokens), items[int(index)][1], now))
 
     def give_back_all(self, items: list[tuple[str, Spec]], now: float) -> None:
         self._run(items, now, "give")

@@ -4,10 +4,14 @@ A bucket of ``capacity`` tokens refills at ``capacity / window`` tokens a second
 fits while ``cost <= available`` (``cost < available`` for a strict limit, Intercept's ``lt``), which is
 Intercept's "the counter after this call stays within the limit", with a smooth refill instead of a
 calendar reset. A new bucket starts full.
+
+With ``calendar`` (a policy's ``windows: calendar``) a bucket is Intercept's fixed-window counter instead:
+full at each UTC boundary of its window (the minute, the hour, midnight), no refill in between.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 EPSILON = 1e-9
@@ -27,6 +31,7 @@ class Spec:
     window: float
     cost: float
     strict: bool = False
+    calendar: bool = False
 
     @property
     def rate(self) -> float:
@@ -37,6 +42,9 @@ def available(state: BucketState | None, spec: Spec, now: float) -> float:
     """Tokens available at ``now``: the stored amount plus the refill since, capped at capacity."""
     if state is None:
         return spec.capacity
+    if spec.calendar:
+        same = math.floor(state.updated / spec.window) == math.floor(now / spec.window)
+        return min(spec.capacity, state.tokens) if same else spec.capacity
     elapsed = max(0.0, now - state.updated)
     return min(spec.capacity, state.tokens + elapsed * spec.rate)
 
@@ -47,10 +55,13 @@ def fits(tokens: float, spec: Spec) -> bool:
     return spec.cost <= tokens + EPSILON
 
 
-def retry_after(tokens: float, spec: Spec) -> float | None:
-    """Seconds until the call would fit, or None if it never can (cost beyond capacity)."""
+def retry_after(tokens: float, spec: Spec, now: float | None = None) -> float | None:
+    """Seconds until the call would fit, or None if it never can (cost beyond capacity). A calendar window
+    fits again when the next one starts (``now`` is needed for it)."""
     if not fits(spec.capacity, spec):  # not even a full bucket holds it
         return None
+    if spec.calendar and now is not None:
+        return max(0.0, (math.floor(now / spec.window) + 1) * spec.window - now)
     need = spec.cost - tokens
     if spec.strict:
         need += EPSILON * 10
@@ -62,7 +73,7 @@ def take(state: BucketState | None, spec: Spec, now: float) -> tuple[bool, Bucke
     tokens = available(state, spec, now)
     if fits(tokens, spec):
         return True, BucketState(tokens - spec.cost, now), None
-    return False, BucketState(tokens, now), retry_after(tokens, spec)
+    return False, BucketState(tokens, now), retry_after(tokens, spec, now)
 
 
 def give_back(state: BucketState | None, spec: Spec, now: float) -> BucketState:

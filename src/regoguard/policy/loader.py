@@ -33,7 +33,7 @@ from regoguard.policy.reader import ESCAPE_HINT, Reader, join_path, unescapable
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 
 TOP_KEYS = ("version", "description", "default", "hide_unlisted", "mode", "hide", "tools", "audit", "on_store_error",
-            "rego", "pin", "on_change")
+            "rego", "pin", "on_change", "windows")
 AUDIT_KEYS = ("erase", "mask", "hash_arguments", "default_masking")
 TOOL_KEYS = ("rules", "visible_to")
 VISIBLE_TO_RULE = "visible_to"
@@ -112,6 +112,9 @@ def _read_policy(r: Reader, root: Node) -> Policy | None:
     if "on_store_error" in top:
         choice = r.choice(top["on_store_error"], "on_store_error", "on_store_error", ("deny", "allow"))
         on_store_error = choice or "deny"
+    windows = "rolling"
+    if "windows" in top:
+        windows = r.choice(top["windows"], "windows", "windows", ("rolling", "calendar")) or "rolling"
     rego = _read_rego(r, top["rego"]) if "rego" in top else ()
     pin = _read_pin(r, top["pin"]) if "pin" in top else None
     on_change = "deny"
@@ -141,6 +144,7 @@ def _read_policy(r: Reader, root: Node) -> Policy | None:
         pin=pin,
         on_change=on_change,
         hide_unlisted=hide_unlisted,
+        windows=windows,
         mode=mode,
         audit=audit,
         description=description,

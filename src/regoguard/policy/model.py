@@ -120,6 +120,9 @@ class Policy:
     """The team's Rego files and directories (the policy's ``rego:`` list, resolved against its folder)."""
     hide_unlisted: bool = False
     """Under ``default: deny``: the tools no key names leave ``tools/list`` too (agents stop trying them)."""
+    windows: str = "rolling"
+    """How limits count: ``rolling`` token buckets (refilled smoothly), or ``calendar`` windows (Intercept's
+    counters: everything a window allows, reset at each UTC minute, hour or day boundary)."""
     pin: str | None = None
     """The lock file the server's tools are held to (``pin:``, resolved against the policy's folder)."""
     on_change: str = "deny"
