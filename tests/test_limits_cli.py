@@ -162,6 +162,28 @@ async def test_sqlite_limit_across_processes_restarts_and_reset(env: Env, mode: 
         assert len(env.spy_calls("echo")) == 3
 
 
+def test_state_show_with_the_policy_refills_tokens_to_now(env: Env) -> None:
+    """A store keeps tokens as of a bucket's last use; with -c POLICY, show says what is there now."""
+    import time
+
+    from regoguard.limits import Spec
+    from regoguard.limits.sqlite_store import SQLiteStore
+
+    state = str(env.tmp / "state.db")
+    store = SQLiteStore(state)
+    spec = Spec(2, 60, 1)
+    assert store.take_all([(ECHO_KEY, spec), (ECHO_KEY, spec)], time.time() - 30).ok  # empty, 30 s ago
+    store.close()
+    plain = env.state("show", "--state", state)
+    assert "tokens=0 " in plain.stdout and "add -c POLICY" in plain.stdout, plain.stdout
+    refilled = env.state("show", "--state", state, "-c", str(env.policy(ECHO_POLICY)))
+    assert refilled.returncode == 0, refilled.stderr
+    assert "of 2 now" in refilled.stdout and "(0 when last used" in refilled.stdout, refilled.stdout
+    shown = json.loads(env.state("show", "--json", "--state", state, "-c", str(env.policy(ECHO_POLICY))).stdout)
+    assert shown[ECHO_KEY]["tokens"] == 0 and 0.95 <= shown[ECHO_KEY]["tokens_now"] <= 1.2  # half a minute: ~1
+    assert shown[ECHO_KEY]["capacity"] == 2 and shown[ECHO_KEY]["window"] == 60
+
+
 def test_state_show_of_a_missing_file_is_an_error_and_creates_nothing(env: Env) -> None:
     shown = env.state("show", "--state", str(env.tmp / "no" / "such" / "x.db"))
     assert shown.returncode == 1
