@@ -341,3 +341,17 @@ def test_guard_without_a_book_answers_held_with_no_id() -> None:
         assert v.hold.approver == "operator" and "approval_id" not in v.meta()
     finally:
         guard.engine.close()
+
+
+def test_a_proxy_with_state_in_memory_says_no_cli_can_reach_its_approvals() -> None:
+    from regoguard.approvals.stores import MemoryApprovals
+    from regoguard.proxy.replies import denial_reply
+
+    guard = guard_for(APPROVAL, ApprovalBook(MemoryApprovals()))
+    try:
+        msg = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "deploy", "arguments": {}}}
+        v = guard.decide(call_doc("deploy", {}))
+        text = denial_reply("1", msg, "deploy", v)
+        assert v.approval_local and "keeps its state in memory" in text and v.approval.id in text  # type: ignore[union-attr]
+    finally:
+        guard.engine.close()

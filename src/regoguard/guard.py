@@ -16,6 +16,7 @@ from typing import Any
 
 from regoguard.approvals import ApprovalBook, ApprovalRecord, canonical_arguments, fingerprint
 from regoguard.approvals.record import APPROVED, DENIED, iso
+from regoguard.approvals.stores import MemoryApprovals
 from regoguard.approvals.webhook import Webhook
 from regoguard.audit.decision_log import DecisionLog
 from regoguard.audit.lifecycle import Tally
@@ -64,6 +65,8 @@ class Verdict:
     """Set when the call waits for a person (``action: require_approval``)."""
     approval: ApprovalRecord | None = None
     """The approval that holds the call (pending) or that it runs under (consumed)."""
+    approval_local: bool = False
+    """The approval is in this process's memory (``--state memory``): no ``regoguard approvals`` reaches it."""
 
     @property
     def allow(self) -> bool:
@@ -262,6 +265,7 @@ class Guard:
                 return verdict
             if record.status != APPROVED:
                 verdict.approval = record
+                verdict.approval_local = isinstance(book.store, MemoryApprovals)
                 return verdict
             used = book.consume(record.id)
             if used is not None:
@@ -289,10 +293,13 @@ class Guard:
         return verdict
 
     def approval_event(self, kind: str, record: ApprovalRecord, **extra: Any) -> None:
-        """Write an approval's event (the transport's own: elicitation asked, answered, timed out)."""
-        self._approval_event(kind, record, extra)
+        """Write an approval's event (the transport's own: elicitation asked, answered, timed out). Never
+        announced by the webhook: such an approval is the user's to answer, and is in no store."""
+        if self.log is not None:
+            self.log.approval(kind, record, extra)
 
     def _approval_event(self, kind: str, record: ApprovalRecord, extra: dict[str, Any]) -> None:
+        """The store's approvals: logged, and a new pending one announced."""
         if self.log is not None:
             self.log.approval(kind, record, extra)
         if kind == "requested" and self.webhook is not None:

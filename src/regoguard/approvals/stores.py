@@ -145,13 +145,16 @@ class SQLiteApprovals:
             self._db.execute("DELETE FROM approval_current WHERE id NOT IN (SELECT id FROM approvals)")
 
     def all(self) -> list[ApprovalRecord]:
+        """This prefix's approvals only: a row is ours when its key is exactly the prefix and its id (an
+        empty prefix must not list another team's, nor ``team`` list ``teamB``'s)."""
         with self._lock:
             try:
-                rows = self._db.execute("SELECT body FROM approvals WHERE substr(id, 1, ?) = ?",
+                rows = self._db.execute("SELECT id, body FROM approvals WHERE substr(id, 1, ?) = ?",
                                         (len(self.prefix), self.prefix)).fetchall()
             except sqlite3.Error as exc:
                 raise StoreError(f"state database {self.path}: {exc}") from exc
-        return [ApprovalRecord.from_json(r[0]) for r in rows]
+        records = [(key, ApprovalRecord.from_json(body)) for key, body in rows]
+        return [r for key, r in records if key == self.prefix + r.id]
 
     def close(self) -> None:
         with self._lock:

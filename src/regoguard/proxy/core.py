@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from regoguard.approvals import ApprovalRecord
+from regoguard.approvals.book import new_id
 from regoguard.decision import Decision, Reason
 from regoguard.guard import Guard, Verdict
 from regoguard.pinning import Pinning
@@ -272,8 +273,12 @@ class RelayCore:
             return _Routed(client=error_reply(None, jsonrpc.INVALID_REQUEST, "a message must be a JSON object"))
         if "method" not in msg:
             if "id" in msg and ("result" in msg or "error" in msg):
-                if isinstance(msg["id"], str) and msg["id"] in self._held:
-                    return self._elicited(self._held.pop(msg["id"]), msg)
+                if isinstance(msg["id"], str) and msg["id"].startswith(elicit.ID_PREFIX):
+                    held = self._held.pop(msg["id"], None)
+                    if held is None:  # a late or second answer to the proxy's own question: never the server's
+                        log.debug("dropped an answer to an approval request no longer open")
+                        return _Routed()
+                    return self._elicited(held, msg)
                 return _Routed(upstream=text)  # the client's answer to a server request: the server's ids
             return _Routed(client=error_reply(_raw_id_or_none(text), jsonrpc.INVALID_REQUEST,
                                               "not a JSON-RPC request, notification or response"))
@@ -390,7 +395,7 @@ class RelayCore:
         """Hold the call and ask the user: an ``elicitation/create`` request on the call's own stream."""
         assert verdict.hold is not None
         eid = elicit.new_request_id()
-        record = self.guard.new_record(verdict, eid, time.time())
+        record = self.guard.new_record(verdict, new_id(), time.time())
         record = record.but(approver="user (elicitation)")
         verdict.approval = record
         self._held[eid] = _Held(msg, text, raw_id, key, verdict, record, self._clock() + verdict.hold.timeout)

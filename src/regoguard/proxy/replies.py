@@ -33,6 +33,9 @@ def denial_reply(raw_id: str, msg: dict[str, Any], name: str, verdict: Verdict) 
                 f"It was not run. Approval {meta['approval_id']} is pending until {meta['expires_at']}: a person "
                 f"approves it with `regoguard approvals approve {meta['approval_id']}`; then make the identical "
                 "call again (same tool, same arguments) and it runs once.")
+        if verdict.approval_local:
+            text += (" (This proxy keeps its state in memory, where no `regoguard approvals` command can reach it: "
+                     "run it with --state FILE or redis://... for approvals out of band.)")
     elif decision.action == "require_approval":
         text = (f"[regoguard] Tool call {name!r} needs a human's approval (rule {decision.rule!r}): "
                 f"{decision.message}. No approver is configured for this proxy, so the call was not forwarded.")
