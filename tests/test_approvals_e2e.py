@@ -923,3 +923,30 @@ async def test_a_late_answer_to_an_approval_request_never_reaches_the_server(tmp
     forwarded = [m for m in server_saw(log) if m.get("id") == ask["id"]]
     assert forwarded == [], f"the server got the proxy's own elicitation answer: {forwarded}"
     assert not any(m.get("method") == "tools/call" for m in server_saw(log))
+
+
+# --------------------------------------------------------------------------- the HTTP gateway
+
+
+async def test_serve_asks_the_user_on_the_calls_own_stream_and_holds_out_of_band_otherwise(tmp_path: Path) -> None:
+    """``regoguard serve`` in front of the spy: a 2025-11-25 client with elicitation is asked on the POST's
+    SSE stream and its accept runs the call; without elicitation the call gets an approval id that the
+    CLI approves, and the identical retry runs once."""
+    from http_harness import serving
+
+    spy = tmp_path / "spy.jsonl"
+    state = str(tmp_path / "state.db")
+    policy = write_policy(tmp_path, POLICY)
+    asker = Asker()
+    asker.answer = ElicitResult(action="accept", content={"approve": True})
+    with anyio.fail_after(TIMEOUT + 30), serving(policy, "--state", state, command=python_server("spy"),
+                                                 env={"SPY_LOG": str(spy)}) as gateway:
+        async with Client(gateway.url, mode="legacy", read_timeout_seconds=15, elicitation_callback=asker) as c:
+            ran(await c.call_tool("create_refund", {"amount": 300}), "refunded 300")
+        assert len(asker.asked) == 1 and "create_refund" in asker.asked[0].message
+        async with Client(gateway.url, mode="legacy", read_timeout_seconds=15) as c:
+            approval_id = held(await c.call_tool("create_refund", {"amount": 400}))
+            done = await Approvals(state).run("approve", approval_id, "--as", "carol")
+            assert done.returncode == 0, done.stderr
+            ran(await c.call_tool("create_refund", {"amount": 400.0}), "refunded 400.0")
+    assert spy_calls(spy) == [("create_refund", {"amount": 300}), ("create_refund", {"amount": 400.0})]
