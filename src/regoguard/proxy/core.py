@@ -379,8 +379,12 @@ class RelayCore:
                 and can_ask and verdict.hold.approver == "user":
             return self._ask(msg, text, raw_id, key, verdict)
         if not verdict.allow:
-            log.debug("denied", tool=name, rule=verdict.decision.rule, reason=verdict.decision.message,
-                     decision_id=verdict.decision_id)
+            if verdict.decision.action == "require_approval":  # a person may be waiting to hear of it
+                log.info("held for approval", tool=name, rule=verdict.decision.rule,
+                         approval_id=verdict.approval.id if verdict.approval else None, decision_id=verdict.decision_id)
+            else:
+                log.debug("denied", tool=name, rule=verdict.decision.rule, reason=verdict.decision.message,
+                          decision_id=verdict.decision_id)
             self.guard.finish(verdict)
             return _Routed(client=denial_reply(raw_id, msg, name, verdict), answers=(key,))
         if verdict.would_deny:
