@@ -185,7 +185,7 @@ class Guard:
         verdict = self._decide(doc, size_hint)
         if verdict.decision.action != "require_approval" or self.dry_run:
             return verdict
-        verdict.hold = self.hold_of(verdict.decision)
+        verdict.hold = self.hold_of(verdict.decision, doc["tool"]["name"])
         if elicit and verdict.hold.approver == "user":
             return verdict
         try:
@@ -219,11 +219,11 @@ class Guard:
 
     # -- approvals ---------------------------------------------------------------------------------------
 
-    def hold_of(self, decision: Decision) -> Hold:
-        """The hold a require_approval decision asks for: its first reason's rule; the shortest timeout and
-        an operator if any of its rules say so (team Rego's approvals: the defaults)."""
-        rules = {r["id"]: r.get("approval", {}) for u in self.engine.compiled.units.values()
-                 for r in u.entry.get("rules", ()) if "approval" in r}
+    def hold_of(self, decision: Decision, tool: str) -> Hold:
+        """The hold a require_approval decision on a call to ``tool`` asks for: its first reason's rule; the
+        shortest timeout and an operator if any of its rules say so (team Rego's approvals: the defaults)."""
+        rules = {r["id"]: r.get("approval", {}) for r in self.engine.compiled.entry_for(tool).get("rules", ())
+                 if "approval" in r}
         asked = [rules.get(r.rule, {}) for r in decision.reasons]
         timeout = min((a.get("timeout", DEFAULT_APPROVAL_TIMEOUT) for a in asked), default=DEFAULT_APPROVAL_TIMEOUT)
         approver = "operator" if any(a.get("approver") == "operator" for a in asked) else "user"
