@@ -122,8 +122,12 @@ def test_approved_is_consumed_once_then_a_new_request_is_needed(book: ApprovalBo
     assert (approved.status, approved.decided_by, approved.reason) == ("approved", "bob", "checked the ticket")
     assert book.ask("fp1", make("fp1"))[0].status == "approved"
     used = book.consume(record.id)
-    assert used is not None and used.status == "consumed"
+    assert used is not None and used.status == "running"
     assert book.consume(record.id) is None  # never twice
+    waiting, created = book.ask("fp1", make("fp1"))  # the identical call while it runs: waits, asks nothing
+    assert not created and waiting.id == record.id and waiting.status == "running"
+    done = book.settle(record.id)
+    assert done is not None and done.status == "consumed"
     with pytest.raises(ApprovalError, match="consumed, not pending"):
         book.approve(record.id, "bob")
     fresh, created = book.ask("fp1", make("fp1"))  # the replay asks anew
@@ -134,9 +138,11 @@ def test_a_failed_call_gives_its_approval_back(book: ApprovalBook) -> None:
     record, _ = book.ask("fp1", make("fp1"))
     book.approve(record.id, "bob")
     assert book.consume(record.id) is not None
+    assert book.ask("fp1", make("fp1"))[0].id == record.id  # a retry meanwhile does not orphan it
     back = book.restore(record.id, "the server failed it")
     assert back is not None and back.status == "approved"
-    assert book.restore(record.id, "twice") is None  # only a consumed one goes back
+    assert book.restore(record.id, "twice") is None  # only a running one goes back
+    assert book.ask("fp1", make("fp1"))[0].id == record.id  # still the one that answers the call
     assert book.consume(record.id) is not None
     assert [k for k, _ in book.events_] == ["requested", "approved", "consumed", "restored", "consumed"]  # type: ignore[attr-defined]
 
@@ -320,7 +326,7 @@ def test_guard_consumes_an_approval_and_takes_limits_only_then() -> None:
         book.approve(held.approval.id, "bob")
         ran = guard.decide({**doc, "tool": {"name": "refund", "arguments": {"amount": 500.0}}})
         assert ran.allow and ran.taken is not None  # one token of refund/budget, taken now
-        assert book.get(held.approval.id).status == "consumed"  # type: ignore[union-attr]
+        assert book.get(held.approval.id).status == "running"  # type: ignore[union-attr]
         guard.finish(ran, {"code": -32000, "message": "upstream failed"}, refund=True, answered=True)
         assert book.get(held.approval.id).status == "approved"  # given back: the call failed
         again = guard.decide(doc)
@@ -355,3 +361,108 @@ def test_a_proxy_with_state_in_memory_says_no_cli_can_reach_its_approvals() -> N
         assert v.approval_local and "keeps its state in memory" in text and v.approval.id in text  # type: ignore[union-attr]
     finally:
         guard.engine.close()
+
+
+# --- what the review found --------------------------------------------------------------------------
+
+
+def test_numbers_the_server_reads_differently_never_share_an_approval() -> None:
+    def exact(text: str) -> str:
+        return fingerprint("p", "s", "t", None, "r", text)
+
+    assert exact('{"amount": 12000}') == exact('{"amount": 12000.0}') == exact('{"amount": 1.2e4}')
+    assert exact('{"amount": 12000}') != exact('{"amount": 12000.0000000000000001}')
+    assert exact('{"n": 9007199254740993}') != exact('{"n": 9007199254740992}')
+    assert exact('{"n": 9007199254740993}') == exact('{"n": 9007199254740993.0}')
+    assert exact('{"n": 1e999999999}') != exact('{"n": 1e999999998}')  # huge exponents stay cheap and exact
+    assert exact('{"n": "5"}') != exact('{"n": 5}') and exact('{"b": 1, "a": 2}') == exact('{"a": 2, "b": 1}')
+
+
+def test_an_approval_asked_under_one_policy_is_not_applied_under_another(tmp_path: Path) -> None:
+    """A reload between the question and the answer: the answer was for the old policy, so the call is
+    denied and its retry is decided afresh (here the new policy wants an operator)."""
+    book = ApprovalBook(open_approvals("memory"))
+    guard = guard_for(APPROVAL, book)
+    operator = APPROVAL.replace("approval_timeout: 10m", "approval_timeout: 10m\n        approver: operator")
+    newer = Engine(compile_policy(load_policy_text(operator)))
+    try:
+        doc = call_doc("refund", {"amount": 500})
+        held = guard.decide(doc, elicit=True)
+        assert held.hold is not None and held.approval is None  # the transport would ask the user
+        guard.swap(newer).close()
+        ran = guard.granted(held)
+        assert not ran.allow and ran.decision.rule == "approval/policy-changed"
+        again = guard.decide(doc, elicit=True)
+        assert again.approval is not None and again.hold.approver == "operator"  # type: ignore[union-attr]
+    finally:
+        guard.engine.close()
+
+
+def test_an_answer_given_out_of_band_stands_for_a_client_that_could_be_asked() -> None:
+    book = ApprovalBook(open_approvals("memory"))
+    guard = guard_for(APPROVAL, book)
+    try:
+        doc = call_doc("refund", {"amount": 500})
+        first = guard.decide(doc)
+        book.deny(first.approval.id, "carol", "no")  # type: ignore[union-attr]
+        asked = guard.decide(doc, elicit=True)
+        assert asked.decision.rule == "approval/denied" and not asked.allow
+    finally:
+        guard.engine.close()
+
+
+def test_arguments_a_person_cannot_be_shown_whole_are_never_approved_unseen() -> None:
+    book = ApprovalBook(open_approvals("memory"))
+    guard = guard_for(APPROVAL, book)
+    try:
+        padded = {"amount": 500, "comment": "x" * 3000}
+        asked = guard.decide(call_doc("refund", padded), elicit=True)
+        assert asked.approval is not None  # too long for a form: held out of band, shown whole there
+        assert "x" * 3000 in asked.approval.arguments
+        huge = guard.decide(call_doc("refund", {"amount": 500, "comment": "x" * 70000}))
+        assert huge.decision.rule == "approval/too-large" and huge.approval is None
+    finally:
+        guard.engine.close()
+
+
+def test_the_fingerprint_is_not_shown_where_arguments_are_masked(tmp_path: Path) -> None:
+    record = make("secret-fingerprint")("apr-000000000001", 1_800_000_000.0)
+    assert "fingerprint" not in record.view(1_800_000_000.0)
+
+
+def test_the_cli_escapes_what_a_client_chose_and_refuses_a_store_it_cannot_reach(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    state = str(tmp_path / "state.db")
+    store = open_approvals(state)
+    book = ApprovalBook(store)
+
+    def forged(approval_id: str, now: float) -> ApprovalRecord:
+        return make("fp")(approval_id, now).but(tool="wipe_db\r\x1b[2Kapr-000000000000  approved  read_only",
+                                                  principal="eve\u202e")
+
+    record, _ = book.ask("fp", forged)
+    store.close()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "regoguard", "approvals", *args], check=False,
+                              capture_output=True, text=True, timeout=60)
+
+    for args in (("list", "--state", state), ("show", record.id, "--state", state),
+                 ("list", "--json", "--state", state)):
+        out = cli(*args)
+        assert out.returncode == 0, out.stderr
+        assert "\x1b" not in out.stdout and "\r" not in out.stdout and "\u202e" not in out.stdout, out.stdout
+        assert "\\u001b" in out.stdout and "\\u202e" in out.stdout, out.stdout
+    memory = cli("list", "--state", "memory")
+    assert memory.returncode == 2 and "no other process can reach" in memory.stderr
+    stray = cli("list", record.id, "--state", state)
+    assert stray.returncode == 2 and "takes no id" in stray.stderr
+    untouched = tmp_path / "limits.db"
+    from regoguard.limits.sqlite_store import SQLiteStore
+
+    SQLiteStore(untouched).close()  # a proxy's file that never held an approval
+    before = untouched.read_bytes()
+    assert cli("list", "--state", str(untouched)).stdout.strip() == "no pending approvals"
+    assert untouched.read_bytes() == before  # listing wrote nothing into it

@@ -11,25 +11,22 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from regoguard.approvals import ApprovalBook, ApprovalRecord, canonical_arguments, fingerprint
-from regoguard.approvals.record import APPROVED, DENIED, iso
-from regoguard.approvals.stores import MemoryApprovals
+from regoguard import guard_holds
+from regoguard.approvals import ApprovalBook, ApprovalRecord
+from regoguard.approvals.record import iso
 from regoguard.approvals.webhook import Webhook
 from regoguard.audit.decision_log import DecisionLog
 from regoguard.audit.lifecycle import Tally
-from regoguard.audit.masking import MaskingRules, mask_arguments
+from regoguard.audit.masking import MaskingRules
 from regoguard.decision import Decision, Reason
 from regoguard.engine import Engine
 from regoguard.limits.limiter import LimitDenial, Limiter, Taken
 from regoguard.limits.store import StoreError
 from regoguard.metrics import Metrics
-from regoguard.policy.model import DEFAULT_APPROVAL_TIMEOUT
-
-MAX_SHOWN_ARGUMENTS = 64 * 1024
-"""How much of a held call's arguments an approval keeps to show the approver (canonical JSON, bytes)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +64,8 @@ class Verdict:
     """The approval that holds the call (pending) or that it runs under (consumed)."""
     approval_local: bool = False
     """The approval is in this process's memory (``--state memory``): no ``regoguard approvals`` reaches it."""
+    arguments_text: Callable[[], str] | None = field(default=None, repr=False)
+    """The arguments' JSON as the client sent it (for the approval's fingerprint), when the transport has it."""
 
     @property
     def allow(self) -> bool:
@@ -84,10 +83,11 @@ class Verdict:
             "rule": self.decision.rule,
             "reason": self.decision.message,
         }
-        if self.decision.action == "require_approval" and self.approval is not None:
+        if self.approval is not None:
             out["approval_id"] = self.approval.id
-            out["expires_at"] = iso(self.approval.expires_at)
-            out["approver"] = self.approval.approver
+            if self.decision.action == "require_approval":
+                out["expires_at"] = iso(self.approval.expires_at)
+                out["approver"] = self.approval.approver
         return out
 
 
@@ -173,26 +173,30 @@ class Guard:
         Enforced in dry run too: such a call cannot be decided, so it is not forwarded."""
         return Verdict(str(uuid.uuid4()), Decision.deny(rule, message), doc=doc or {})
 
-    def decide(self, doc: dict[str, Any], size_hint: int | None = None, elicit: bool = False) -> Verdict:
+    def decide(self, doc: dict[str, Any], size_hint: int | None = None, elicit: bool = False,
+               arguments_text: Callable[[], str] | None = None) -> Verdict:
         """Decide one call. Never raises: an unexpected failure is a deny.
 
         A call a rule holds for a person comes back with ``hold`` set. With ``elicit`` (the client can be
         asked) and the rule's approver the agent's user, the transport asks and then calls :meth:`granted`.
         Otherwise the approval store answers: an approved approval for this exact call is consumed and the
         call decided as approved (limits taken now); a denied one denies; else a pending one is asked for
-        (or the one already pending named again).
+        (or the one already pending named again). ``arguments_text`` gives the arguments' JSON as the
+        client sent it, so an approval is bound to the exact numbers the server will read.
         """
         verdict = self._decide(doc, size_hint)
         if verdict.decision.action != "require_approval" or self.dry_run:
             return verdict
-        verdict.hold = self.hold_of(verdict.decision, doc["tool"]["name"])
-        if elicit and verdict.hold.approver == "user":
-            return verdict
+        verdict.arguments_text = arguments_text
         try:
-            return self._out_of_band(verdict)
+            verdict.hold = guard_holds.hold_of(self, verdict.decision, doc["tool"]["name"])
+            return guard_holds.settle_hold(self, verdict, elicit)
         except StoreError as exc:
             verdict.decision = Decision.deny("approvals/store-error", f"the approval store failed: {exc}")
-            return verdict
+        except Exception as exc:  # a corrupt record, a masking failure: never an allow, never a raise
+            verdict.decision = Decision.deny("approvals/error", f"the approval could not be looked up: {exc}")
+        verdict.approval = None
+        return verdict
 
     def _decide(self, doc: dict[str, Any], size_hint: int | None = None) -> Verdict:
         decision_id = str(uuid.uuid4())
@@ -207,7 +211,7 @@ class Guard:
         if not decision.allow or not decision.charges or self.limiter is None:
             return verdict
         started = time.perf_counter()
-        outcome = self.limiter.take(decision.charges, *_who(doc))
+        outcome = self.limiter.take(decision.charges, *who(doc))
         if self.metrics is not None:
             self.metrics.limit_seconds.observe(time.perf_counter() - started)
         if isinstance(outcome, LimitDenial):
@@ -219,78 +223,21 @@ class Guard:
 
     # -- approvals ---------------------------------------------------------------------------------------
 
-    def hold_of(self, decision: Decision, tool: str) -> Hold:
-        """The hold a require_approval decision on a call to ``tool`` asks for: its first reason's rule; the
-        shortest timeout and an operator if any of its rules say so (team Rego's approvals: the defaults)."""
-        rules = {r["id"]: r.get("approval", {}) for r in self.engine.compiled.entry_for(tool).get("rules", ())
-                 if "approval" in r}
-        asked = [rules.get(r.rule, {}) for r in decision.reasons]
-        timeout = min((a.get("timeout", DEFAULT_APPROVAL_TIMEOUT) for a in asked), default=DEFAULT_APPROVAL_TIMEOUT)
-        approver = "operator" if any(a.get("approver") == "operator" for a in asked) else "user"
-        return Hold(decision.rule or "rego", decision.message or "", timeout, approver)
-
-    def fingerprint_of(self, verdict: Verdict) -> str:
-        server, principal, _ = _who(verdict.doc)
-        return fingerprint(principal, server, verdict.doc["tool"]["name"], verdict.doc["tool"].get("arguments") or {},
-                           verdict.revision or "")
+    def plain_decide(self, doc: dict[str, Any]) -> Verdict:
+        """The policy's and the limits' decision alone, no approval flow (for an approved retry)."""
+        return self._decide(doc)
 
     def new_record(self, verdict: Verdict, approval_id: str, now: float) -> ApprovalRecord:
-        """A pending approval for the held call ``verdict`` (arguments masked as the decision log masks them)."""
-        assert verdict.hold is not None
-        hold = verdict.hold
-        server, principal, _ = _who(verdict.doc)
-        arguments: Any = verdict.doc["tool"].get("arguments") or {}
-        if self.masking is not None:
-            arguments = mask_arguments(arguments, self.masking)[0]
-        shown = canonical_arguments(arguments)
-        if len(shown) > MAX_SHOWN_ARGUMENTS:
-            shown = shown[:MAX_SHOWN_ARGUMENTS] + " [cut short]"
-        return ApprovalRecord(approval_id, self.fingerprint_of(verdict), "pending", now, now + hold.timeout,
-                              hold.timeout, verdict.doc["tool"]["name"], server, principal, hold.rule, hold.message,
-                              hold.approver, shown, verdict.revision or "")
-
-    def _out_of_band(self, verdict: Verdict) -> Verdict:
-        book = self.approvals
-        if book is None:
-            return verdict  # nobody can approve: answered as held, with no approval id
-        fp = self.fingerprint_of(verdict)
-        for _ in range(3):  # an approved approval another proxy consumed first: ask again
-            record, _created = book.ask(fp, lambda i, now: self.new_record(verdict, i, now))
-            if record.status == DENIED:
-                why = f": {record.reason}" if record.reason else ""
-                verdict.decision = Decision(False, "deny", (Reason(
-                    "approval/denied", f"{record.decided_by or 'a person'} denied approval {record.id} for this "
-                    f"call{why}"),), (), extra={"approval_id": record.id})
-                verdict.approval = record
-                return verdict
-            if record.status != APPROVED:
-                verdict.approval = record
-                verdict.approval_local = isinstance(book.store, MemoryApprovals)
-                return verdict
-            used = book.consume(record.id)
-            if used is not None:
-                return self._run_approved(verdict, used)
-        verdict.decision = Decision.deny("approvals/contended", "the approval for this call kept changing; retry")
-        return verdict
-
-    def _run_approved(self, held: Verdict, used: ApprovalRecord) -> Verdict:
-        """Decide the held call again as approved; give the approval back if that does not allow it."""
-        verdict = self.granted(held)
-        verdict.approval = used
-        if not verdict.decision.allow and self.approvals is not None:
-            self.approvals.restore(used.id, f"the approved call was denied: {verdict.decision.message}")
-            verdict.approval = None
-        return verdict
+        """A pending approval for the held call ``verdict`` (the transport's, for elicitation)."""
+        return guard_holds.new_record(self, verdict, approval_id, now)
 
     def granted(self, held: Verdict) -> Verdict:
-        """The held call decided again with a person's approval (``input.approval.granted``), its limits
-        taken now; a denial (a limit, a policy reloaded meanwhile) stands."""
-        verdict = self._decide({**held.doc, "approval": {"granted": True}})
-        verdict.trace = held.trace
-        verdict.doc = held.doc
-        if verdict.decision.action == "require_approval":  # never a second hold for one approved call
-            verdict.decision = Decision.deny(held.decision.rule or "approval", "the call still needs approval")
-        return verdict
+        """The held call decided again with a person's approval, its limits taken now (see guard_holds)."""
+        try:
+            return guard_holds.granted(self, held)
+        except Exception as exc:
+            held.decision = Decision.deny("approvals/error", f"the approval could not be applied: {exc}")
+            return held
 
     def approval_event(self, kind: str, record: ApprovalRecord, **extra: Any) -> None:
         """Write an approval's event (the transport's own: elicitation asked, answered, timed out). Never
@@ -299,11 +246,7 @@ class Guard:
             self.log.approval(kind, record, extra)
 
     def _approval_event(self, kind: str, record: ApprovalRecord, extra: dict[str, Any]) -> None:
-        """The store's approvals: logged, and a new pending one announced."""
-        if self.log is not None:
-            self.log.approval(kind, record, extra)
-        if kind == "requested" and self.webhook is not None:
-            self.webhook.announce(record.view(time.time()))
+        guard_holds.announce(self, kind, record, extra)
 
     def refund(self, verdict: Verdict) -> None:
         """Give back what an allowed call took (the server answered it with an error)."""
@@ -325,13 +268,11 @@ class Guard:
             verdict.finished = True
         if refund:
             self.refund(verdict)
-        used = verdict.approval
-        if (answered and upstream_error is not None and used is not None and used.status == "consumed"
-                and self.approvals is not None):
-            try:
-                self.approvals.restore(used.id, "the server answered the approved call with an error")
-            except StoreError as exc:
-                print(f"regoguard: could not give approval {used.id} back: {exc}", file=sys.stderr, flush=True)
+        try:
+            guard_holds.end_use(self, verdict, upstream_error, answered)
+        except Exception as exc:  # the answer still goes to the client; the approval stays as it was
+            print(f"regoguard: could not settle approval {verdict.approval.id if verdict.approval else '?'}: {exc}",
+                  file=sys.stderr, flush=True)
         if not verdict.decision.allow:
             if verdict.dry_run:
                 outcome = "would_deny"
@@ -348,7 +289,8 @@ class Guard:
         if self.log is None:
             return
         self.log.record(verdict.decision_id, verdict.doc, verdict.decision, outcome,
-                        "dry_run" if verdict.dry_run else "enforce", upstream_error, verdict.revision, verdict.trace)
+                        "dry_run" if verdict.dry_run else "enforce", upstream_error, verdict.revision, verdict.trace,
+                        verdict.approval.id if verdict.approval is not None else None)
 
     def _rule_label(self, rule: str) -> str:
         """A rule id of the policy or of regoguard itself; a team Rego rule id (which Rego may build from
@@ -392,7 +334,8 @@ _OWN_RULES = frozenset({
 })
 
 
-def _who(doc: dict[str, Any]) -> tuple[str, str, str]:
+def who(doc: dict[str, Any]) -> tuple[str, str, str]:
+    """(server name, principal id, session id) of a call's input document (empty strings when absent)."""
     def get(section: str, key: str) -> str:
         value = doc.get(section)
         value = value.get(key) if isinstance(value, dict) else None

@@ -1,8 +1,10 @@
 """The rules of an approval's life, written once over any store.
 
-``pending`` → ``approved`` or ``denied`` (a person, while it is unexpired) → ``consumed`` (the identical
-call, once, while the approval is unexpired) → back to ``approved`` (that call failed upstream). A pending
-or approved approval past its ``expires_at`` is expired; the next identical call asks anew.
+``pending`` → ``approved`` or ``denied`` (a person, while it is unexpired) → ``running`` (the identical
+call, once, while the approval is unexpired) → ``consumed`` (it ran) or back to ``approved`` (it failed
+upstream, or a limit refused it). A pending or approved approval past its ``expires_at`` is expired; the
+next identical call asks anew. While an approved call runs, an identical one waits for it (it is neither
+asked for again nor run twice).
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from regoguard.approvals.record import APPROVED, CONSUMED, DENIED, EXPIRED, PENDING, ApprovalRecord
-from regoguard.approvals.stores import ApprovalStore, View
+from regoguard.approvals.record import APPROVED, CONSUMED, DENIED, EXPIRED, PENDING, RUNNING, ApprovalRecord
+from regoguard.approvals.stores import RETENTION, ApprovalStore, View
 
 EventSink = Callable[[str, ApprovalRecord, dict[str, Any]], None]
 """Told of every change: (``requested`` | ``approved`` | ``denied`` | ``expired`` | ``consumed`` |
 ``restored``, the record after it, extra fields)."""
+
+PRUNE_EVERY = 600.0
+"""Seconds between sweeps of approvals long expired (kept a day for ``approvals list`` and the audit)."""
 
 
 class ApprovalError(Exception):
@@ -35,6 +40,7 @@ class ApprovalBook:
         self.store = store
         self.clock = clock
         self.on_event = on_event
+        self._pruned = 0.0
 
     def _tell(self, kind: str, record: ApprovalRecord, **extra: Any) -> None:
         if self.on_event is not None:
@@ -45,6 +51,9 @@ class ApprovalBook:
         """The live approval for fingerprint ``fp``, or a new pending one (``make(id, now)``); True when new.
         One that has just run out is marked expired first."""
         now = self.clock()
+        if now - self._pruned > PRUNE_EVERY:
+            self._pruned = now
+            self.store.prune(now - RETENTION)
         expired: list[ApprovalRecord] = []
 
         def run(view: View) -> tuple[ApprovalRecord, bool]:
@@ -96,14 +105,15 @@ class ApprovalBook:
         return self._answer(approval_id, DENIED, by, reason)
 
     def consume(self, approval_id: str) -> ApprovalRecord | None:
-        """Use an approved, unexpired approval (once: of two proxies racing, one gets it); None if not."""
+        """Use an approved, unexpired approval (once: of two proxies racing, one gets it); None if not.
+        It is ``running`` until :meth:`settle` or :meth:`restore` says how the call ended."""
         now = self.clock()
 
         def run(view: View) -> ApprovalRecord | None:
             record = view.load(approval_id)
             if record is None or record.state(now) != APPROVED:
                 return None
-            used = record.but(status=CONSUMED, consumed_at=now)
+            used = record.but(status=RUNNING, consumed_at=now)
             view.save(used)
             return used
 
@@ -112,13 +122,26 @@ class ApprovalBook:
             self._tell("consumed", used)
         return used
 
-    def restore(self, approval_id: str, why: str) -> ApprovalRecord | None:
-        """The consumed approval's call did not run to success (the server failed it, or a limit refused
-        it): it is approved again, until its expiry."""
+    def settle(self, approval_id: str) -> ApprovalRecord | None:
+        """The approved call ran (or may have: the server died, or the client cancelled it): consumed."""
 
         def run(view: View) -> ApprovalRecord | None:
             record = view.load(approval_id)
-            if record is None or record.status != CONSUMED:
+            if record is None or record.status != RUNNING:
+                return None
+            done = record.but(status=CONSUMED)
+            view.save(done)
+            return done
+
+        return self.store.atomic(run)
+
+    def restore(self, approval_id: str, why: str) -> ApprovalRecord | None:
+        """The approved call did not run to success (the server failed it, or a limit refused it): it is
+        approved again, until its expiry."""
+
+        def run(view: View) -> ApprovalRecord | None:
+            record = view.load(approval_id)
+            if record is None or record.status != RUNNING:
                 return None
             back = record.but(status=APPROVED, consumed_at=None)
             view.save(back)
@@ -128,6 +151,17 @@ class ApprovalBook:
         if back is not None:
             self._tell("restored", back, why=why)
         return back
+
+    def live(self, fp: str) -> ApprovalRecord | None:
+        """The approval that answers fingerprint ``fp`` now, if any (nothing is asked for or changed)."""
+        now = self.clock()
+
+        def run(view: View) -> ApprovalRecord | None:
+            current_id = view.current(fp)
+            record = view.load(current_id) if current_id is not None else None
+            return record if record is not None and record.live(now) else None
+
+        return self.store.atomic(run)
 
     def get(self, approval_id: str) -> ApprovalRecord | None:
         return self.store.atomic(lambda view: view.load(approval_id))

@@ -9,8 +9,11 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 PENDING, APPROVED, DENIED, CONSUMED, EXPIRED = "pending", "approved", "denied", "consumed", "expired"
-LIVE = (PENDING, APPROVED, DENIED)
-"""States that answer an identical call until ``expires_at``: wait, run (once), or stay denied."""
+RUNNING = "running"
+"""Consumed by a call that has not finished: it ends ``consumed`` (done), or ``approved`` again (it failed)."""
+LIVE = (PENDING, APPROVED, DENIED, RUNNING)
+"""States that answer an identical call until ``expires_at``: wait, run (once), stay denied, or wait for
+the approved call already running."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,9 @@ class ApprovalRecord:
         return cls(**json.loads(text))
 
     def view(self, now: float) -> dict[str, Any]:
-        """What ``approvals show`` and the webhook tell a person (times in UTC, ISO 8601)."""
-        out = {k: v for k, v in asdict(self).items() if v is not None}
+        """What ``approvals show`` and the webhook tell a person (times in UTC, ISO 8601). Never the
+        fingerprint: it hashes the unmasked arguments, so a masked low-entropy value could be guessed."""
+        out = {k: v for k, v in asdict(self).items() if v is not None and k != "fingerprint"}
         out["status"] = self.state(now)
         for k in ("created_at", "expires_at", "decided_at", "consumed_at"):
             if k in out:

@@ -43,6 +43,10 @@ class ApprovalStore(Protocol):
 
     def all(self) -> list[ApprovalRecord]: ...
 
+    def prune(self, before: float) -> None:
+        """Forget approvals that expired before ``before`` (Redis expires its keys by itself)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -73,6 +77,13 @@ class MemoryApprovals:
         with self._lock:
             return list(self._records.values())
 
+    def prune(self, before: float) -> None:
+        with self._lock:
+            for key in [k for k, r in self._records.items() if r.expires_at < before]:
+                record = self._records.pop(key)
+                if self._current.get(record.fingerprint) == key:
+                    del self._current[record.fingerprint]
+
     def close(self) -> None:
         pass
 
@@ -97,9 +108,13 @@ class SQLiteApprovals:
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
                                        timeout=busy_timeout_ms / 1000)
             self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            with self._write():
-                for ddl in _TABLES:
-                    self._db.execute(ddl)
+            # the CLI (create=False) never writes a schema into the proxies' file: no table, no approvals
+            self.empty = not create and self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'approvals'").fetchone() is None
+            if not self.empty:
+                with self._write():
+                    for ddl in _TABLES:
+                        self._db.execute(ddl)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the state database {self.path}: {exc}") from exc
 
@@ -135,18 +150,24 @@ class SQLiteApprovals:
                              (self.prefix + record.fingerprint, self.prefix + record.id))
 
     def atomic(self, fn: Callable[[View], T]) -> T:
+        if self.empty:
+            return fn(_NoApprovals())
         with self._write():
             return fn(self)
 
-    def forget_before(self, t: float) -> None:
-        """Drop records that expired before ``t`` (and their fingerprints' pointers)."""
+    def prune(self, before: float) -> None:
+        """Drop records that expired before ``before`` (and their fingerprints' pointers)."""
+        if self.empty:
+            return
         with self._write():
-            self._db.execute("DELETE FROM approvals WHERE expires_at < ?", (t,))
+            self._db.execute("DELETE FROM approvals WHERE expires_at < ?", (before,))
             self._db.execute("DELETE FROM approval_current WHERE id NOT IN (SELECT id FROM approvals)")
 
     def all(self) -> list[ApprovalRecord]:
         """This prefix's approvals only: a row is ours when its key is exactly the prefix and its id (an
         empty prefix must not list another team's, nor ``team`` list ``teamB``'s)."""
+        if self.empty:
+            return []
         with self._lock:
             try:
                 rows = self._db.execute("SELECT id, body FROM approvals WHERE substr(id, 1, ?) = ?",
@@ -159,6 +180,19 @@ class SQLiteApprovals:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class _NoApprovals:
+    """The view of a file no proxy has kept approvals in (read by the CLI, never written)."""
+
+    def current(self, fp: str) -> str | None:
+        return None
+
+    def load(self, approval_id: str) -> ApprovalRecord | None:
+        return None
+
+    def save(self, record: ApprovalRecord, current: bool = False) -> None:
+        raise StoreError("this state database holds no approvals")
 
 
 class RedisApprovals:
@@ -208,6 +242,9 @@ class RedisApprovals:
             raise StoreError(f"redis {self.url}: {exc}") from exc
         return out
 
+    def prune(self, before: float) -> None:
+        pass  # every key expires a day after its approval
+
     def close(self) -> None:
         self._redis.close()
 
@@ -231,9 +268,12 @@ class _RedisView:
         return ApprovalRecord.from_json(body) if body is not None else None
 
     def save(self, record: ApprovalRecord, current: bool = False) -> None:
-        keep = record.expires_at + RETENTION
-        self.writes.append((f"{self._base}id:{record.id}", {"record": record.to_json()}, keep))
+        self.writes.append((f"{self._base}id:{record.id}", {"record": record.to_json()},
+                            record.expires_at + RETENTION))
         if current:
+            # An answer moves expires_at to at most one timeout past the last moment it could come (the
+            # pending approval's expiry): the pointer outlives every record it can point to.
+            keep = record.created_at + 2 * record.timeout + RETENTION
             self.writes.append((f"{self._base}fp:{record.fingerprint}", {"id": record.id}, keep))
 
 

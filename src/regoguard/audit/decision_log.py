@@ -8,6 +8,7 @@ sink. Logging fails open: a sink that cannot be written is reported on stderr an
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import sys
 import threading
@@ -157,13 +158,16 @@ class DecisionLog:
 
     def record(self, decision_id: str, doc: dict[str, Any], decision: Decision, outcome: str,
                mode: str = "enforce", upstream_error: Any = None, revision: str | None = None,
-               trace: dict[str, str] | None = None) -> dict[str, Any]:
+               trace: dict[str, str] | None = None, approval_id: str | None = None) -> dict[str, Any]:
         """Build, mask and write the event for one call; return it (masked). ``revision``: the policy that
-        decided it, when not the log's own (after a hot reload); ``trace``: the call's W3C trace context."""
+        decided it, when not the log's own (after a hot reload); ``trace``: the call's W3C trace context;
+        ``approval_id``: the approval that holds the call, denied it, or that it ran under."""
         event = decision_event(decision_id, doc, decision, outcome, self.masking, revision or self.revision,
                                self.labels, mode, upstream_error)
         if trace:
             event["trace_context"] = trace
+        if approval_id is not None:
+            event["approval_id"] = approval_id
         if self._logger is not None:
             before = self.failed
             try:
@@ -178,7 +182,6 @@ class DecisionLog:
 def tool_changed_event(tool: str, reason: str, fields: list[str], action: str, session: str | None,
                        server: str | None, labels: dict[str, str], revision: str) -> dict[str, Any]:
     """The event of a pinned server's tool that is new or changed (``outcome: tool_changed``)."""
-    import uuid
 
     return {
         "decision_id": str(uuid.uuid4()),
@@ -200,12 +203,11 @@ def tool_changed_event(tool: str, reason: str, fields: list[str], action: str, s
 def approval_event(kind: str, record: ApprovalRecord, extra: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
     """The event of one step in an approval's life (``outcome: approval_<kind>``): the call it is for
     (arguments as shown to the approver, already masked), who answered and why."""
-    import uuid
-
     from regoguard.approvals.record import iso
 
+    # never the fingerprint: it hashes the unmasked arguments, so a masked low-entropy value could be guessed
     approval: dict[str, Any] = {"id": record.id, "status": record.status, "approver": record.approver,
-                                "expires_at": iso(record.expires_at), "fingerprint": record.fingerprint}
+                                "expires_at": iso(record.expires_at)}
     for k in ("decided_by", "reason"):
         if getattr(record, k) is not None:
             approval[k] = getattr(record, k)
@@ -213,7 +215,8 @@ def approval_event(kind: str, record: ApprovalRecord, extra: dict[str, Any], lab
         "decision_id": str(uuid.uuid4()),
         "timestamp": _timestamp(),
         "path": APPROVAL_PATH,
-        "input": {"tool": {"name": record.tool, "arguments": record.arguments}, "server": {"name": record.server},
+        "input": {"tool": {"name": record.tool, "arguments": _as_json(record.arguments)},
+                  "server": {"name": record.server},
                   "principal": {"id": record.principal}},
         "result": {"allow": False, "action": "require_approval"},
         "revision": record.revision,
@@ -226,6 +229,14 @@ def approval_event(kind: str, record: ApprovalRecord, extra: dict[str, Any], lab
     }
     event.update({k: v for k, v in extra.items() if v is not None})
     return event
+
+
+def _as_json(text: str) -> Any:
+    """An approval's shown arguments (canonical JSON text) as the object they are."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _drop_event_key(logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -122,7 +122,9 @@ def _mask_keys(node: Any, names: frozenset[str], at: list[str], out: list[str],
 def mask_arguments(arguments: Any, rules: MaskingRules) -> tuple[Any, list[str], list[str]]:
     """Return (arguments as they may be logged, erased paths, masked paths). ``arguments`` is not changed."""
     if rules.hash_arguments:
-        digest = hashlib.sha256(json.dumps(arguments, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        # surrogatepass: a lone surrogate (a cut-off emoji) is hashed as written, never an exception
+        text = json.dumps(arguments, sort_keys=True, ensure_ascii=False)
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
         return {"sha256": digest}, [], [ARGS_POINTER]
     tree = copy.deepcopy(arguments)
     erased: list[str] = []

@@ -94,8 +94,9 @@ def summarise(path: str | Path, recent: int = 10) -> Summary:
         outcome = str(event.get("outcome"))
         summary.outcomes[outcome] += 1
         if outcome in BLOCKED:
-            summary.blocked_by_rule[str(event.get("rule"))] += 1
-            summary.blocked_by_tool[str(event.get("tool"))] += 1
+            if outcome != "held":  # waiting for a person is not a denial
+                summary.blocked_by_rule[str(event.get("rule"))] += 1
+                summary.blocked_by_tool[str(event.get("tool"))] += 1
             last.append({k: event.get(k) for k in ("timestamp", "decision_id", "outcome", "tool", "rule", "reason")})
             if len(last) > recent:
                 last.pop(0)

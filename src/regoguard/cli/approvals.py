@@ -44,6 +44,14 @@ def cmd_approvals(args: argparse.Namespace, out: BinaryIO) -> int:
         print(f"error: regoguard approvals {args.action} needs the approval id (see `regoguard approvals list`)",
               file=sys.stderr)
         return EXIT_USAGE
+    if args.action == "list" and args.id:
+        print("error: regoguard approvals list takes no id (show one with `regoguard approvals show ID`)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.state == "memory":
+        print("error: --state memory keeps approvals inside one proxy process, where no other process can reach "
+              "them; give the proxy's SQLite file or redis:// URL", file=sys.stderr)
+        return EXIT_USAGE
     try:
         store = open_approvals(args.state, args.state_prefix, create=False)
     except StoreError as exc:
@@ -58,7 +66,7 @@ def cmd_approvals(args: argparse.Namespace, out: BinaryIO) -> int:
             if record is None:
                 print(f"error: no approval {args.id!r}", file=sys.stderr)
                 return EXIT_FAIL
-            _write(out, json.dumps(record.view(time.time()), indent=2, ensure_ascii=False))
+            _write(out, _plain(json.dumps(record.view(time.time()), indent=2, ensure_ascii=False), keep="\n"))
             return EXIT_OK
         log = _decision_log(args.decision_log)
         if log is not None:
@@ -67,7 +75,7 @@ def cmd_approvals(args: argparse.Namespace, out: BinaryIO) -> int:
         answer = book.approve if args.action == "approve" else book.deny
         record = answer(args.id, by, args.reason)
         if args.json:
-            _write(out, json.dumps(record.view(time.time()), ensure_ascii=False))
+            _write(out, _plain(json.dumps(record.view(time.time()), ensure_ascii=False)))
         elif args.action == "approve":
             _write(out, f"approved {record.id}: the identical call to {record.tool} runs once if retried before "
                         f"{record.view(time.time())['expires_at']}")
@@ -88,7 +96,7 @@ def _list(book: ApprovalBook, args: argparse.Namespace, out: BinaryIO) -> int:
     now = time.time()
     records = [r for r in book.list() if args.all or r.state(now) == "pending"]
     if args.json:
-        _write(out, json.dumps([r.view(now) for r in records], ensure_ascii=False))
+        _write(out, _plain(json.dumps([r.view(now) for r in records], ensure_ascii=False)))
         return EXIT_OK
     if not records:
         _write(out, "no pending approvals" if not args.all else "no approvals")
@@ -99,11 +107,22 @@ def _list(book: ApprovalBook, args: argparse.Namespace, out: BinaryIO) -> int:
 
 
 def _line(r: ApprovalRecord, now: float) -> str:
+    """One approval per line. Every field a client or server chose is escaped: a tool name holding a
+    carriage return or a terminal escape must not rewrite what the operator sees."""
     view = r.view(now)
     left = f"{max(0, round(r.expires_at - now))}s left" if r.state(now) in ("pending", "approved") else ""
-    args = r.arguments if len(r.arguments) <= 80 else r.arguments[:77] + "..."
-    return (f"{r.id}  {view['status']:8s}  {r.server}/{r.tool}  {args}  by {r.principal or '-'}  "
-            f"rule {r.rule}  {left}").rstrip()
+    args = _plain(r.arguments)
+    args = args if len(args) <= 80 else args[:77] + "..."
+    return (f"{r.id}  {view['status']:8s}  {_plain(r.server)}/{_plain(r.tool)}  {args}  by "
+            f"{_plain(r.principal) or '-'}  rule {_plain(r.rule)}  {left}").rstrip()
+
+
+def _plain(text: str, keep: str = "") -> str:
+    """``text`` with control characters (and anything else not printable: bidi overrides, line separators)
+    escaped as JSON escapes them; the characters in ``keep`` stay."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep else json.dumps(c)[1:-1] for c in text)
 
 
 def _decision_log(target: str | None) -> DecisionLog | None:

@@ -120,7 +120,8 @@ class RelayCore:
         self.options = options or CoreOptions()
         self._clock = clock
         self.inflight = InFlight(self.options.max_in_flight)
-        self._parked: deque[bytes] = deque()
+        self._parked: deque[tuple[bytes, bool]] = deque()  # (line, whether its client can be asked)
+        self._can_ask = True  # the line being handled may get a question back (not in a batch, a JSON answer)
         self._fetch: _Fetch | None = None
         self._closed: str | None = None  # why the server is gone, once it is
         self._out = Outbox()
@@ -128,12 +129,14 @@ class RelayCore:
 
     # -- entry points ------------------------------------------------------------------------------------
 
-    def client_line(self, line: bytes) -> Outbox:
-        """One message (or batch) from the client."""
+    def client_line(self, line: bytes, can_ask: bool = True) -> Outbox:
+        """One message (or batch) from the client. ``can_ask``: the transport can carry a request of the
+        proxy's own back to the client before the answer (false for an HTTP exchange answered as JSON)."""
         if self._parked or self._fetch is not None:
-            self._parked.append(line)  # order is kept: nothing overtakes a call waiting for schemas
+            self._parked.append((line, can_ask))  # order is kept: nothing overtakes a call waiting for schemas
             return self._flush()
         try:
+            self._can_ask = can_ask
             self._client_line(line, may_park=True)
         except Exception as exc:  # never the end of the session, never a forward
             log.exception("internal error while handling a client line; answered with an error")
@@ -185,8 +188,11 @@ class RelayCore:
         self._fetch = None
         self._unpark()  # what waited is answered below or, being new, refused by _route
         self._out.to_server.clear()
-        for held in self._held.values():
+        for eid, held in self._held.items():
+            self._out.to_client.append(ToClient(_cancelled(eid, reason), related=held.key))
             self._to_client(error_reply(held.raw_id, jsonrpc.INTERNAL_ERROR, reason), held.key)
+            self.guard.approval_event("cancelled", held.record.but(status="cancelled", reason=reason),
+                                      reason=reason, session=self.session.id)
             held.verdict.decision = Decision.deny("approval/server-gone", reason)
             self.guard.finish(held.verdict)
         self._held.clear()
@@ -243,6 +249,7 @@ class RelayCore:
         forwarded: list[str | None] = []
         answers: list[str] = []
         answered: list[Hashable] = []
+        self._can_ask = False  # a batch is answered as one: a question in between would never be seen
         for entry, (begin, end) in zip(batch, spans, strict=True):
             piece = text[begin:end]
             routed = self._route_safely(entry, piece, len(piece.encode("utf-8", "surrogatepass")), may_park=False)
@@ -300,7 +307,7 @@ class RelayCore:
                                               "unique within a session"), answers=(key,))
         if self._closed is not None:
             return _Routed(client=error_reply(raw_id, jsonrpc.INTERNAL_ERROR, self._closed), answers=(key,))
-        if self.inflight.full:
+        if self.inflight.full or len(self.inflight) + len(self._held) >= self.inflight.max_pending:
             return _Routed(client=error_reply(raw_id, jsonrpc.INTERNAL_ERROR,
                                               f"more than {self.inflight.max_pending} requests in flight"),
                            answers=(key,))
@@ -335,7 +342,7 @@ class RelayCore:
                 held = self._held.pop(eid)
                 self._out.to_client.append(ToClient(_cancelled(eid, "the call was cancelled"), related=key))
                 self._end_hold(held, "approval/cancelled", "the client cancelled the call while it waited for "
-                               "approval", None, answer=False)
+                               "approval", "cancelled", answer=False)
                 return _Routed()
             log.debug("dropped a cancellation for a request not in flight")
             return _Routed()
@@ -372,8 +379,9 @@ class RelayCore:
         arguments = params.get("arguments") or {}
         schema = self.session.schemas.get(name) if self.guard.needs_schema(name) else None
         # a 2026-07-28 request cannot be answered with a question to the client: approvals go out of band
-        can_ask = self.session.elicit_form and not jsonrpc.is_stateless(msg)
-        verdict = self.guard.decide(self.session.input_document(name, arguments, schema), size, elicit=can_ask)
+        can_ask = self._can_ask and self.session.elicit_form and not jsonrpc.is_stateless(msg)
+        verdict = self.guard.decide(self.session.input_document(name, arguments, schema), size, elicit=can_ask,
+                                    arguments_text=lambda: _arguments_text(text))
         verdict.trace = jsonrpc.trace_context(msg)
         if verdict.hold is not None and verdict.approval is None and verdict.decision.action == "require_approval" \
                 and can_ask and verdict.hold.approver == "user":
@@ -420,6 +428,12 @@ class RelayCore:
             return routed
         record = held.record.but(status="approved", decided_by=who, reason=what, decided_at=time.time())
         self.guard.approval_event("approved", record, approver=who, reason=what, session=self.session.id)
+        pinned = self._pin_problem(record.tool)  # the server may have changed the tool while the user looked
+        if pinned is not None:
+            held.verdict.decision = Decision(False, "deny", (Reason("pin/changed", pinned),), (),
+                                             extra={"approval_id": record.id})
+            self.guard.finish(held.verdict)
+            return _Routed(client=denial_reply(held.raw_id, held.msg, record.tool, held.verdict), answers=(held.key,))
         verdict = self.guard.granted(held.verdict)
         if not verdict.allow:
             self.guard.finish(verdict)
@@ -462,7 +476,7 @@ class RelayCore:
         return self.options.pinning is not None or self.guard.needs_schema(name)
 
     def _park(self, line: bytes, trigger: dict[str, Any]) -> None:
-        self._parked.append(line)
+        self._parked.append((line, self._can_ask))
         meta = jsonrpc.request_meta(trigger) if jsonrpc.is_stateless(trigger) else None
         self._request_tools(None, 1, meta)
 
@@ -502,7 +516,8 @@ class RelayCore:
     def _unpark(self) -> None:
         """Handle the lines that waited, in order; none of them waits again for this fetch."""
         while self._parked and self._fetch is None:
-            self._client_line(self._parked.popleft(), may_park=False)
+            line, self._can_ask = self._parked.popleft()
+            self._client_line(line, may_park=False)
 
     # -- server → client ---------------------------------------------------------------------------------
 
@@ -672,6 +687,16 @@ class RelayCore:
         if seen is None:
             seen = self.session.visibility[key] = self.guard.visible(self.session.input_document(name, {}, None))
         return seen
+
+
+def _arguments_text(text: str) -> str:
+    """The call's ``params.arguments`` as the client wrote them (``{}`` when absent or null)."""
+    p_span = ids.member_span(text, "params")
+    span = ids.member_span(text, "arguments", p_span[0]) if p_span is not None else None
+    if span is None:
+        return "{}"
+    value = text[span[0]:span[1]]
+    return "{}" if value.strip() == "null" else value
 
 
 def _cancelled(request_id: str, reason: str) -> bytes:

@@ -164,7 +164,7 @@ class FrontSession:
         goes to it before it waits for anything (a refused duplicate id must not take over the waiter of
         the request already in flight under that id)."""
         self.touch()
-        out = self.core.client_line(body)
+        out = self.core.client_line(body, can_ask=exchange.sse)  # a JSON answer cannot carry a question
         later: list[ToClient] = []
         for item in out.to_client:
             if item.answers and item.answers[0] in exchange.waiting:
