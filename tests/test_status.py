@@ -117,7 +117,8 @@ async def test_status_shows_a_running_proxy_and_what_it_decided(tmp_path: Path) 
             assert "alive" in text and "held for approval" in text and "denial rate 66.7%" in text, text
     rows = status(directory, "--all")
     assert [r["status"] for r in rows] == ["stopped"]
-    events = [e for e in read_jsonl(log) if e.get("path") == "regoguard/lifecycle"]
+    assert not [e for e in read_jsonl(log) if e.get("path") != "regoguard/lib/decision" and "approval" not in e]
+    events = read_jsonl(directory / "lifecycle.jsonl")  # beside the registry, never in the decision log
     assert events[0]["outcome"] == "startup" and events[-1]["outcome"] == "shutdown"
     assert events[-1]["proxy"]["tally"]["outcomes"] == {"allowed": 1, "held": 1, "denied": 1}
     summary_text = regoguard("log", str(log)).stdout

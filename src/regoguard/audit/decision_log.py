@@ -29,7 +29,6 @@ DECISION_PATH = "regoguard/lib/decision"
 OUTCOMES = ("allowed", "denied", "would_deny", "upstream_error", "held")
 """A call's outcome: ``held`` is a call waiting for a person's approval (never forwarded as it stands)."""
 APPROVAL_PATH = "regoguard/approval"
-LIFECYCLE_PATH = "regoguard/lifecycle"
 INSTANCE_ID = str(uuid.uuid4())
 
 
@@ -141,17 +140,6 @@ class DecisionLog:
             return
         try:
             self._logger.info("approval", **approval_event(kind, record, extra, self.labels))
-            self.written += 1
-        except Exception as exc:
-            self._report(exc)
-
-    def lifecycle(self, event: str, entry: dict[str, Any]) -> None:
-        """Write a ``regoguard/lifecycle`` event: ``startup``, ``reload``, ``heartbeat``, ``shutdown``."""
-        if self._logger is None:
-            return
-        try:
-            self._logger.info("lifecycle", decision_id=str(uuid.uuid4()), timestamp=_timestamp(),
-                              path=LIFECYCLE_PATH, outcome=event, labels=self.labels, proxy=entry)
             self.written += 1
         except Exception as exc:
             self._report(exc)

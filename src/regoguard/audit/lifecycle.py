@@ -3,9 +3,10 @@
 A proxy writes one JSON file, ``<status dir>/<pid>.json`` (default ``~/.local/state/regoguard/proxies``),
 at startup, on every reload, every ``heartbeat`` seconds and at shutdown: who it is (pid, server, policy,
 revision, state backend, fail mode, decision log), when it was last seen, and a tally of its calls
-(outcomes, per-minute counts, denials by rule, the last denials). The same moments go to its decision log
-as ``regoguard/lifecycle`` events (``startup``, ``reload``, ``heartbeat`` with the tally, ``shutdown``).
-Writing fails open, as the decision log does: a full disk never stops a call.
+(outcomes, per-minute counts, denials by rule, the last denials). The same moments are appended to
+``<status dir>/lifecycle.jsonl`` as ``regoguard/lifecycle`` events (``startup``, ``reload``, ``heartbeat``
+with the tally, ``shutdown``): a history beside the registry, kept out of the decision log, whose readers
+expect one event per decision. Writing fails open, as the decision log does: a full disk never stops a call.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from regoguard.audit.decision_log import DecisionLog
+    from regoguard.audit.decision_log import Sink
 
 HEARTBEAT_SECONDS = 15.0
 MINUTES_KEPT = 60
 RECENT_DENIALS = 10
+EVENTS_FILE = "lifecycle.jsonl"
+EVENTS_MAX_BYTES = 10 * 1024 * 1024
 FORGET_AFTER = 86400.0
 """A registry entry not refreshed for this long (seconds) is deleted by the next proxy that starts."""
 
@@ -80,11 +83,15 @@ class Lifecycle:
     """One proxy's registry entry and lifecycle events."""
 
     def __init__(self, directory: Path | None, info: dict[str, Any], tally: Tally,
-                 log: DecisionLog | None = None, heartbeat: float = HEARTBEAT_SECONDS) -> None:
+                 heartbeat: float = HEARTBEAT_SECONDS) -> None:
         self.directory = directory
         self.info = {**info, "pid": os.getpid(), "started": time.time()}
         self.tally = tally
-        self.log = log
+        self.events: Sink | None = None
+        if directory is not None:
+            from regoguard.audit.decision_log import FileSink
+
+            self.events = FileSink(directory / EVENTS_FILE, EVENTS_MAX_BYTES, 2)
         self.heartbeat = heartbeat
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -129,10 +136,15 @@ class Lifecycle:
 
     def _write(self, event: str, logged: bool = True) -> None:
         now = time.time()
+        if self.directory is not None:
+            with contextlib.suppress(OSError):
+                self.directory.mkdir(parents=True, exist_ok=True)
         entry = {**self.info, "state": "stopped" if event == "shutdown" else "running", "last_seen": now,
                  "last_event": event, "heartbeat_seconds": self.heartbeat, "tally": self.tally.snapshot()}
-        if self.log is not None and logged:
-            self.log.lifecycle(event, entry)
+        if self.events is not None and logged:
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                self.events.write(json.dumps({"timestamp": now, "path": "regoguard/lifecycle", "outcome": event,
+                                              "proxy": entry}, ensure_ascii=False))
         if self.path is None:
             return
         with contextlib.suppress(OSError):

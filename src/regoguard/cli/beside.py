@@ -17,7 +17,6 @@ from regoguard.limits import MemoryStore, StoreError
 from regoguard.limits.sqlite_store import default_state_path
 
 if TYPE_CHECKING:
-    from regoguard.audit import DecisionLog
     from regoguard.guard import Guard
     from regoguard.limits import Store
 
@@ -34,8 +33,8 @@ def open_webhook(args: argparse.Namespace) -> Webhook | None:
     return Webhook(args.approval_webhook, secret.encode() if secret else None)
 
 
-def register(args: argparse.Namespace, guard: Guard, log: DecisionLog | None, server: str, fail_open: bool,
-               command: list[str] | None) -> Lifecycle | None:
+def register(args: argparse.Namespace, guard: Guard, server: str, fail_open: bool,
+             command: list[str] | None) -> Lifecycle | None:
     """Register this proxy for ``regoguard status`` and start its heartbeat (None: --status-dir off)."""
     if args.status_dir == "off":
         return None
@@ -51,7 +50,7 @@ def register(args: argparse.Namespace, guard: Guard, log: DecisionLog | None, se
         info["listen"] = args.listen
     guard.tally = Tally()
     directory = Path(args.status_dir) if args.status_dir else default_status_dir()
-    lifecycle = Lifecycle(directory, info, guard.tally, log)
+    lifecycle = Lifecycle(directory, info, guard.tally)
     lifecycle.start()
     return lifecycle
 

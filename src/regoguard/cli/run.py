@@ -179,7 +179,7 @@ def open_guard(args: argparse.Namespace, example: str) -> Guarded | None:
         return None
     guard = Guard(engine, limiter, decision_log, dry_run=dry_run, metrics=metrics, approvals=approvals,
                   webhook=webhook, masking=_masking(policy))
-    lifecycle = register(args, guard, decision_log, server_name, fail_open, command)
+    lifecycle = register(args, guard, server_name, fail_open, command)
 
     def reload(new: PolicySet) -> None:
         apply_reload(args, new, guard, limiter, decision_log)
