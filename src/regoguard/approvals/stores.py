@@ -108,6 +108,9 @@ class SQLiteApprovals:
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
                                        timeout=busy_timeout_ms / 1000)
             self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            # as the limits' store: WAL (set on the file by whichever opens it first) with NORMAL sync
+            # survives a crash of the process; a power cut may lose the last few changes
+            self._db.execute("PRAGMA synchronous=NORMAL")
             # the CLI (create=False) never writes a schema into the proxies' file: no table, no approvals
             self.empty = not create and self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'approvals'").fetchone() is None
