@@ -331,6 +331,8 @@ _OWN_RULES = frozenset({
     "engine/error", "engine/timeout", "engine/malformed", "engine/undefined", "guard/error", "limits/store-error",
     "pin/changed", "rego/malformed", "rego/invalid-charge", "rego", "hide", "default", "approval/denied",
     "approval/declined", "approval/timeout", "approvals/store-error", "approvals/contended", "approval",
+    "approval/in-use", "approval/too-large", "approval/policy-changed", "approval/cancelled", "approval/server-gone",
+    "approvals/error",
 })
 
 
