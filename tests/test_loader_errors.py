@@ -603,6 +603,15 @@ def test_yaml_bombs_are_refused_with_a_line():
     assert "expand to more than 100,000 nodes" in e.message and 3 <= e.line <= 10, str(e)
 
 
+def test_a_large_policy_written_out_is_no_yaml_bomb():
+    """12,000 tools with a condition each: 200,000-odd nodes, none of them from an alias. Only what
+    aliases add is bounded (the file itself is bounded by its size)."""
+    tools = "".join(f"  t{i}:\n    rules:\n      - conditions: [{{path: args.n, op: lte, value: {i}}}]\n"
+                    for i in range(12_000))
+    policy = regoguard.load_policy_text('version: "1"\ntools:\n' + tools, "policy.yaml")
+    assert len(policy.tools) == 12_000
+
+
 def test_anchors_aliases_and_merge_keys_load_as_written_out():
     shared = dedent("""\
         version: "1"

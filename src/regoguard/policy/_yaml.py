@@ -150,9 +150,11 @@ MAX_EXPANDED_NODES = 100_000
 
 
 def _check_aliases(root: yaml.Node) -> None:
-    """Anchors and aliases are accepted, but what they expand to is bounded: a "billion laughs" file (a
-    few lines whose aliases nest into millions of nodes) is refused, naming the anchor that blows up."""
+    """Anchors and aliases are accepted, but what they add is bounded: a "billion laughs" file (a few lines
+    whose aliases nest into millions of nodes) is refused, naming the first node that blows up. A large
+    policy written out without aliases is not: only the nodes aliases add count, not the file's own."""
     sizes: dict[int, int] = {}
+    order: list[yaml.Node] = []
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     on_path: set[int] = set()
     while stack:  # sizes bottom-up, without recursion (an aliased node is sized once)
@@ -168,11 +170,13 @@ def _check_aliases(root: yaml.Node) -> None:
             stack.extend((c, False) for c in children if id(c) not in sizes)
             continue
         on_path.discard(id(node))
-        size = 1 + sum(sizes[id(c)] for c in children)
-        if size > MAX_EXPANDED_NODES:
+        sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+        order.append(node)
+    limit = len(sizes) + MAX_EXPANDED_NODES  # the file's own nodes, and what aliases may add to them
+    for node in order:  # bottom-up: the first node past the limit is where the expansion blows up
+        if sizes[id(node)] > limit:
             raise YamlProblem(f"this policy's anchors and aliases expand to more than {MAX_EXPANDED_NODES:,} "
-                              "nodes (a YAML bomb?)", _pos(node))
-        sizes[id(node)] = size
+                              "nodes beyond the file's own (a YAML bomb?)", _pos(node))
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
