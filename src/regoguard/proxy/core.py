@@ -435,11 +435,12 @@ class RelayCore:
             self.guard.finish(held.verdict)
             return _Routed(client=denial_reply(held.raw_id, held.msg, record.tool, held.verdict), answers=(held.key,))
         verdict = self.guard.granted(held.verdict)
+        verdict.approval = record.but(status="consumed")  # in no store: its decision event names it
         if not verdict.allow:
             self.guard.finish(verdict)
             return _Routed(client=denial_reply(held.raw_id, held.msg, record.tool, verdict),
                            answers=(held.key,))
-        self.guard.approval_event("consumed", record.but(status="consumed"), session=self.session.id)
+        self.guard.approval_event("consumed", verdict.approval, session=self.session.id)
         if self._closed is not None:
             self.guard.finish(verdict, {"message": self._closed})
             return _Routed(client=error_reply(held.raw_id, jsonrpc.INTERNAL_ERROR, self._closed), answers=(held.key,))
