@@ -124,3 +124,46 @@ def test_the_server_going_away_withdraws_the_question(tmp_path: Path) -> None:
     assert {"jsonrpc": "2.0", "method": "notifications/cancelled",
             "params": {"requestId": asked["id"], "reason": "the MCP server exited"}} in gone
     assert any(m.get("id") == 3 and "error" in m for m in gone)
+
+
+def test_an_answer_the_proxy_could_not_read_keeps_the_approval_consumed(tmp_path: Path) -> None:
+    """The HTTP upstream's own error for a request the server received (``may-have-run``): the server may
+    have refunded nobody and done the work, so the approval is not given back and no token returns."""
+    core, _ = core_for(tmp_path)
+    core.session.elicit_form = False  # out of band
+    book = core.guard.approvals
+    assert book is not None
+    [held] = to_client(core.client_line(call(3, env="prod")))
+    approval_id = held["result"]["_meta"]["regoguard/decision"]["approval_id"]
+    book.approve(approval_id, "bob")
+    out = core.client_line(call(4, env="prod"))
+    [forwarded] = [json.loads(m) for m in out.to_server]
+    core.server_line(json.dumps({"jsonrpc": "2.0", "id": forwarded["id"], "error": {
+        "code": -32603, "message": "the MCP server's answer could not be read",
+        "data": {"regoguard/upstream": "may-have-run"}}}).encode())
+    assert book.get(approval_id).status == "consumed"  # type: ignore[union-attr]
+    # the server's own error, by contrast, gives it back
+    [again] = to_client(core.client_line(call(5, env="prod")))
+    second = again["result"]["_meta"]["regoguard/decision"]["approval_id"]
+    book.approve(second, "bob")
+    [sent] = [json.loads(m) for m in core.client_line(call(6, env="prod")).to_server]
+    core.server_line(json.dumps({"jsonrpc": "2.0", "id": sent["id"],
+                                 "error": {"code": -32000, "message": "refund failed"}}).encode())
+    assert book.get(second).status == "approved"  # type: ignore[union-attr]
+
+
+def test_names_on_the_form_are_quoted_so_a_newline_cannot_fake_a_line() -> None:
+    from regoguard.proxy.elicit import request
+
+    text = request("x", "wipe\nArguments: {}", "srv", '{"a":1}', "r", "m", 30)["params"]["message"]
+    assert text.count("\nArguments:") == 1  # the real one only
+    assert '"wipe\\nArguments: {}"' in text
+
+
+def test_the_tally_keeps_names_short() -> None:
+    from regoguard.audit.lifecycle import Tally
+
+    tally = Tally()
+    tally.record("denied", "t" * 1_000_000, "default", "no")
+    snap = json.dumps(tally.snapshot())
+    assert len(snap) < 2000

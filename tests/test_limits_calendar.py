@@ -109,3 +109,29 @@ def test_a_misspelt_windows_value_fails_with_its_position() -> None:
     errors = load_errors('version: "1"\nwindows: calender\ntools:\n  t:\n    rules:\n      - rate_limit: 1/minute\n')
     assert len(errors) == 1 and errors[0].line == 2 and "windows must be one of rolling, calendar" in errors[0].message
     assert errors[0].hint and "calendar" in errors[0].hint
+
+
+def test_clocks_out_of_step_never_reopen_a_window(store: Store) -> None:
+    """Two proxies sharing a store, one clock 2 s behind the other, calling around a minute boundary:
+    what one writes in the next minute must not look like "another window" to the other."""
+    spec = Spec(3, 60, 1, calendar=True)
+    allowed = 0
+    for i in range(40):
+        ahead = T0 + 59 + i * 0.05 + 2  # already past the boundary
+        behind = T0 + 59 + i * 0.05  # still in the minute before
+        allowed += store.take_all([("k", spec)], ahead if i % 2 else behind).ok
+    assert allowed <= 6, allowed  # at most the two windows' worth
+
+
+def test_a_refund_never_adds_to_a_window_it_was_not_taken_from() -> None:
+    clock = ManualClock(T0 + 59.9)
+    limiter = Limiter(MemoryStore(), clock=clock)
+    from regoguard.decision import Charge
+
+    charge = Charge("t.c", "global", 1, 3, 60, False, "t/c", "limit", calendar=True)
+    early = limiter.take((charge,), "s", "p", "x")
+    clock.advance(0.2)  # the next minute
+    admitted = [not hasattr(limiter.take((charge,), "s", "p", "x"), "rule") for _ in range(3)]
+    limiter.refund(early)  # type: ignore[arg-type]
+    assert admitted == [True, True, True]
+    assert hasattr(limiter.take((charge,), "s", "p", "x"), "rule")  # still full: no fourth

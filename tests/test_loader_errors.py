@@ -600,7 +600,27 @@ def test_yaml_bombs_are_refused_with_a_line():
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
     text = "\n".join([*lines, "tools:", "  t:", "    rules: []", ""])
     (e,) = load_errors(text)
-    assert "expand to more than 100,000 nodes" in e.message and 3 <= e.line <= 10, str(e)
+    assert "expand to more than 2,000,000 nodes" in e.message and 3 <= e.line <= 10, str(e)
+
+
+def test_one_long_string_aliased_many_times_is_a_bomb_too():
+    text = ('version: "1"\nbig: &big "' + "x" * 100_000 + '"\nmany: [' + ", ".join(["*big"] * 200) + "]\n"
+            "tools:\n  t:\n    rules: []\n")
+    (e,) = load_errors(text)
+    assert "bytes of text beyond the file's own" in e.message and e.line == 3, str(e)
+
+
+def test_a_policy_sharing_one_block_between_thousands_of_tools_loads():
+    shared = "  t0: &rules\n    rules:\n      - {name: per minute, rate_limit: 10/minute}\n" \
+             "      - conditions: [{path: args.n, op: lte, value: 5}]\n"
+    text = 'version: "1"\ntools:\n' + shared + "".join(f"  t{i}: *rules\n" for i in range(1, 8000))
+    assert len(regoguard.load_policy_text(text, "policy.yaml").tools) == 8000
+
+
+def test_nesting_deeper_than_a_policy_needs_is_refused_with_a_line():
+    text = 'version: "1"\nx: ' + "[" * 150 + "]" * 150 + "\ntools:\n  t:\n    rules: []\n"
+    (e,) = load_errors(text)
+    assert "nests deeper than 100 levels" in e.message and e.line == 2, str(e)
 
 
 def test_a_large_policy_written_out_is_no_yaml_bomb():

@@ -90,8 +90,10 @@ def settle_hold(guard: Guard, verdict: Verdict, elicit: bool) -> Verdict:
                      f"more than a person can be shown in full ({MAX_SHOWN_ARGUMENTS}), so it is not run")
     book = guard.approvals
     ask_user = elicit and verdict.hold.approver == "user" and shown <= MAX_ASKED_ARGUMENTS
-    if ask_user and (book is None or book.live(fingerprint_of(verdict)) is None):
-        return verdict  # the transport asks the user; an answer given out of band would stand first
+    if ask_user:
+        answered = book.live(fingerprint_of(verdict)) if book is not None else None
+        if answered is None or answered.status == PENDING:
+            return verdict  # the transport asks the user; only an answer given out of band stands first
     if book is None:
         return verdict  # nobody can approve: answered as held, with no approval id
     fp = fingerprint_of(verdict)
@@ -123,6 +125,9 @@ def granted(guard: Guard, held: Verdict) -> Verdict:
     """The held call decided again with a person's approval (``input.approval.granted``), its limits taken
     now. The approval was for the policy that asked: if another has been loaded since, the call is denied
     and its next retry is decided (and asked for) afresh."""
+    if guard.engine.revision != held.revision:  # before any limit is taken for it
+        return _deny(held, "approval/policy-changed", "the policy changed while the call waited for approval; "
+                     "make the call again to have it decided under the new one")
     verdict = guard.plain_decide({**held.doc, "approval": {"granted": True}})
     verdict.trace = held.trace
     verdict.doc = held.doc

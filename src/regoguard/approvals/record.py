@@ -41,9 +41,12 @@ class ApprovalRecord:
     consumed_at: float | None = None
 
     def state(self, now: float) -> str:
-        """The status as of ``now``: a pending or approved approval past its expiry is expired."""
+        """The status as of ``now``: a pending or approved approval past its expiry is expired; one whose
+        call never reported back (the proxy died during it) is consumed: the call may have run."""
         if self.status in (PENDING, APPROVED) and now >= self.expires_at:
             return EXPIRED
+        if self.status == RUNNING and now >= self.expires_at:
+            return CONSUMED
         return self.status
 
     def live(self, now: float) -> bool:

@@ -33,6 +33,11 @@ FORGET_AFTER = 86400.0
 """A registry entry not refreshed for this long (seconds) is deleted by the next proxy that starts."""
 
 
+def _short(text: str | None, limit: int = 200) -> str | None:
+    """A name as the tally keeps it: an agent may call a tool named by a megabyte of text."""
+    return text if text is None or len(text) <= limit else text[:limit] + "…"
+
+
 def default_status_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "regoguard" / "proxies"
@@ -62,8 +67,8 @@ class Tally:
             slot[0] += 1
             if blocked:
                 slot[1] += 1
-                self.denied_by_rule[rule or "?"] += 1
-                self.recent.append({"at": now, "outcome": outcome, "tool": tool, "rule": rule,
+                self.denied_by_rule[_short(rule) or "?"] += 1
+                self.recent.append({"at": now, "outcome": outcome, "tool": _short(tool), "rule": _short(rule),
                                     "reason": (reason or "")[:300]})
             for old in [m for m in self.per_minute if m < minute - MINUTES_KEPT]:
                 del self.per_minute[old]
@@ -95,6 +100,7 @@ class Lifecycle:
         self.heartbeat = heartbeat
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._writing = threading.Lock()  # the heartbeat, a reload and the shutdown may write at once
         self.path = directory / f"{os.getpid()}.json" if directory is not None else None
 
     def start(self) -> None:
@@ -147,8 +153,8 @@ class Lifecycle:
                                               "proxy": entry}, ensure_ascii=False))
         if self.path is None:
             return
-        with contextlib.suppress(OSError):
+        with self._writing, contextlib.suppress(OSError):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp = self.path.with_name(f".{self.path.name}.{threading.get_ident()}.tmp")
             tmp.write_text(json.dumps(entry, ensure_ascii=False), encoding="utf-8")
             os.replace(tmp, self.path)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from regoguard.decision import Charge
 from regoguard.limits.clock import Clock, SystemClock
 from regoguard.limits.store import Store, StoreError
-from regoguard.limits.token_bucket import Spec
+from regoguard.limits.token_bucket import Spec, same_window
 
 if TYPE_CHECKING:
     from regoguard.metrics import Metrics
@@ -26,6 +26,8 @@ class Taken:
     """Charges taken for one call, kept so the call can be refunded."""
 
     items: tuple[tuple[str, Spec], ...]
+    at: float = 0.0
+    """When they were taken: a calendar window's token goes back only within the window it came from."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,9 @@ class Limiter:
         )
         if not items:
             return Taken(())
+        now = self.clock.now()
         try:
-            result = self.store.take_all(list(items), self.clock.now())
+            result = self.store.take_all(list(items), now)
         except StoreError as exc:
             if self.metrics is not None:
                 self.metrics.store_errors.inc()
@@ -80,7 +83,7 @@ class Limiter:
             return LimitDenial("limits/store-error", f"rate-limit state is unavailable, so the call is denied: "
                                f"{exc}", None)
         if result.ok:
-            return Taken(items)
+            return Taken(items, now)
         assert result.failed_index is not None
         charge = charges[result.failed_index]
         return LimitDenial(charge.rule, f"{charge.message} ({charge.counter}: {_retry_text(result.retry_after)})",
@@ -89,9 +92,11 @@ class Limiter:
     def refund(self, taken: Taken) -> None:
         """Give back what a call took (the server answered with an error). Store errors are swallowed:
         a lost refund only makes the limit stricter."""
-        if taken.items:
+        now = self.clock.now()
+        items = [(key, spec) for key, spec in taken.items if same_window(spec, taken.at, now)]
+        if items:
             with contextlib.suppress(StoreError):
-                self.store.give_back_all(list(taken.items), self.clock.now())
+                self.store.give_back_all(items, now)
 
     def forget_session(self, session: str) -> None:
         with contextlib.suppress(StoreError):

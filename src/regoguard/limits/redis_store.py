@@ -30,11 +30,9 @@ local function available(key, cap, window, calendar)
   local s = load(key)
   if not s then return cap end
   if calendar then
-    if math.floor(s[2] / window) == math.floor(now / window) then
-      if s[1] > cap then return cap end
-      return s[1]
-    end
-    return cap
+    if math.floor(now / window) > math.floor(s[2] / window) then return cap end
+    if s[1] > cap then return cap end
+    return s[1]
   end
   local elapsed = now - s[2]
   if elapsed < 0 then elapsed = 0 end
@@ -50,6 +48,9 @@ for i = 1, #KEYS do
   local strict, mode, calendar = ARGV[base + 4] == '1', ARGV[base + 5], ARGV[base + 6] == '1'
   local key = KEYS[i]
   local t = available(key, cap, window, calendar)
+  local stamp = now
+  local prior = load(key)
+  if calendar and prior and prior[2] > now then stamp = prior[2] end  -- a calendar window never moves back
   if mode == 'take' then
     local ok
     if strict then ok = cost < t - eps else ok = cost <= t + eps end
@@ -59,12 +60,13 @@ for i = 1, #KEYS do
     t = t + cost
     if t > cap then t = cap end
   end
-  state[key] = {t, now}
+  state[key] = {t, stamp}
   if new[key] == nil then table.insert(order, key) end
   new[key] = math.ceil(window * 1000) + 1000
 end
 for _, key in ipairs(order) do
-  redis.call('HSET', key, 'tokens', string.format('%.17g', state[key][1]), 'updated', ARGV[1])
+  redis.call('HSET', key, 'tokens', string.format('%.17g', state[key][1]), 'updated',
+             string.format('%.17g', state[key][2]))
   redis.call('PEXPIRE', key, new[key])
 end
 return {1, -1, '0'}

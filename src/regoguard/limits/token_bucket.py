@@ -43,8 +43,10 @@ def available(state: BucketState | None, spec: Spec, now: float) -> float:
     if state is None:
         return spec.capacity
     if spec.calendar:
-        same = math.floor(state.updated / spec.window) == math.floor(now / spec.window)
-        return min(spec.capacity, state.tokens) if same else spec.capacity
+        # A new window only when the stored one is strictly earlier: a proxy whose clock is behind
+        # another's (or a clock stepped back) must not see the other's window as "another" and refill.
+        newer = math.floor(now / spec.window) > math.floor(state.updated / spec.window)
+        return spec.capacity if newer else min(spec.capacity, state.tokens)
     elapsed = max(0.0, now - state.updated)
     return min(spec.capacity, state.tokens + elapsed * spec.rate)
 
@@ -71,12 +73,25 @@ def retry_after(tokens: float, spec: Spec, now: float | None = None) -> float | 
 def take(state: BucketState | None, spec: Spec, now: float) -> tuple[bool, BucketState, float | None]:
     """Try to take ``spec.cost`` tokens. Returns (fitted, new state, retry-after seconds if not)."""
     tokens = available(state, spec, now)
+    stamp = _stamp(state, spec, now)
     if fits(tokens, spec):
-        return True, BucketState(tokens - spec.cost, now), None
-    return False, BucketState(tokens, now), retry_after(tokens, spec, now)
+        return True, BucketState(tokens - spec.cost, stamp), None
+    return False, BucketState(tokens, stamp), retry_after(tokens, spec, now)
+
+
+def _stamp(state: BucketState | None, spec: Spec, now: float) -> float:
+    """When a bucket's state is as of: now, except that a calendar window never moves back in time."""
+    if spec.calendar and state is not None:
+        return max(now, state.updated)
+    return now
 
 
 def give_back(state: BucketState | None, spec: Spec, now: float) -> BucketState:
     """Return ``spec.cost`` tokens (a refunded call), never beyond capacity."""
     tokens = available(state, spec, now)
-    return BucketState(min(spec.capacity, tokens + spec.cost), now)
+    return BucketState(min(spec.capacity, tokens + spec.cost), _stamp(state, spec, now))
+
+
+def same_window(spec: Spec, then: float, now: float) -> bool:
+    """Whether ``then`` and ``now`` fall in one window of a calendar limit (always true for a bucket)."""
+    return not spec.calendar or math.floor(then / spec.window) == math.floor(now / spec.window)

@@ -143,40 +143,59 @@ def parse(text: str) -> Node | None:
     if root is None:
         return None
     _check_aliases(root)
-    return _convert(root)
+    try:
+        return _convert(root)
+    finally:  # the constructor memoises every node it built: without this, each (re)load would keep them
+        _constructor.constructed_objects.clear()
+        _constructor.recursive_objects.clear()
 
 
-MAX_EXPANDED_NODES = 100_000
+MAX_EXPANDED_NODES = 2_000_000
+"""What aliases may add to a file's own nodes: about what a policy written out at the 4 MiB file limit
+holds, so a policy that shares a block between thousands of tools loads, and a bomb does not."""
+MAX_EXPANDED_BYTES = 8 * 1024 * 1024
+"""What aliases may add to a file's own scalar text (one long string aliased many times is a bomb too)."""
+MAX_DEPTH = 100
+"""How deeply a policy may nest (a policy needs a handful of levels; the loader is recursive)."""
 
 
 def _check_aliases(root: yaml.Node) -> None:
     """Anchors and aliases are accepted, but what they add is bounded: a "billion laughs" file (a few lines
-    whose aliases nest into millions of nodes) is refused, naming the first node that blows up. A large
-    policy written out without aliases is not: only the nodes aliases add count, not the file's own."""
-    sizes: dict[int, int] = {}
+    whose aliases nest into millions of nodes, or one long string aliased a million times) is refused,
+    naming the first node that blows up. A large policy written out without aliases is not: only what the
+    aliases add to the file's own nodes and text counts."""
+    sizes: dict[int, tuple[int, int]] = {}  # id -> (nodes, scalar bytes) once expanded
     order: list[yaml.Node] = []
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    stack: list[tuple[yaml.Node, bool, int]] = [(root, False, 1)]
     on_path: set[int] = set()
     while stack:  # sizes bottom-up, without recursion (an aliased node is sized once)
-        node, done = stack.pop()
+        node, done, depth = stack.pop()
         if id(node) in sizes:
             continue
         children = _children(node)
         if not done:
             if id(node) in on_path:
                 raise YamlProblem("a YAML alias refers to a node that contains it", _pos(node))
+            if depth > MAX_DEPTH:
+                raise YamlProblem(f"the policy nests deeper than {MAX_DEPTH} levels", _pos(node))
             on_path.add(id(node))
-            stack.append((node, True))
-            stack.extend((c, False) for c in children if id(c) not in sizes)
+            stack.append((node, True, depth))
+            stack.extend((c, False, depth + 1) for c in children if id(c) not in sizes)
             continue
         on_path.discard(id(node))
-        sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+        own = len(node.value) if isinstance(node, yaml.ScalarNode) else 0
+        sizes[id(node)] = (1 + sum(sizes[id(c)][0] for c in children), own + sum(sizes[id(c)][1] for c in children))
         order.append(node)
-    limit = len(sizes) + MAX_EXPANDED_NODES  # the file's own nodes, and what aliases may add to them
-    for node in order:  # bottom-up: the first node past the limit is where the expansion blows up
-        if sizes[id(node)] > limit:
+    node_limit = len(sizes) + MAX_EXPANDED_NODES  # the file's own nodes, and what aliases may add to them
+    byte_limit = sum(len(n.value) for n in order if isinstance(n, yaml.ScalarNode)) + MAX_EXPANDED_BYTES
+    for node in order:  # bottom-up: the first node past a limit is where the expansion blows up
+        nodes, text = sizes[id(node)]
+        if nodes > node_limit:
             raise YamlProblem(f"this policy's anchors and aliases expand to more than {MAX_EXPANDED_NODES:,} "
                               "nodes beyond the file's own (a YAML bomb?)", _pos(node))
+        if text > byte_limit:
+            raise YamlProblem(f"this policy's anchors and aliases expand to more than {MAX_EXPANDED_BYTES:,} "
+                              "bytes of text beyond the file's own (a YAML bomb?)", _pos(node))
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

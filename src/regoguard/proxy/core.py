@@ -35,7 +35,15 @@ from regoguard.guard import Guard, Verdict
 from regoguard.pinning import Pinning
 from regoguard.proxy import elicit, ids, jsonrpc
 from regoguard.proxy.inflight import InFlight, Pending
-from regoguard.proxy.replies import call_doc, denial_reply, error_reply, params_problem, reply, upstream_error
+from regoguard.proxy.replies import (
+    call_doc,
+    denial_reply,
+    error_reply,
+    may_have_run,
+    params_problem,
+    reply,
+    upstream_error,
+)
 from regoguard.proxy.session import Session
 
 log = structlog.get_logger("regoguard.proxy")
@@ -614,8 +622,11 @@ class RelayCore:
         assert pending.client_id is not None
         if pending.verdict is not None:
             error = upstream_error(msg)
-            refund = "error" in msg or (error is not None and self.options.refund_on_tool_error)
-            self.guard.finish(pending.verdict, error, refund, answered=True)
+            if may_have_run(msg):  # the proxy's own error for an answer it could not read: as if the server died
+                self.guard.finish(pending.verdict, error, refund=False, answered=False)
+            else:
+                refund = "error" in msg or (error is not None and self.options.refund_on_tool_error)
+                self.guard.finish(pending.verdict, error, refund, answered=True)
         if pending.kind == "list":
             filtered = self._filter_tools_list(msg)
             if filtered is not None:

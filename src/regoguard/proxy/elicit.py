@@ -11,9 +11,11 @@ import json
 import secrets
 from typing import Any
 
+from regoguard.guard_holds import MAX_ASKED_ARGUMENTS
+
 ID_PREFIX = "regoguard-approval-"
 """The ids of the proxy's own requests to the client: strings no server's integer ids can equal."""
-MAX_SHOWN = 2000
+MAX_SHOWN = MAX_ASKED_ARGUMENTS  # the guard sends larger calls out of band: the form shows them whole
 
 
 def new_request_id() -> str:
@@ -23,8 +25,10 @@ def new_request_id() -> str:
 def request(request_id: str, tool: str, server: str, arguments_text: str, rule: str, message: str,
             timeout: int) -> dict[str, Any]:
     shown = arguments_text if len(arguments_text) <= MAX_SHOWN else arguments_text[:MAX_SHOWN] + " …"
+    # names the agent or server chose are quoted, so a name holding a newline cannot fake a line of the form
     text = (f"regoguard holds a tool call for your approval.\n\n"
-            f"Tool: {tool} (server {server})\nArguments: {shown}\nRule: {rule}: {message}\n\n"
+            f"Tool: {json.dumps(tool)} (server {json.dumps(server)})\nArguments: {shown}\n"
+            f"Rule: {json.dumps(rule)}: {json.dumps(message, ensure_ascii=False)}\n\n"
             f"Approve to run this call once; decline, or no answer within {timeout} s, and it is not run.")
     return {
         "jsonrpc": "2.0",

@@ -91,6 +91,10 @@ def _describe(data: bytes) -> _Outgoing:
                      version if isinstance(version, str) else None, cancels, arguments)
 
 
+MAY_HAVE_RUN_KEY = "regoguard/upstream"
+MAY_HAVE_RUN = "may-have-run"
+
+
 def _error_line(upstream_id: Any, message: str, data: Any = None) -> bytes:
     error: dict[str, Any] = {"code": INTERNAL_ERROR, "message": message}
     if data is not None:
@@ -121,7 +125,13 @@ class _Base:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _fail(self, ids: Iterable[Any], message: str, context: object, data: Any = None) -> None:
+    async def _fail(self, ids: Iterable[Any], message: str, context: object, data: Any = None,
+                    sent: bool = True) -> None:
+        """Answer requests the server did not answer readably. ``sent``: the request reached the server,
+        which may have acted on it; the error then says so (``data["regoguard/upstream"]``), so the relay
+        neither refunds its limits nor gives its approval back."""
+        if sent:
+            data = {**(data if isinstance(data, dict) else {}), MAY_HAVE_RUN_KEY: MAY_HAVE_RUN}
         for upstream_id in ids:
             await self._deliver(_error_line(upstream_id, message, data), context)
 
@@ -232,7 +242,7 @@ class StreamableHttpUpstream(_Base):
             request = self._client.build_request("POST", self.options.url, content=data,
                                                  headers=self._headers(info))
         except (UnicodeError, ValueError, TypeError) as exc:  # a name no HTTP header can carry, say
-            await self._fail(info.request_ids, f"the request cannot be sent over HTTP: {exc}", context)
+            await self._fail(info.request_ids, f"the request cannot be sent over HTTP: {exc}", context, sent=False)
             return
         try:
             response = await self._client.send(request, stream=True)
@@ -241,7 +251,9 @@ class StreamableHttpUpstream(_Base):
         except httpx2.HTTPError as exc:
             if self.first_status is None:
                 self.first_status = -1
-            await self._fail(info.request_ids, f"cannot reach the MCP server at {self.options.url}: {exc}", context)
+            unsent = isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout)  # else it may have arrived
+            await self._fail(info.request_ids, f"cannot reach the MCP server at {self.options.url}: {exc}", context,
+                             sent=not unsent)
             return
         try:
             if self.first_status is None:
@@ -265,7 +277,7 @@ class StreamableHttpUpstream(_Base):
                                  context)
             return
         if status == 404 and self.session_id is not None:
-            await self._fail(info.request_ids, "the MCP server ended this session (HTTP 404)", context)
+            await self._fail(info.request_ids, "the MCP server ended this session (HTTP 404)", context, sent=False)
             log.warning("the MCP server ended the session; closing", url=self.options.url)
             self._end(1)
             return

@@ -63,6 +63,14 @@ def upstream_error(msg: dict[str, Any]) -> Any:
     return None
 
 
+def may_have_run(msg: dict[str, Any]) -> bool:
+    """An error the proxy's HTTP upstream made for a request the server received but whose answer could
+    not be read (``data["regoguard/upstream"] == "may-have-run"``): the server may have done the work."""
+    error = msg.get("error")
+    data = error.get("data") if isinstance(error, dict) else None
+    return isinstance(data, dict) and data.get("regoguard/upstream") == "may-have-run"
+
+
 def call_doc(msg: dict[str, Any]) -> dict[str, Any]:
     """What can be logged of a call that never reached the policy."""
     params = msg.get("params")
