@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import regoguard
-from helpers_policy import REGEX_POLICY, call_doc, compiled_for, dedent, engine_for
+from helpers_policy import REGEX_POLICY, call_doc, compiled_for, decide, dedent, engine_for
 from regoguard import Engine, EngineLimits
 from regoguard.engine import library_modules, run_with_large_stack
 from regoguard.errors import EngineError
@@ -629,3 +629,18 @@ def test_callers_share_a_cache_key_only_when_what_is_read_is_the_same(a, b):
         assert key(a) != key(b)
     else:
         assert key(a) == key(b)
+
+
+def test_an_argument_derived_cost_is_the_exact_number_the_call_holds():
+    """rego-cpp writes numbers back with 16 significant digits; the cost taken is the argument itself
+    (found by the property test: 1.1659428615198634e16 came back as 1.165942861519863e16)."""
+    policy = dedent("""
+        tools:
+          charge:
+            rules:
+              - conditions: [{path: state.charge.spend, op: lte, value: 1000000}]
+                state: {counter: spend, window: second, increment_from: args.count}
+        """)
+    for count in (1.1659428615198634e16, 12345.678901, 9007199254740993, 0):
+        d = decide(policy, "charge", {"count": count}, fresh=True)
+        assert d.allow and [c.cost for c in d.charges] == [count], (count, d)

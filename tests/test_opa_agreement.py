@@ -73,8 +73,10 @@ def opa_file_view(compiled: regoguard.CompiledPolicy, doc: dict[str, Any],
     return {
         "allow": value["allow"],
         "action": value["action"],
-        "reasons": [{"rule": r["rule"], "message": NAMED.get(r["rule"], r["message"]).format(name)}
-                    for r in value["reasons"]],
+        # the fixed sections' messages name the tool in the engine; only those are filled in here (a
+        # policy's own message may hold "{}" itself: a condition value, say)
+        "reasons": [{"rule": r["rule"], "message": NAMED[r["rule"]].format(name) if r["rule"] in NAMED
+                     else r["message"]} for r in value["reasons"]],
         "charges": value["charges"],
         "details": {r["rule"]: r["detail"] for r in value["reasons"]},
     }

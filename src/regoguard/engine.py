@@ -205,7 +205,8 @@ class Engine:
             if hit is not None:
                 return Decision(hit.allow, hit.action, hit.reasons, hit.charges, True, time.perf_counter_ns() - t0)
         raw = self._query(unit, given)
-        decision = parse_verdict(raw, self.compiled.units[unit].entry, name, team=bool(self._extra))
+        decision = parse_verdict(raw, self.compiled.units[unit].entry, name, team=bool(self._extra),
+                                 args=doc["tool"].get("arguments"))
         if not decision.allow and "schema_check" in doc:
             decision = with_schema_error(decision, doc["schema_check"].get("error"))
 

@@ -125,14 +125,32 @@ def expression(raw: str) -> Any:
     return out["expressions"][0] if isinstance(out, dict) else out[0]["expressions"][0]
 
 
-def _charges(costs: list[Any], templates: list[dict[str, Any]]) -> list[Charge]:
+def _exact_cost(cost: Any, template: dict[str, Any], args: Any) -> Any:
+    """The argument a cost came from, as the call holds it: rego-cpp writes numbers back with 16
+    significant digits (1.1659428615198634e16 comes back as 1.165942861519863e16), so the engine's copy
+    is used only to confirm which number it was."""
+    value = args
+    for seg in template["cost_from"].get("key_path", template["cost_from"]["path"]):
+        if isinstance(value, dict) and str(seg) in value:
+            value = value[str(seg)]
+        elif isinstance(value, list) and str(seg).isdigit() and int(seg) < len(value):
+            value = value[int(seg)]
+        else:
+            return cost
+    if isinstance(value, bool) or not isinstance(value, int | float) or isinstance(cost, bool) \
+            or not isinstance(cost, int | float):
+        return cost
+    return value if math.isclose(value, cost, rel_tol=1e-15, abs_tol=0.0) else cost
+
+
+def _charges(costs: list[Any], templates: list[dict[str, Any]], args: Any = None) -> list[Charge]:
     """An allowed call's charges: the compiled templates, argument-derived costs filled in, in order."""
     if len(costs) != sum(1 for t in templates if "cost_from" in t):
         raise ValueError("the verdict's costs and the tool's charges disagree")
     charges = []
     pending = list(costs)
     for t in templates:
-        cost = pending.pop(0) if "cost_from" in t else t["cost"]
+        cost = _exact_cost(pending.pop(0), t, args) if "cost_from" in t else t["cost"]
         if isinstance(cost, bool) or not isinstance(cost, int | float) or cost < 0:
             raise ValueError("a cost is not a non-negative number")
         charges.append(Charge(t["counter"], t["scope"], cost, t["capacity"], t["window"], t["strict"], t["rule"],
@@ -145,11 +163,12 @@ def _team_charge(c: dict[str, Any]) -> Charge:
                   c["message"])
 
 
-def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False) -> Decision:
+def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False, args: Any = None) -> Decision:
     """Turn one verdict (regopy output text) into a Decision; anything unexpected is a deny.
 
     ``entry`` is the compiled settings entry of the decider that answered (its charge templates);
     ``team``: the verdict is the library's, which also carries the team's charges and an action.
+    ``args``: the call's arguments, whose exact numbers argument-derived costs are taken from.
     """
     if raw.startswith("\x00timeout:"):
         return Decision.deny("engine/timeout", raw[len("\x00timeout:"):])
@@ -164,7 +183,7 @@ def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False
         if value.get("allow") is True:
             if value.get("reasons", []) != []:
                 raise ValueError("an allowing verdict with reasons")
-            charges = _charges(list(value["costs"]), list(entry.get("charges", ())))
+            charges = _charges(list(value["costs"]), list(entry.get("charges", ())), args)
             if team:
                 charges += [_team_charge(c) for c in value["charges"]]
             return Decision(True, "allow", (), tuple(charges), extra={"from_policy": True})
