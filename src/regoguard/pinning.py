@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from regoguard.canonical import canonical
 
 FIELDS = ("name", "title", "description", "inputSchema", "outputSchema", "annotations", "execution", "_meta")
 LOCK_VERSION = 1
@@ -28,25 +29,9 @@ class PinError(ValueError):
     """A lock file that cannot be read."""
 
 
-def _canonical(value: Any) -> Any:
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if math.isfinite(value) and value.is_integer() and abs(value) < 2**63:
-            return int(value)
-        return value
-    if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_canonical(v) for v in value]
-    return str(value)
-
-
 def definition(tool: dict[str, Any]) -> dict[str, Any]:
     """The fields of a tool that are pinned, canonical (null and absent alike)."""
-    return {k: _canonical(tool[k]) for k in FIELDS if tool.get(k) is not None}
+    return {k: canonical(tool[k]) for k in FIELDS if tool.get(k) is not None}
 
 
 def digest(tool: dict[str, Any]) -> str:

@@ -104,50 +104,37 @@ class ApprovalBook:
     def deny(self, approval_id: str, by: str, reason: str | None = None) -> ApprovalRecord:
         return self._answer(approval_id, DENIED, by, reason)
 
+    def _move(self, approval_id: str, allowed: Callable[[ApprovalRecord], bool],
+              **changes: Any) -> ApprovalRecord | None:
+        """Change the approval atomically when ``allowed`` holds for it as stored; None otherwise."""
+
+        def run(view: View) -> ApprovalRecord | None:
+            record = view.load(approval_id)
+            if record is None or not allowed(record):
+                return None
+            moved = record.but(**changes)
+            view.save(moved)
+            return moved
+
+        return self.store.atomic(run)
+
     def consume(self, approval_id: str) -> ApprovalRecord | None:
         """Use an approved, unexpired approval (once: of two proxies racing, one gets it); None if not.
         It is ``running`` until :meth:`settle` or :meth:`restore` says how the call ended."""
         now = self.clock()
-
-        def run(view: View) -> ApprovalRecord | None:
-            record = view.load(approval_id)
-            if record is None or record.state(now) != APPROVED:
-                return None
-            used = record.but(status=RUNNING, consumed_at=now)
-            view.save(used)
-            return used
-
-        used = self.store.atomic(run)
+        used = self._move(approval_id, lambda r: r.state(now) == APPROVED, status=RUNNING, consumed_at=now)
         if used is not None:
             self._tell("consumed", used)
         return used
 
     def settle(self, approval_id: str) -> ApprovalRecord | None:
         """The approved call ran (or may have: the server died, or the client cancelled it): consumed."""
-
-        def run(view: View) -> ApprovalRecord | None:
-            record = view.load(approval_id)
-            if record is None or record.status != RUNNING:
-                return None
-            done = record.but(status=CONSUMED)
-            view.save(done)
-            return done
-
-        return self.store.atomic(run)
+        return self._move(approval_id, lambda r: r.status == RUNNING, status=CONSUMED)
 
     def restore(self, approval_id: str, why: str) -> ApprovalRecord | None:
         """The approved call did not run to success (the server failed it, or a limit refused it): it is
         approved again, until its expiry."""
-
-        def run(view: View) -> ApprovalRecord | None:
-            record = view.load(approval_id)
-            if record is None or record.status != RUNNING:
-                return None
-            back = record.but(status=APPROVED, consumed_at=None)
-            view.save(back)
-            return back
-
-        back = self.store.atomic(run)
+        back = self._move(approval_id, lambda r: r.status == RUNNING, status=APPROVED, consumed_at=None)
         if back is not None:
             self._tell("restored", back, why=why)
         return back

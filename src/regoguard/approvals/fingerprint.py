@@ -6,30 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from decimal import Decimal
 from typing import Any
 
-
-def _canonical(value: Any) -> Any:
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if math.isfinite(value) and value.is_integer():
-            return int(value)  # 1.0 and 1e0 are the integer 1
-        return value
-    if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
-    return repr(value)  # not JSON: still distinct, never equal to a JSON value's spelling
+from regoguard.canonical import canonical
 
 
 def canonical_arguments(arguments: Any) -> str:
     """The arguments as canonical JSON text (sorted keys, numbers by value, ASCII)."""
-    return json.dumps(_canonical(arguments), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return json.dumps(canonical(arguments), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _exact(value: Any) -> str:
