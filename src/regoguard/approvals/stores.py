@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from regoguard.approvals.record import ApprovalRecord
+from regoguard.limits.sqlite_store import default_state_path, write_transaction
 from regoguard.limits.store import StoreError
 
 T = TypeVar("T")
@@ -121,19 +122,8 @@ class SQLiteApprovals:
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the state database {self.path}: {exc}") from exc
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[None]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreError(f"state database {self.path}: {exc}") from exc
+    def _write(self) -> contextlib.AbstractContextManager[None]:
+        return write_transaction(self._db, self._lock, self.path)
 
     def current(self, fp: str) -> str | None:
         row = self._db.execute("SELECT id FROM approval_current WHERE fingerprint = ?", (self.prefix + fp,)).fetchone()
@@ -283,7 +273,6 @@ class _RedisView:
 def open_approvals(spec: str | None, prefix: str | None = None, create: bool = True) -> ApprovalStore:
     """The approvals of the ``--state`` store ``spec`` (as :func:`regoguard.limits.open_store` reads it)."""
     from regoguard.limits.limiter import DEFAULT_REDIS_PREFIX
-    from regoguard.limits.sqlite_store import default_state_path
 
     if spec == "memory":
         return MemoryApprovals()

@@ -23,6 +23,23 @@ _SCHEMA = "CREATE TABLE IF NOT EXISTS buckets (key TEXT PRIMARY KEY, tokens REAL
 _PINS = "CREATE TABLE IF NOT EXISTS pins (key TEXT PRIMARY KEY, digest TEXT NOT NULL)"
 
 
+@contextlib.contextmanager
+def write_transaction(db: sqlite3.Connection, lock: threading.Lock, path: Path) -> Iterator[None]:
+    """One ``BEGIN IMMEDIATE`` transaction on ``db`` under ``lock``: committed, or rolled back on any error
+    (a SQLite error becomes a StoreError naming ``path``). The limits and the approvals both write so."""
+    with lock:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"state database {path}: {exc}") from exc
+
+
 def default_state_path() -> Path:
     """``$XDG_STATE_HOME/regoguard/state.db`` (``~/.local/state/regoguard/state.db``)."""
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
@@ -85,20 +102,8 @@ class SQLiteStore:
             [(k, s.tokens, s.updated) for k, s in states.items()],
         )
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[None]:
-        """One ``BEGIN IMMEDIATE`` transaction under the lock: committed, or rolled back on any error."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreError(f"state database {self.path}: {exc}") from exc
+    def _write(self) -> contextlib.AbstractContextManager[None]:
+        return write_transaction(self._db, self._lock, self.path)
 
     def take_all(self, items: list[tuple[str, Spec]], now: float) -> TakeResult:
         items = [(self.prefix + k, spec) for k, spec in items]
