@@ -62,16 +62,18 @@ def fingerprint_of(verdict: Verdict) -> str:
                        verdict.revision or "", text)
 
 
-def new_record(guard: Guard, verdict: Verdict, approval_id: str, now: float) -> ApprovalRecord:
-    """A pending approval for the held call ``verdict``."""
+def new_record(guard: Guard, verdict: Verdict, approval_id: str, now: float, fp: str | None = None,
+               shown: str | None = None) -> ApprovalRecord:
+    """A pending approval for the held call ``verdict`` (``fp``, ``shown``: its fingerprint and shown
+    arguments, when the caller has them already)."""
     from regoguard.guard import who
 
     assert verdict.hold is not None
     hold = verdict.hold
     server, principal, _ = who(verdict.doc)
-    return ApprovalRecord(approval_id, fingerprint_of(verdict), PENDING, now, now + hold.timeout, hold.timeout,
+    return ApprovalRecord(approval_id, fp or fingerprint_of(verdict), PENDING, now, now + hold.timeout, hold.timeout,
                           verdict.doc["tool"]["name"], server, principal, hold.rule, hold.message, hold.approver,
-                          shown_arguments(guard, verdict), verdict.revision or "")
+                          shown if shown is not None else shown_arguments(guard, verdict), verdict.revision or "")
 
 
 def _deny(verdict: Verdict, rule: str, message: str, record: ApprovalRecord | None = None) -> Verdict:
@@ -84,21 +86,20 @@ def _deny(verdict: Verdict, rule: str, message: str, record: ApprovalRecord | No
 def settle_hold(guard: Guard, verdict: Verdict, elicit: bool) -> Verdict:
     """Decide what becomes of a held call (see the module's docstring)."""
     assert verdict.hold is not None
-    shown = len(shown_arguments(guard, verdict))
-    if shown > MAX_SHOWN_ARGUMENTS:
-        return _deny(verdict, "approval/too-large", f"the call needs approval, but its arguments ({shown} bytes) are "
-                     f"more than a person can be shown in full ({MAX_SHOWN_ARGUMENTS}), so it is not run")
+    shown = shown_arguments(guard, verdict)
+    if len(shown) > MAX_SHOWN_ARGUMENTS:
+        return _deny(verdict, "approval/too-large", f"the call needs approval, but its arguments ({len(shown)} bytes) "
+                     f"are more than a person can be shown in full ({MAX_SHOWN_ARGUMENTS}), so it is not run")
     book = guard.approvals
-    ask_user = elicit and verdict.hold.approver == "user" and shown <= MAX_ASKED_ARGUMENTS
-    if ask_user:
-        answered = book.live(fingerprint_of(verdict)) if book is not None else None
+    if book is None:  # nobody can approve out of band: the user is asked if possible, else it is held
+        return verdict
+    fp = fingerprint_of(verdict)
+    if elicit and verdict.hold.approver == "user" and len(shown) <= MAX_ASKED_ARGUMENTS:
+        answered = book.live(fp)
         if answered is None or answered.status == PENDING:
             return verdict  # the transport asks the user; only an answer given out of band stands first
-    if book is None:
-        return verdict  # nobody can approve: answered as held, with no approval id
-    fp = fingerprint_of(verdict)
     for _ in range(3):  # an approved approval another proxy consumed first: look again
-        record, _created = book.ask(fp, lambda i, now: new_record(guard, verdict, i, now))
+        record, _created = book.ask(fp, lambda i, now: new_record(guard, verdict, i, now, fp, shown))
         if record.status == DENIED:
             why = f": {record.reason}" if record.reason else ""
             return _deny(verdict, "approval/denied", f"{record.decided_by or 'a person'} denied approval "

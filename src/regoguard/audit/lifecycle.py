@@ -63,15 +63,17 @@ class Tally:
             self.changed = True
             self.outcomes[outcome] += 1
             minute = int(now // 60)
-            slot = self.per_minute.setdefault(minute, [0, 0])
+            slot = self.per_minute.get(minute)
+            if slot is None:  # a new minute: the only time old ones can have fallen out of the window
+                slot = self.per_minute[minute] = [0, 0]
+                for old in [m for m in self.per_minute if m < minute - MINUTES_KEPT]:
+                    del self.per_minute[old]
             slot[0] += 1
             if blocked:
                 slot[1] += 1
                 self.denied_by_rule[_short(rule) or "?"] += 1
                 self.recent.append({"at": now, "outcome": outcome, "tool": _short(tool), "rule": _short(rule),
                                     "reason": (reason or "")[:300]})
-            for old in [m for m in self.per_minute if m < minute - MINUTES_KEPT]:
-                del self.per_minute[old]
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
