@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers_policy import call_doc, load_errors
 from regoguard.compiler import compile_policy
@@ -135,3 +137,14 @@ def test_a_refund_never_adds_to_a_window_it_was_not_taken_from() -> None:
     limiter.refund(early)  # type: ignore[arg-type]
     assert admitted == [True, True, True]
     assert hasattr(limiter.take((charge,), "s", "p", "x"), "rule")  # still full: no fourth
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 20), st.booleans()), min_size=1, max_size=60), st.floats(0, 5))
+def test_no_interleaving_of_skewed_clocks_admits_more_than_the_windows_it_spans(calls, skew) -> None:
+    """Calls from two clocks ``skew`` seconds apart, at any times within 20 s around a minute boundary:
+    never more than capacity per window they fall in (here at most two windows: 6)."""
+    store = MemoryStore()
+    spec = Spec(3, 60, 1, calendar=True)
+    allowed = sum(store.take_all([("k", spec)], T0 + 50 + t + (skew if ahead else 0)).ok for t, ahead in calls)
+    assert allowed <= 6
