@@ -149,7 +149,8 @@ def test_rule_comments_name_the_rule_and_sit_above_its_rego():
     assert 't0_ok0 # rules[0] "max_amount" (line 10)' in lines[i:]
     k = lines.index('# rules[0] "max_amount" (line 10)', i)
     block = lines[k:k + 12]
-    assert "is_number(input.tool.arguments.amount)" in block
+    assert "v0_0 := input.tool.arguments.amount" in block  # read once, then tested
+    assert "is_number(v0_0)" in block
     assert any('"rule": "create_charge/max_amount"' in ln for ln in block)
     i = lines.index('# tools["create_refund"] (line 27)')
     assert any(ln.startswith("# rules[0] (line 29)") for ln in lines[i:])

@@ -84,8 +84,9 @@ default t0_reason0 := []
 default t0_ok0 := false
 
 t0_ok0 if {
-	is_string(input.tool.arguments.owner)
-	input.tool.arguments.owner == "acme"
+	v0_0 := input.tool.arguments.owner
+	is_string(v0_0)
+	v0_0 == "acme"
 }
 
 t0_reason0 := [{"rule": "*/acme_only", "message": "Only acme repositories", "detail": [`args.owner eq "acme" does not hold`]}] if t0_ok0 == false
@@ -142,18 +143,21 @@ t1_c0_0_eq if {
 default t1_c2_0 := false
 
 t1_c2_0 if {
-	is_string(input.tool.arguments.files)
-	count(input.tool.arguments.files) <= 20
+	v2_0 := input.tool.arguments.files
+	is_string(v2_0)
+	count(v2_0) <= 20
 }
 
 t1_c2_0 if {
-	is_array(input.tool.arguments.files)
-	count(input.tool.arguments.files) <= 20
+	v2_0 := input.tool.arguments.files
+	is_array(v2_0)
+	count(v2_0) <= 20
 }
 
 t1_c2_0 if {
-	is_object(input.tool.arguments.files)
-	count(input.tool.arguments.files) <= 20
+	v2_0 := input.tool.arguments.files
+	is_object(v2_0)
+	count(v2_0) <= 20
 }
 
 # why a call is denied: each failing rule, in order (looked at only when `allow` is false)
@@ -178,14 +182,15 @@ t1_ok1 if {
 	is_string(t1_arg_files_0_path)
 	count(t1_arg_files_0_path) <= 65536
 	not regex.match(`^\.github/workflows/`, t1_arg_files_0_path)
-	is_string(input.tool.arguments.message)
-	count(input.tool.arguments.message) <= 65536
-	regex.match("^([fF][eE][aA][tT]|[fF][iI][xX]|[dD][oO][cC][sS])", input.tool.arguments.message)
+	v1_0 := input.tool.arguments.message
+	is_string(v1_0)
+	count(v1_0) <= 65536
+	regex.match("^([fF][eE][aA][tT]|[fF][iI][xX]|[dD][oO][cC][sS])", v1_0)
 }
 
 t1_reason1 := [{"rule": "push_files/no_workflows", "message": concat("", [`Policy rule "push_files/no_workflows" denied the call: `, d[0]]), "detail": d}] if {
 	t1_ok1 == false
-	d := [t | some c in [[count([1 | is_string(t1_arg_files_0_path); count(t1_arg_files_0_path) <= 65536; not regex.match(`^\.github/workflows/`, t1_arg_files_0_path)]), [`args.files.0.path not_regex "^\\.github/workflows/" does not hold`]], [count([1 | is_string(input.tool.arguments.message); count(input.tool.arguments.message) <= 65536; regex.match("^([fF][eE][aA][tT]|[fF][iI][xX]|[dD][oO][cC][sS])", input.tool.arguments.message)]), [`args.message regex "(?i)^(feat|fix|docs)" does not hold`]]]; c[0] == 0; some t in c[1]]
+	d := [t | some c in [[count([1 | is_string(t1_arg_files_0_path); count(t1_arg_files_0_path) <= 65536; not regex.match(`^\.github/workflows/`, t1_arg_files_0_path)]), [`args.files.0.path not_regex "^\\.github/workflows/" does not hold`]], [count([1 | v1_0 := input.tool.arguments.message; is_string(v1_0); count(v1_0) <= 65536; regex.match("^([fF][eE][aA][tT]|[fF][iI][xX]|[dD][oO][cC][sS])", v1_0)]), [`args.message regex "(?i)^(feat|fix|docs)" does not hold`]]]; c[0] == 0; some t in c[1]]
 }
 
 # rules[2] "small" (line 24)
@@ -195,14 +200,15 @@ default t1_ok2 := false
 
 t1_ok2 if {
 	t1_c2_0
-	is_string(input.tool.arguments.branch)
-	count(input.tool.arguments.branch) <= 65536
-	regex.match(`^feature/[\s\S]*$`, input.tool.arguments.branch)
+	v2_1 := input.tool.arguments.branch
+	is_string(v2_1)
+	count(v2_1) <= 65536
+	regex.match(`^feature/[\s\S]*$`, v2_1)
 }
 
 t1_reason2 := [{"rule": "push_files/small", "message": concat("", [`Policy rule "push_files/small" denied the call: `, d[0]]), "detail": d}] if {
 	t1_ok2 == false
-	d := [t | some c in [[count([1 | t1_c2_0]), ["args.files len_lte 20 does not hold"]], [count([1 | is_string(input.tool.arguments.branch); count(input.tool.arguments.branch) <= 65536; regex.match(`^feature/[\s\S]*$`, input.tool.arguments.branch)]), [`args.branch glob "feature/*" does not hold`]]]; c[0] == 0; some t in c[1]]
+	d := [t | some c in [[count([1 | t1_c2_0]), ["args.files len_lte 20 does not hold"]], [count([1 | v2_1 := input.tool.arguments.branch; is_string(v2_1); count(v2_1) <= 65536; regex.match(`^feature/[\s\S]*$`, v2_1)]), [`args.branch glob "feature/*" does not hold`]]]; c[0] == 0; some t in c[1]]
 }
 
 # tools."*".rules[0] "acme_only" (line 37)
@@ -211,8 +217,9 @@ default t1_reason3 := []
 default t1_ok3 := false
 
 t1_ok3 if {
-	is_string(input.tool.arguments.owner)
-	input.tool.arguments.owner == "acme"
+	v3_0 := input.tool.arguments.owner
+	is_string(v3_0)
+	v3_0 == "acme"
 }
 
 t1_reason3 := [{"rule": "*/acme_only", "message": "Only acme repositories", "detail": [`args.owner eq "acme" does not hold`]}] if t1_ok3 == false
@@ -250,31 +257,36 @@ t2_allow if {
 default t2_c0_0 := false
 
 t2_c0_0 if {
-	is_string(input.tool.arguments.title)
-	count(input.tool.arguments.title) >= 5
+	v0_0 := input.tool.arguments.title
+	is_string(v0_0)
+	count(v0_0) >= 5
 }
 
 t2_c0_0 if {
-	is_array(input.tool.arguments.title)
-	count(input.tool.arguments.title) >= 5
+	v0_0 := input.tool.arguments.title
+	is_array(v0_0)
+	count(v0_0) >= 5
 }
 
 t2_c0_0 if {
-	is_object(input.tool.arguments.title)
-	count(input.tool.arguments.title) >= 5
+	v0_0 := input.tool.arguments.title
+	is_object(v0_0)
+	count(v0_0) >= 5
 }
 
 # args.labels contains "triage"
 default t2_c0_1 := false
 
 t2_c0_1 if {
-	is_string(input.tool.arguments.labels)
-	contains(input.tool.arguments.labels, "triage")
+	v0_1 := input.tool.arguments.labels
+	is_string(v0_1)
+	contains(v0_1, "triage")
 }
 
 t2_c0_1 if {
-	is_array(input.tool.arguments.labels)
-	some e0_1 in input.tool.arguments.labels
+	v0_1 := input.tool.arguments.labels
+	is_array(v0_1)
+	some e0_1 in v0_1
 	is_string(e0_1)
 	e0_1 == "triage"
 }
@@ -301,8 +313,9 @@ default t2_reason2 := []
 default t2_ok2 := false
 
 t2_ok2 if {
-	is_string(input.tool.arguments.owner)
-	input.tool.arguments.owner == "acme"
+	v2_0 := input.tool.arguments.owner
+	is_string(v2_0)
+	v2_0 == "acme"
 }
 
 t2_reason2 := [{"rule": "*/acme_only", "message": "Only acme repositories", "detail": [`args.owner eq "acme" does not hold`]}] if t2_ok2 == false
@@ -344,8 +357,9 @@ default g0_reason0 := []
 default g0_ok0 := false
 
 g0_ok0 if {
-	is_string(input.tool.arguments.owner)
-	input.tool.arguments.owner == "acme"
+	v0_0 := input.tool.arguments.owner
+	is_string(v0_0)
+	v0_0 == "acme"
 }
 
 g0_reason0 := [{"rule": "*/acme_only", "message": "Only acme repositories", "detail": [`args.owner eq "acme" does not hold`]}] if g0_ok0 == false
@@ -384,8 +398,9 @@ default g1_reason1 := []
 default g1_ok1 := false
 
 g1_ok1 if {
-	is_string(input.tool.arguments.owner)
-	input.tool.arguments.owner == "acme"
+	v1_0 := input.tool.arguments.owner
+	is_string(v1_0)
+	v1_0 == "acme"
 }
 
 g1_reason1 := [{"rule": "*/acme_only", "message": "Only acme repositories", "detail": [`args.owner eq "acme" does not hold`]}] if g1_ok1 == false

@@ -83,8 +83,9 @@ default t0_reason0 := []
 default t0_ok0 := false
 
 t0_ok0 if {
-	is_number(input.tool.arguments.amount)
-	input.tool.arguments.amount <= 50000
+	v0_0 := input.tool.arguments.amount
+	is_number(v0_0)
+	v0_0 <= 50000
 }
 
 t0_reason0 := [{"rule": "create_charge/max_amount", "message": "Charges over $500.00 need a human", "detail": ["args.amount lte 50000 does not hold"]}] if t0_ok0 == false
@@ -95,8 +96,9 @@ default t0_reason1 := []
 default t0_ok1 := false
 
 t0_ok1 if {
-	is_string(input.tool.arguments.currency)
-	input.tool.arguments.currency in {"eur", "usd"}
+	v1_0 := input.tool.arguments.currency
+	is_string(v1_0)
+	v1_0 in {"eur", "usd"}
 }
 
 t0_reason1 := [{"rule": "create_charge/allowed_currency", "message": `Policy rule "create_charge/allowed_currency" denied the call: args.currency in ["usd", "eur"] does not hold`, "detail": [`args.currency in ["usd", "eur"] does not hold`]}] if t0_ok1 == false
@@ -153,14 +155,15 @@ default t1_reason0 := []
 default t1_ok0 := false
 
 t1_ok0 if {
-	input.tool.arguments.reason != null
-	is_string(input.tool.arguments.reason)
-	input.tool.arguments.reason in {"duplicate", "fraudulent", "requested_by_customer"}
+	v0_0 := input.tool.arguments.reason
+	v0_0 != null
+	is_string(v0_0)
+	v0_0 in {"duplicate", "fraudulent", "requested_by_customer"}
 }
 
 t1_reason0 := [{"rule": "create_refund/rules[0]", "message": concat("", [`Policy rule "create_refund/rules[0]" denied the call: `, d[0]]), "detail": d}] if {
 	t1_ok0 == false
-	d := [t | some c in [[count([1 | input.tool.arguments.reason != null]), ["args.reason exists true does not hold"]], [count([1 | is_string(input.tool.arguments.reason); input.tool.arguments.reason in {"duplicate", "fraudulent", "requested_by_customer"}]), [`args.reason in ["duplicate", "fraudulent", "requested_by_customer"] does not hold`]]]; c[0] == 0; some t in c[1]]
+	d := [t | some c in [[count([1 | v0_0 := input.tool.arguments.reason; v0_0 != null]), ["args.reason exists true does not hold"]], [count([1 | v0_0 := input.tool.arguments.reason; is_string(v0_0); v0_0 in {"duplicate", "fraudulent", "requested_by_customer"}]), [`args.reason in ["duplicate", "fraudulent", "requested_by_customer"] does not hold`]]]; c[0] == 0; some t in c[1]]
 }
 
 t1_reasons := t1_reason0

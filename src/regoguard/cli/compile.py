@@ -62,7 +62,11 @@ def cmd_compile(args: argparse.Namespace, out: BinaryIO) -> int:
             out.write(f"{len(compiled)} compiled polic{'y is' if len(compiled) == 1 else 'ies are'} "
                       "up to date\n".encode())
         return EXIT_FAIL if stale else EXIT_OK
-    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. -o names a file: -o takes the directory the .rego files go into
+        print(f"error: cannot use {outdir} as the output directory: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     for c in compiled:
         target = outdir / c.filename
         target.write_text(c.module, encoding="utf-8")

@@ -94,6 +94,24 @@ class _Values:
         return name
 
 
+class _Locals:
+    """One rule's arguments read by a plain reference, each bound once to a local (``v<k>_<i> := ref``):
+    rego-cpp resolves ``input.tool.arguments.x`` afresh at every use, at ~5 µs each, and a local costs
+    nothing to read again. The binding is undefined when the argument is missing, as the reference was."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.names: dict[str, str] = {}
+
+    def of(self, c: dict[str, Any], values: _Values) -> tuple[str, list[str]]:
+        """The term to test for condition ``c`` and the binding that goes before each of its bodies."""
+        ref = _direct(c)
+        if ref is None:
+            return values.of(c), []
+        name = self.names.setdefault(ref, f"v{self.k}_{len(self.names)}")
+        return name, [f"{name} := {ref}"]
+
+
 def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Section:
     """The section of a tool key (or of unlisted names under ``default: allow``) with rules."""
     p = prefix
@@ -116,9 +134,11 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
             approved = None if ok is None or approved is None else [*approved, ok]
             continue
         checks: list[tuple[list[str], list[str] | str]] = []  # (inline body, detail texts or the rule giving them)
+        local = _Locals(k)
         for j, c in enumerate(rule.get("conditions", ())):
-            v = _direct(c) or values.of(c)
+            v, bind = local.of(c, values)
             clauses, extra = rt.condition_clauses(c, v, f"{p}c{k}_{j}_eq", f"{k}_{j}")
+            clauses = [[*bind, *body] for body in clauses]
             for name, extra_clauses in extra:
                 helpers.extend(_lines_rule(name, extra_clauses))
             if len(clauses) == 1:
@@ -178,9 +198,11 @@ def _approval_rule(p: str, k: int, rule: dict[str, Any], origin: str, values: _V
     all hold) and the name of the rule saying they hold (None: without conditions every call needs one)."""
     reason, ok = f"{p}reason{k}", f"{p}ok{k}"
     body: list[str] = []
+    local = _Locals(k)
     for j, c in enumerate(rule.get("conditions", ())):
-        v = _direct(c) or values.of(c)
+        v, bind = local.of(c, values)
         clauses, extra = rt.condition_clauses(c, v, f"{p}c{k}_{j}_eq", f"{k}_{j}")
+        clauses = [[*bind, *clause] for clause in clauses]
         for name, extra_clauses in extra:
             helpers.extend(_lines_rule(name, extra_clauses))
         if len(clauses) == 1:
