@@ -32,6 +32,7 @@ from typing import Any
 
 import regopy
 
+from regoguard import engine_native as native
 from regoguard.compiler import ENTRYPOINT, CompiledPolicy, RegoUnit, library_modules, rego_library_dir
 from regoguard.compiler.sections import SCHEMA_DETAIL
 from regoguard.decision import Decision, Reason
@@ -106,6 +107,7 @@ class Engine:
         else:
             self._library, data, entrypoint = {}, None, ENTRYPOINT
         self.entrypoint = entrypoint
+        self._entrypoint_bytes = entrypoint.encode()
         self._data_json = data
         self._bundles = Bundles(self._modules_of, data, entrypoint, self.limits.max_bundles)
         # Build one bundle now, so a policy that cannot be built fails here, not at its first call.
@@ -225,9 +227,8 @@ class Engine:
             bundle = self._bundles.get(unit)
         except Exception as exc:
             return "\x00error:" + str(exc)
-        interp.set_input(doc)
-        out = interp.query_bundle_entrypoint(bundle, self.entrypoint)
-        return str(out) if out.ok() else "\x00error:" + str(out)
+        native.set_input(interp, doc)
+        return native.query(interp, bundle, self._entrypoint_bytes)
 
     def _query(self, unit: str, doc: dict[str, Any]) -> str:
         if self._inline_ok and on_large_stack():

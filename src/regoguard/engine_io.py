@@ -163,6 +163,10 @@ def _team_charge(c: dict[str, Any]) -> Charge:
                   c["message"])
 
 
+_PLAIN_ALLOW = '{"expressions":[{"allow":true, "costs":[]}]}'
+"""rego-cpp's exact text for an allowing verdict with no argument-derived cost."""
+
+
 def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False, args: Any = None) -> Decision:
     """Turn one verdict (regopy output text) into a Decision; anything unexpected is a deny.
 
@@ -177,6 +181,9 @@ def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False
     if raw.strip() == "undefined":
         return Decision.deny("engine/undefined", "the policy gave no decision for this call")
     try:
+        if raw == _PLAIN_ALLOW and not team:  # the commonest answer, known by its exact text
+            return Decision(True, "allow", (), tuple(_charges([], list(entry.get("charges", ())), args)),
+                            extra={"from_policy": True})
         value = expression(raw)
         if not isinstance(value, dict):
             raise ValueError("the verdict is not an object")

@@ -1,0 +1,128 @@
+"""The engine's own calls into regopy's library hand the rules exactly what regopy's ``set_input`` would,
+and read the result as regopy's ``Output`` does, for every input the engine lets through."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import regopy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from regopy import rego_shared
+
+from regoguard import engine_native as native
+from regoguard.engine_io import value_problem
+
+ECHO = "package echo\n\nimport rego.v1\n\nresult := input\n"
+
+
+def _on_large_stack(fn):  # regopy wants a large stack; the engine's threads have one
+    box: list = []
+    threading.stack_size(64 * 1024 * 1024)
+    try:
+        t = threading.Thread(target=lambda: box.append(fn()))
+        t.start()
+        t.join()
+    finally:
+        threading.stack_size(0)
+    return box[0]
+
+
+def _bundle():
+    b = regopy.Interpreter()
+    b.add_module("echo.rego", ECHO)
+    return b.build(None, ["echo/result"])
+
+
+BUNDLE = _on_large_stack(_bundle)
+
+scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+           | st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: float(format(f, ".6f")) == f)
+           | st.text(max_size=20))
+values = st.recursive(scalars, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids,
+                                                                                          max_size=4), max_leaves=20)
+
+
+def _has_float(v) -> bool:
+    if isinstance(v, dict):
+        return any(_has_float(x) for x in v.values())
+    if isinstance(v, list):
+        return any(_has_float(x) for x in v)
+    return isinstance(v, float)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), values, max_size=4))
+def test_the_rules_see_what_regopy_set_input_gives_them(doc):
+    if value_problem(doc):  # the engine denies these before they reach the library
+        return
+
+    def both():
+        ours, theirs = regopy.Interpreter(), regopy.Interpreter()
+        native.set_input(ours, doc)
+        theirs.set_input(doc)
+        out = rego_shared.rego_bundle_query_entrypoint(theirs._impl, BUNDLE._impl, "echo/result")
+        try:  # regopy's own text (its Output wrapper fails to parse strings rego-cpp does not escape)
+            reference = rego_shared.rego_output_string(out)
+        finally:
+            rego_shared.rego_free_output(out)
+        return native.query(ours, BUNDLE, b"echo/result"), reference
+
+    mine, reference = _on_large_stack(both)
+    assert mine == reference
+    # rego-cpp writes input strings back unescaped and numbers with 16 significant digits: the text is
+    # JSON equal to the input when neither happens
+    if doc and "\\" not in json.dumps(doc, ensure_ascii=False) and not _has_float(doc):
+        assert json.loads(mine)["expressions"][0] == doc
+
+
+def test_what_is_not_json_is_refused_before_the_library_sees_it():
+    def attempt(value):
+        try:
+            native.set_input(regopy.Interpreter(), value)
+        except TypeError as exc:
+            return str(exc)
+        return None
+
+    assert "not a string" in _on_large_stack(lambda: attempt({1: "x"}))
+    assert "set" in _on_large_stack(lambda: attempt({"a": {1, 2}}))
+
+
+def test_an_engine_error_comes_back_as_text_not_an_exception():
+    def run():
+        b = regopy.Interpreter()
+        b.add_module("boom.rego", "package boom\n\nimport rego.v1\n\nresult := 1 / input.zero\n")
+        bundle = b.build(None, ["boom/result"])
+        it = regopy.Interpreter()
+        native.set_input(it, {"zero": 0})
+        return native.query(it, bundle, b"boom/result")
+
+    out = _on_large_stack(run)
+    assert out.startswith("\x00error:") or out.strip() == "undefined"
+
+
+@pytest.mark.parametrize("value", [True, False, 0, -1, 2**63 - 1, 1.5, "é\u2028", None, [], {}, [[{"a": [1]}]]])
+def test_single_values_round_trip(value):
+    def run():
+        it = regopy.Interpreter()
+        native.set_input(it, {"v": value})
+        return native.query(it, BUNDLE, b"echo/result")
+
+    assert json.loads(_on_large_stack(run))["expressions"][0] == {"v": value}
+
+
+def test_the_plain_allow_text_stands_only_for_a_decider_without_derived_costs():
+    from regoguard.engine_io import _PLAIN_ALLOW, parse_verdict
+
+    fixed = {"counter": "c", "scope": "tool", "cost": 1, "capacity": 5, "window": 60, "strict": False,
+             "rule": "t/r", "message": "m"}
+    d = parse_verdict(_PLAIN_ALLOW, {"charges": [fixed]}, "t")
+    assert d.allow and [c.cost for c in d.charges] == [1]
+    # a decider whose charge takes its cost from an argument must say which: the bare text is malformed
+    derived = {**fixed, "cost_from": {"path": ["amount"], "text": "args.amount"}}
+    d = parse_verdict(_PLAIN_ALLOW, {"charges": [derived]}, "t", args={"amount": 3})
+    assert not d.allow and d.reasons[0].rule == "engine/malformed"
+    # the team's verdict carries its own charges: never read from the bare text
+    assert not parse_verdict(_PLAIN_ALLOW, {"charges": []}, "t", team=True).allow
