@@ -59,7 +59,7 @@ def _add(p: Any, v: Any) -> int:
                 raise TypeError("an object key is not a string")
             code = _str(p, k.encode("utf-8")) or _add(p, item) or _item(p)
             if code:
-                return code  # type: ignore[no-any-return]
+                return code
         return _object(p, len(v))  # type: ignore[no-any-return]
     if t is list:
         for item in v:
@@ -71,9 +71,10 @@ def _add(p: Any, v: Any) -> int:
         return _null(p)  # type: ignore[no-any-return]
     if t is float:
         return _float(p, v)  # type: ignore[no-any-return]
-    for kind in (str, int, float, dict, list):  # a subclass, read as its base type is
-        if isinstance(v, kind):
-            return _add(p, kind(v))
+    base: Any
+    for base in (str, int, float, dict, list):  # a subclass, read as its base type is
+        if isinstance(v, base):
+            return _add(p, base(v))
     if isinstance(v, tuple):
         return _add(p, list(v))
     raise TypeError(f"cannot hand a {type(v).__name__} to the engine")
@@ -100,12 +101,12 @@ def query(interpreter: Any, bundle: Any, entrypoint: bytes) -> str:
     """The JSON text of one query of ``bundle``'s ``entrypoint``; an engine error as ``"\\x00error:..."``."""
     out = _query(interpreter._impl, bundle._impl, entrypoint)
     if not out:
-        return "\x00error:" + rego_shared.rego_get_error(interpreter._impl)
+        return "\x00error:" + str(rego_shared.rego_get_error(interpreter._impl))
     try:
         size = _output_size(out)
         buf = ctypes.create_string_buffer(size)
         if _output_json(out, buf, size) != _OK:
-            return "\x00error:" + rego_shared.rego_get_error(interpreter._impl)
+            return "\x00error:" + str(rego_shared.rego_get_error(interpreter._impl))
         text = buf.value.decode("utf-8")
         return text if _output_ok(out) else "\x00error:" + text
     finally:
