@@ -52,8 +52,9 @@ def opa_bundle_view(engine: regoguard.Engine, doc: dict[str, Any]) -> dict[str, 
     value = opa_eval(unit.modules, unit.data, doc, unit.query)
     raw = "undefined" if value is None else json.dumps({"expressions": [value]})
     unit_id = engine.compiled.unit_for(doc["tool"]["name"])
-    d = parse_verdict(raw, engine.compiled.units[unit_id].entry, doc["tool"]["name"], team=bool(engine.rego_for(
-        doc["tool"]["name"]).query.endswith("lib.verdict")))
+    decider = engine.compiled.units[unit_id]
+    d = parse_verdict(raw, decider.entry, doc["tool"]["name"], team=unit.query.endswith("lib.verdict"),
+                      table=decider.section.table)
     return {**d.to_json(), "details": d.extra.get("details", {})}
 
 

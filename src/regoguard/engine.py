@@ -125,7 +125,8 @@ class Engine:
     # -- what decides a call ---------------------------------------------------------------------------
 
     def _modules_of(self, unit: str) -> dict[str, str]:
-        return {f"regoguard/policy/{unit}.rego": self.compiled.unit_module(unit), **self._library}
+        return {f"regoguard/policy/{unit}.rego": self.compiled.unit_module(unit, compact=not self._extra),
+                **self._library}
 
     def rego_for(self, name: str) -> RegoUnit:
         """The Rego that decides calls to ``name`` — modules, data and query — exactly as this engine
@@ -207,8 +208,9 @@ class Engine:
             if hit is not None:
                 return Decision(hit.allow, hit.action, hit.reasons, hit.charges, True, time.perf_counter_ns() - t0)
         raw = self._query(unit, given)
-        decision = parse_verdict(raw, self.compiled.units[unit].entry, name, team=bool(self._extra),
-                                 args=doc["tool"].get("arguments"))
+        decider = self.compiled.units[unit]
+        decision = parse_verdict(raw, decider.entry, name, team=bool(self._extra),
+                                 args=doc["tool"].get("arguments"), table=decider.section.table)
         if not decision.allow and "schema_check" in doc:
             decision = with_schema_error(decision, doc["schema_check"].get("error"))
 

@@ -167,12 +167,23 @@ _PLAIN_ALLOW = '{"expressions":[{"allow":true, "costs":[]}]}'
 """rego-cpp's exact text for an allowing verdict with no argument-derived cost."""
 
 
-def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False, args: Any = None) -> Decision:
+def _numbered(reason: Any, table: dict[int, dict[str, Any]] | None) -> Any:
+    """A reason as the verdict gives it: in full, or a constant one by its number in ``table``."""
+    if isinstance(reason, int) and not isinstance(reason, bool):
+        if table is None or reason not in table:
+            raise ValueError(f"the verdict names reason {reason}, which the decider does not have")
+        return table[reason]
+    return reason
+
+
+def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False, args: Any = None,
+                  table: dict[int, dict[str, Any]] | None = None) -> Decision:
     """Turn one verdict (regopy output text) into a Decision; anything unexpected is a deny.
 
     ``entry`` is the compiled settings entry of the decider that answered (its charge templates);
     ``team``: the verdict is the library's, which also carries the team's charges and an action.
     ``args``: the call's arguments, whose exact numbers argument-derived costs are taken from.
+    ``table``: the decider's constant reasons, which a compact verdict gives by number.
     """
     if raw.startswith("\x00timeout:"):
         return Decision.deny("engine/timeout", raw[len("\x00timeout:"):])
@@ -194,8 +205,9 @@ def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False
             if team:
                 charges += [_team_charge(c) for c in value["charges"]]
             return Decision(True, "allow", (), tuple(charges), extra={"from_policy": True})
-        reasons = tuple(Reason(r["rule"], r["message"]) for r in value.get("reasons", ()))
-        details = {r["rule"]: r.get("detail", []) for r in value.get("reasons", ())}
+        given = [_numbered(r, table) for r in value.get("reasons", ())]
+        reasons = tuple(Reason(r["rule"], r["message"]) for r in given)
+        details = {r["rule"]: r.get("detail", []) for r in given}
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         return Decision.deny("engine/malformed", f"the policy gave a malformed verdict: {exc}")
     if not reasons:

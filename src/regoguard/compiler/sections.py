@@ -22,7 +22,7 @@ an expression undefined, which would drop a denial).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from regoguard.compiler import rego_text as rt
@@ -49,6 +49,12 @@ class Section:
     """``charges`` and ``decision``: the committed module's extras."""
     reads_schema: bool
     reads_schema_check: bool = False
+    compact: str = ""
+    """The core as the engine's bundle holds it: a rule whose reason never changes is named in ``reasons``
+    by its number (its index in the entry's rules), which the engine looks up in :attr:`table`; rego-cpp
+    spends more writing a reason's text out than deciding the call."""
+    table: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Those reasons by number: ``{"rule", "message", "detail"}``."""
 
 
 def _lines_rule(name: str, clauses: list[list[str]], comment: str | None = None) -> list[str]:
@@ -120,6 +126,8 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
     allow: list[str] = []  # the body of `allow`: every rule's checks, inline
     reasons: list[str] = []  # each rule's reason rule, in order
     failing: list[str] = []  # the rules saying why a call is denied
+    failing_compact: list[str] = []  # the same, a constant reason given by its number
+    table: dict[int, dict[str, Any]] = {}
     costs: dict[str, str] = {}  # rule id -> its cost rule
     notes: list[str] = []  # rules that never deny
     reads_schema = False
@@ -129,7 +137,9 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
     approved: list[str] | None = []  # the body saying no person is needed (None: some rule always needs one)
     for k, (rule, origin) in enumerate(zip(entry["rules"], origins, strict=True)):
         if "approval" in rule:
+            mark = len(failing)
             ok = _approval_rule(p, k, rule, origin, values, helpers, failing)
+            failing_compact.extend(failing[mark:])
             held.append(f"{p}reason{k}")
             approved = None if ok is None or approved is None else [*approved, ok]
             continue
@@ -171,10 +181,15 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
         if not rule.get("deny"):
             allow.append(f"{p}ok{k} # {origin}")
         reasons.append(f"{p}reason{k}")
-        failing.extend(_reason_rules(p, k, rule, origin, checks))
+        full, compact, constant = _reason_rules(p, k, rule, origin, checks)
+        failing.extend(full)
+        failing_compact.extend(compact)
+        if constant is not None:
+            table[k] = constant
     if held:
         allow.append(f"{p}approved # no person is needed, or one approved the call")
         failing += _approved_rule(p, approved)
+        failing_compact += _approved_rule(p, approved)
     if denies:
         head = [f"{p}allow := false # a rule denies every call", ""]
     elif allow:
@@ -182,14 +197,17 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
                 *(f"\t{x}" for x in dict.fromkeys(allow)), "}", ""]
     else:
         head = [f"{p}allow := true", ""]
-    lines = ["# why a call is denied: each failing rule, in order (looked at only when `allow` is false)",
-             *failing, f"{p}reasons := {_concat([f'{r}' for r in reasons])}", ""]
-    if held:
-        lines += ["# why a call waits for a person (looked at only when nothing denies it)",
-                  f"{p}held := {_concat(held)}", ""]
-    core = "\n".join([*notes, *head, *values.lines, *helpers, *lines, *_costs(p, entry, costs),
-                      *_verdict(p, bool(held))])
-    return Section(p, core, _full(p, entry, costs, bool(held)), reads_schema, reads_schema_check)
+    def core(failing: list[str]) -> str:
+        lines = ["# why a call is denied: each failing rule, in order (looked at only when `allow` is false)",
+                 *failing, f"{p}reasons := {_concat([f'{r}' for r in reasons])}", ""]
+        if held:
+            lines += ["# why a call waits for a person (looked at only when nothing denies it)",
+                      f"{p}held := {_concat(held)}", ""]
+        return "\n".join([*notes, *head, *values.lines, *helpers, *lines, *_costs(p, entry, costs),
+                          *_verdict(p, bool(held))])
+
+    return Section(p, core(failing), _full(p, entry, costs, bool(held)), reads_schema, reads_schema_check,
+                   core(failing_compact), table)
 
 
 def _approval_rule(p: str, k: int, rule: dict[str, Any], origin: str, values: _Values, helpers: list[str],
@@ -243,22 +261,29 @@ def _concat(parts: list[str]) -> str:
     return out
 
 
+Reasons = tuple[list[str], list[str], dict[str, Any] | None]
+"""A rule's reason rules in full, the same with a constant reason given by its number, and that reason."""
+
+
 def _reason_rules(p: str, k: int, rule: dict[str, Any], origin: str,
-                  checks: list[tuple[list[str], list[str] | str]]) -> list[str]:
+                  checks: list[tuple[list[str], list[str] | str]]) -> Reasons:
     """``<p>ok<k>`` (the rule holds) and ``<p>reason<k>`` (its reason when it does not). A rule with one
     check fails with a constant reason; with several, its detail lists the checks that do not hold."""
     ok, reason = f"{p}ok{k}", f"{p}reason{k}"
     custom = bool(rule.get("custom_message") or rule.get("deny"))
     out = [f"# {rt.comment(origin)}", f"default {reason} := []", ""]
     if rule.get("deny"):
-        return [*out, f"{reason} := [{_reason(rule, rt.value(['the rule denies every call']), custom)}]", ""]
+        detail = ["the rule denies every call"]
+        return ([*out, f"{reason} := [{_reason(rule, rt.value(detail), custom)}]", ""],
+                [*out, f"{reason} := [{k}]", ""], _constant(rule, detail, custom))
     body = [x for b, _ in checks for x in b]
     out += [f"default {ok} := false", "", f"{ok} if {{", *(f"\t{x}" for x in dict.fromkeys(body)), "}", ""]
     first = checks[0][1]
     if len(checks) == 1 and isinstance(first, list):
         # a cost argument that is missing or not a number says so, whatever the rule's own on_deny says
         own = custom and not first[0].endswith(COST_DETAIL)
-        return [*out, f"{reason} := [{_reason(rule, rt.value(first), own, first[0])}] if {ok} == false", ""]
+        return ([*out, f"{reason} := [{_reason(rule, rt.value(first), own, first[0])}] if {ok} == false", ""],
+                [*out, f"{reason} := [{k}] if {ok} == false", ""], _constant(rule, first, own))
     if len(checks) == 1 and isinstance(first, str):
         detail = first
     else:
@@ -270,8 +295,16 @@ def _reason_rules(p: str, k: int, rule: dict[str, Any], origin: str,
         message = (f'array.concat([concat("", [{intro}, t]) | some t in d; endswith(t, {rt.string(COST_DETAIL)})], '
                    f'[{rt.string(rule["message"])}])[0]')
         item = f'{{"rule": {rt.string(rule["id"])}, "message": {message}, "detail": d}}'
-        return [*out, f"{reason} := [{item}] if {{", f"\t{ok} == false", f"\td := {detail}", "}", ""]
-    return [*out, f"{reason} := [{_reason(rule, 'd', custom)}] if {{", f"\t{ok} == false", f"\td := {detail}", "}", ""]
+        lines = [*out, f"{reason} := [{item}] if {{", f"\t{ok} == false", f"\td := {detail}", "}", ""]
+        return lines, lines, None
+    lines = [*out, f"{reason} := [{_reason(rule, 'd', custom)}] if {{", f"\t{ok} == false", f"\td := {detail}", "}", ""]
+    return lines, lines, None
+
+
+def _constant(rule: dict[str, Any], detail: list[str], custom: bool) -> dict[str, Any]:
+    """The reason :func:`_reason` writes for a constant ``detail``, as data."""
+    message = rule["message"] if custom else f'Policy rule "{rule["id"]}" denied the call: {detail[0]}'
+    return {"rule": rule["id"], "message": message, "detail": list(detail)}
 
 
 def _reason(rule: dict[str, Any], detail: str, custom: bool, first: str | None = None) -> str:
@@ -362,7 +395,10 @@ def _verdict(p: str, held: bool = False) -> list[str]:
 def fixed_section(prefix: str, rule: str, message: str, detail: str) -> Section:
     """The section of hidden names (``rule`` "hide") or, under ``default: deny``, of unlisted ones."""
     p = prefix
-    reason = rt.value([{"detail": [detail], "message": message, "rule": rule}])
-    lines = [f"{p}allow := false", "", f"{p}reasons := {reason}", "", f"{p}costs := [] if {p}allow", "",
-             *_verdict(p)]
-    return Section(p, "\n".join(lines), _full(p, {}, {}), False)
+    constant = {"detail": [detail], "message": message, "rule": rule}
+
+    def core(reasons: str) -> str:
+        return "\n".join([f"{p}allow := false", "", f"{p}reasons := {reasons}", "", f"{p}costs := [] if {p}allow",
+                          "", *_verdict(p)])
+
+    return Section(p, core(rt.value([constant])), _full(p, {}, {}), False, compact=core("[0]"), table={0: constant})
