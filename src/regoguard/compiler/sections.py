@@ -273,9 +273,9 @@ def _reason_rules(p: str, k: int, rule: dict[str, Any], origin: str,
     custom = bool(rule.get("custom_message") or rule.get("deny"))
     out = [f"# {rt.comment(origin)}", f"default {reason} := []", ""]
     if rule.get("deny"):
-        detail = ["the rule denies every call"]
-        return ([*out, f"{reason} := [{_reason(rule, rt.value(detail), custom)}]", ""],
-                [*out, f"{reason} := [{k}]", ""], _constant(rule, detail, custom))
+        every = ["the rule denies every call"]
+        return ([*out, f"{reason} := [{_reason(rule, rt.value(every), custom)}]", ""],
+                [*out, f"{reason} := [{k}]", ""], _constant(rule, every, custom))
     body = [x for b, _ in checks for x in b]
     out += [f"default {ok} := false", "", f"{ok} if {{", *(f"\t{x}" for x in dict.fromkeys(body)), "}", ""]
     first = checks[0][1]
