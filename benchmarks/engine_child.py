@@ -19,6 +19,7 @@ from typing import Any
 
 from regoguard.compiler import compile_policy
 from regoguard.engine import Engine, EngineLimits
+from regoguard.engine_threads import run_with_large_stack
 from regoguard.policy.loader import load_policy_text
 
 TARGETS = 8
@@ -159,25 +160,6 @@ def throughput(compiled: Any, docs: list[tuple[dict[str, Any], int]], workers: i
     return sum(counts) / elapsed
 
 
-def inline_series(n: int, calls: int) -> dict[str, dict[str, float]]:
-    """The same calls on a policy without regexes, from a large-stack thread: decided inline, no thread
-    hop (as the CLI decides; the proxy's calls go through the pool)."""
-    from regoguard.engine import run_with_large_stack
-
-    tools = make_tools(n, bounded=True)
-    compiled = compile_policy(load_policy_text(policy_yaml(tools), f"<bench-inline-{n}>"))
-    engine = Engine(compiled, EngineLimits(cache_size=0))
-    kinds = call_kinds(tools)
-    try:
-        while engine.bundles_built < min(len(compiled.units), engine.limits.max_bundles):
-            time.sleep(0.005)
-        result: dict[str, dict[str, float]] = run_with_large_stack(
-            lambda: {k: series(engine, docs, calls, allow, False) for k, (docs, allow) in kinds.items()})
-        return result
-    finally:
-        engine.close()
-
-
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--src")
@@ -211,13 +193,16 @@ def main() -> int:
         out["ahead_s"] = time.perf_counter() - t0
     out["rss_mb"] = rss_mb() - rss0
     kinds = call_kinds(tools)
-    out["uncached"] = {k: series(engine, docs, a.calls, allow, False) for k, (docs, allow) in kinds.items()}
+    # as `regoguard run` and `serve` call it: from their large-stack thread (inline where the engine may)
+    out["uncached"] = run_with_large_stack(
+        lambda: {k: series(engine, docs, a.calls, allow, False) for k, (docs, allow) in kinds.items()})
+    # from an ordinary thread (a library user's): every call on the worker pool
+    out["pool"] = {k: series(engine, docs, a.calls, allow, False) for k, (docs, allow) in kinds.items()}
     engine.close()
     cached = Engine(compiled)
-    out["cached"] = {k: series(cached, docs, a.calls, allow, True) for k, (docs, allow) in kinds.items()}
+    out["cached"] = run_with_large_stack(
+        lambda: {k: series(cached, docs, a.calls, allow, True) for k, (docs, allow) in kinds.items()})
     cached.close()
-    if built is not None:
-        out["inline"] = inline_series(a.tools, a.calls)
     if a.tools in (100, 1000) and built is not None:
         secs = 1.0 if a.quick else 3.0
         out["throughput"] = {"1": throughput(compiled, kinds["allow"][0], 1, secs),

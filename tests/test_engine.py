@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -644,3 +645,41 @@ def test_an_argument_derived_cost_is_the_exact_number_the_call_holds():
     for count in (1.1659428615198634e16, 12345.678901, 9007199254740993, 0):
         d = decide(policy, "charge", {"count": count}, fresh=True)
         assert d.allow and [c.cost for c in d.charges] == [count], (count, d)
+
+
+CUBIC_POLICY = dedent(
+    """
+    tools:
+      t:
+        rules:
+          - name: shape
+            conditions:
+              - {path: args.s, op: regex, value: "a*a*b"}
+    """
+)
+
+
+def test_a_regex_runs_inline_only_where_the_calls_own_strings_bound_it():
+    """``a*a*b`` is cubic in std::regex (1,000 ``a`` take seconds): a short subject is decided on the
+    caller's thread, a long one on the pool behind the timeout, and the engine goes on."""
+    engine = Engine(compiled_for(CUBIC_POLICY), EngineLimits(timeout=0.3, cache_size=0))
+    outcome: list = []
+
+    def calls() -> None:
+        short = engine.evaluate(call_doc("t", {"s": "aaab"}))
+        inline_after_short = engine.inline_calls
+        long = engine.evaluate(call_doc("t", {"s": "a" * 3000}))
+        after = engine.evaluate(call_doc("t", {"s": "zz"}))
+        outcome.append((short, inline_after_short, long, after, engine.inline_calls))
+
+    try:
+        worker = threading.Thread(target=lambda: run_with_large_stack(calls), daemon=True)
+        worker.start()
+        worker.join(60)  # inline, the long call would hold this thread for minutes
+        assert outcome, "the long subject was evaluated inline, with no timeout"
+        short, inline_after_short, long, after, inline_total = outcome[0]
+        assert short.allow and inline_after_short == 1
+        assert not long.allow and long.rule == "engine/timeout"
+        assert not after.allow and after.rule == "t/shape" and inline_total == 2
+    finally:
+        engine.close()

@@ -15,7 +15,8 @@ Facts that shape this file (measured on regopy 1.5.2; see benchmarks/):
 - ``regex.match`` is C++ ``std::regex``: evaluation runs on threads with a 512 MB stack, the compiled
   Rego bounds regex subjects to 64 KiB, and a policy with regexes (or team Rego) is evaluated behind
   ``timeout`` on the worker pool (a stuck C++ call cannot be interrupted: its worker is replaced).
-  A policy without regexes may be evaluated inline on a large-stack caller, saving the thread hop.
+  A call is evaluated inline on a large-stack caller, saving the thread hop, when its regexes are
+  bounded for the strings it holds (``engine_inline``); the rest go to the pool.
 - An interpreter is not thread-safe; each thread owns its own. The pool's workers evaluate in parallel
   (regopy's ctypes calls release the GIL).
 """
@@ -38,6 +39,7 @@ from regoguard.compiler.sections import SCHEMA_DETAIL
 from regoguard.decision import Decision, Reason
 from regoguard.engine_bundles import Bundles
 from regoguard.engine_cache import cache_key, policy_input
+from regoguard.engine_inline import bounded_call, regex_subjects
 from regoguard.engine_io import data_json, parse_verdict, shape_problem, value_problem
 from regoguard.engine_threads import WORKER_STACK_BYTES, Pool, on_large_stack, run_with_large_stack
 from regoguard.policy.regex_check import unportable_argument
@@ -96,9 +98,12 @@ class Engine:
         self._cache: OrderedDict[tuple[Any, ...], Decision] = OrderedDict()
         self._lock = threading.Lock()
         self._inline = threading.local()
-        # Inline evaluation has no timeout: only for policies whose every step is bounded (no regex, which
-        # std::regex can make quadratic; no team Rego). The rest runs on the pool, behind `timeout`.
-        self._inline_ok = inline and not self._extra and compiled.bounded
+        # Inline evaluation has no timeout: only without team Rego, and for calls whose regexes are bounded
+        # for the strings they hold (engine_inline). The rest runs on the pool, behind `timeout`.
+        self._inline_ok = inline and not self._extra
+        self._subjects = {u: regex_subjects(d.entry) for u, d in compiled.units.items()}
+        self.inline_calls = 0
+        """Queries evaluated on the caller's thread (a statistic: increments may race)."""
         if self._extra:
             self._library = {**library_modules(), **self._extra}
             team_reads_settings = any("settings" in src for src in self._extra.values())
@@ -207,7 +212,7 @@ class Engine:
                     self._cache.move_to_end(key)
             if hit is not None:
                 return Decision(hit.allow, hit.action, hit.reasons, hit.charges, True, time.perf_counter_ns() - t0)
-        raw = self._query(unit, given)
+        raw = self._query(unit, given, self._inline_ok and bounded_call(self._subjects[unit], given))
         decider = self.compiled.units[unit]
         decision = parse_verdict(raw, decider.entry, name, team=bool(self._extra),
                                  args=doc["tool"].get("arguments"), table=decider.section.table)
@@ -232,8 +237,9 @@ class Engine:
         native.set_input(interp, doc)
         return native.query(interp, bundle, self._entrypoint_bytes)
 
-    def _query(self, unit: str, doc: dict[str, Any]) -> str:
-        if self._inline_ok and on_large_stack():
+    def _query(self, unit: str, doc: dict[str, Any], inline: bool) -> str:
+        if inline and on_large_stack():
+            self.inline_calls += 1
             interp = getattr(self._inline, "interp", None)
             if interp is None:
                 interp = self._inline.interp = regopy.Interpreter()

@@ -59,8 +59,6 @@ class CompiledPolicy:
     reads: dict[str, Reads] = field(default_factory=dict)
     wildcard_reads: Reads = field(default_factory=Reads)
     source: str = ""
-    bounded: bool = True
-    """No condition runs a regex: every decision takes bounded time (the engine may skip its timeout)."""
     units: dict[str, Decider] = field(default_factory=dict, repr=False)
     """Every decider by id (``t0``…, ``g0``…, ``hidden``, ``unlisted``)."""
     _policy: Policy | None = field(default=None, repr=False, compare=False)
@@ -143,8 +141,6 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         reads={t.key: reads_of(t.rules, wildcard) for t in policy.tools if not t.is_wildcard},
         wildcard_reads=reads_of((), wildcard),
         source=policy.source,
-        bounded=not any(c.op in ("regex", "not_regex", "glob") for t in policy.tools for r in t.rules
-                        for c in r.conditions),
         units=units,
         _policy=policy,
     )

@@ -492,7 +492,7 @@ def unportable_argument(entry: dict[str, Any], arguments: Any, doc: dict[str, An
                 continue
             root = cond.get("root", "args")
             base = arguments if root == "args" else (doc or {}).get(root)
-            value = _argument_at(base, cond.get("path", ()), cond.get("key_path"))
+            value = argument_at(base, cond.get("path", ()), cond.get("key_path"))
             if isinstance(value, str) and not subject_is_portable(cond["regex"], value):
                 return (
                     f"the argument of condition {cond.get('text', cond['regex'])} holds text that OPA and the "
@@ -502,7 +502,7 @@ def unportable_argument(entry: dict[str, Any], arguments: Any, doc: dict[str, An
     return None
 
 
-def _argument_at(arguments: Any, path: list[Any], key_path: list[str] | None) -> Any:
+def argument_at(arguments: Any, path: list[Any], key_path: list[str] | None) -> Any:
     """The value at a condition's path, resolved as the Rego library does: an integer segment indexes
     a list, and (via ``key_path``) names an object key when the value there is an object."""
     value = arguments

@@ -1,0 +1,74 @@
+"""The worst-case bound on a regex search in rego-cpp's backtracking std::regex, which decides whether a
+call may be evaluated inline (no timeout) or must go to the pool."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from regoguard.engine_inline import bounded_call, regex_subjects
+from regoguard.policy.regex_check import RegexProblem, portable_regex
+from regoguard.policy.regex_cost import INLINE_BUDGET, search_cost
+
+
+@pytest.mark.parametrize(("pattern", "degree"), [
+    ("^/workspace/", 0),       # anchored literal: one try, plus the pass over the subject
+    (r"\.\.", 1),              # unanchored literal: a try per starting point
+    ("^[a-z]+$", 1),
+    ("x+y", 2),                # measured quadratic: 8,000 x take 1.3 s
+    ("a*a*b", 3),              # measured cubic: 1,000 a take 6.3 s
+    ("^(foo|bar)/[a-z]*$", 1),
+    ("(ab){3}c", 1),
+    ("a{2,5}b", 1),
+])
+def test_the_degree_follows_the_variable_repetitions_and_the_search(pattern, degree):
+    cost = search_cost(pattern)
+    assert cost is not None and cost.degree == degree
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", "(?=a)b", "(?!a)b", "(a*b){1,4}", "(?<=a)b"])
+def test_what_the_walk_cannot_bound_has_no_bound(pattern):
+    assert search_cost(pattern) is None
+
+
+def test_a_quadratic_pattern_is_inline_for_short_subjects_only():
+    entry = {"rules": [{"conditions": [{"op": "regex", "path": ["s"], "regex": "x+y"}]}]}
+    subjects = regex_subjects(entry)
+    assert bounded_call(subjects, {"tool": {"arguments": {"s": "x" * 50}}})
+    assert not bounded_call(subjects, {"tool": {"arguments": {"s": "x" * 5000}}})
+    # no string there, or one longer than the rules let reach a regex: no regex runs at all
+    assert bounded_call(subjects, {"tool": {"arguments": {"s": 5}}})
+    assert bounded_call(subjects, {"tool": {"arguments": {"s": "x" * 70000}}})
+
+
+def test_the_budget_is_for_all_of_a_calls_regexes_together():
+    cond = {"op": "regex", "path": ["s"], "regex": r"\.\."}
+    one = regex_subjects({"rules": [{"conditions": [cond]}]})
+    many = regex_subjects({"rules": [{"conditions": [cond] * 20}]})
+    doc = {"tool": {"arguments": {"s": "a" * 2000}}}
+    assert bounded_call(one, doc) and not bounded_call(many, doc)
+
+
+def test_an_unboundable_pattern_goes_to_the_pool_whenever_it_would_run():
+    subjects = regex_subjects({"rules": [{"conditions": [{"op": "regex", "path": ["s"], "regex": r"(a)\1"}]}]})
+    assert not bounded_call(subjects, {"tool": {"arguments": {"s": "aa"}}})
+    assert bounded_call(subjects, {"tool": {"arguments": {}}})
+
+
+@given(st.text(alphabet="ab.*+?()|[]^$\\{},0123", max_size=12), st.integers(0, 70000))
+def test_any_pattern_the_loader_accepts_has_a_bound_that_grows_with_the_subject(raw, n):
+    try:
+        pattern = portable_regex(raw)
+    except RegexProblem:
+        return
+    cost = search_cost(pattern)
+    if cost is not None:
+        assert n <= cost.steps(n) <= cost.steps(n + 1)
+        assert cost.steps(0) >= 1
+
+
+def test_the_budget_admits_the_linear_patterns_policies_are_made_of():
+    for pattern in ("^/workspace/", r"\.py$", "^https://"):
+        cost = search_cost(pattern)
+        assert cost is not None and 2 * cost.steps(4096) <= INLINE_BUDGET
