@@ -158,12 +158,20 @@ def _charges(costs: list[Any], templates: list[dict[str, Any]], args: Any = None
     return charges
 
 
+def fixed_charges(entry: dict[str, Any]) -> tuple[Charge, ...] | None:
+    """An allowed call's charges when none of the decider's costs comes from an argument, else None."""
+    templates = list(entry.get("charges", ()))
+    if any("cost_from" in t for t in templates):
+        return None
+    return tuple(_charges([], templates))
+
+
 def _team_charge(c: dict[str, Any]) -> Charge:
     return Charge(c["counter"], c["scope"], c["cost"], c["capacity"], c["window"], c["strict"], c["rule"],
                   c["message"])
 
 
-_PLAIN_ALLOW = '{"expressions":[{"allow":true, "costs":[]}]}'
+PLAIN_ALLOW = '{"expressions":[{"allow":true, "costs":[]}]}'
 """rego-cpp's exact text for an allowing verdict with no argument-derived cost."""
 
 
@@ -192,7 +200,7 @@ def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False
     if raw.strip() == "undefined":
         return Decision.deny("engine/undefined", "the policy gave no decision for this call")
     try:
-        if raw == _PLAIN_ALLOW and not team:  # the commonest answer, known by its exact text
+        if raw == PLAIN_ALLOW and not team:  # the commonest answer, known by its exact text
             return Decision(True, "allow", (), tuple(_charges([], list(entry.get("charges", ())), args)),
                             extra={"from_policy": True})
         value = expression(raw)
