@@ -161,7 +161,7 @@ schema_valid if input.schema_check.valid == true
 def _shared(sections: list[Section]) -> list[str]:
     """The unprefixed rules the sections use: ``args`` and the required-arguments check."""
     out = []
-    if any(s.reads_schema or "args." in s.text or "args[" in s.text for s in sections):
+    if any(s.reads_schema or s.uses_args for s in sections):
         out.append(ARGS)
     if any(s.reads_schema for s in sections):
         out.append(SCHEMA)

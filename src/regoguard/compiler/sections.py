@@ -55,6 +55,8 @@ class Section:
     spends more writing a reason's text out than deciding the call."""
     table: dict[int, dict[str, Any]] = field(default_factory=dict)
     """Those reasons by number: ``{"rule", "message", "detail"}``."""
+    uses_args: bool = False
+    """Its rules read the module's ``args`` rule (the arguments, ``{}`` when there are none)."""
 
 
 def _lines_rule(name: str, clauses: list[list[str]], comment: str | None = None) -> list[str]:
@@ -77,6 +79,7 @@ class _Values:
         self.prefix = prefix
         self.names: dict[tuple[str, tuple[str, ...]], str] = {}
         self.lines: list[str] = []
+        self.args_used = False
 
     def of(self, item: dict[str, Any]) -> str:
         segs = tuple(str(s) for s in item.get("key_path", item["path"]))
@@ -87,6 +90,7 @@ class _Values:
         base = "_".join(segs)
         plain = _SAFE.fullmatch(base) is not None and len(base) <= 40
         kind = "arg" if root == "args" else root
+        self.args_used = self.args_used or root == "args"
         name = f"{self.prefix}{kind}_{base}" if plain else f"{self.prefix}{kind}{len(self.names)}"
         if name in self.names.values():
             name = f"{self.prefix}{kind}{len(self.names)}"
@@ -207,7 +211,7 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
                           *_verdict(p, bool(held))])
 
     return Section(p, core(failing), _full(p, entry, costs, bool(held)), reads_schema, reads_schema_check,
-                   core(failing_compact), table)
+                   core(failing_compact), table, values.args_used)
 
 
 def _approval_rule(p: str, k: int, rule: dict[str, Any], origin: str, values: _Values, helpers: list[str],
