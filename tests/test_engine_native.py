@@ -112,17 +112,3 @@ def test_single_values_round_trip(value):
 
     assert json.loads(_on_large_stack(run))["expressions"][0] == {"v": value}
 
-
-def test_the_plain_allow_text_stands_only_for_a_decider_without_derived_costs():
-    from regoguard.engine_io import PLAIN_ALLOW, parse_verdict
-
-    fixed = {"counter": "c", "scope": "tool", "cost": 1, "capacity": 5, "window": 60, "strict": False,
-             "rule": "t/r", "message": "m"}
-    d = parse_verdict(PLAIN_ALLOW, {"charges": [fixed]}, "t")
-    assert d.allow and [c.cost for c in d.charges] == [1]
-    # a decider whose charge takes its cost from an argument must say which: the bare text is malformed
-    derived = {**fixed, "cost_from": {"path": ["amount"], "text": "args.amount"}}
-    d = parse_verdict(PLAIN_ALLOW, {"charges": [derived]}, "t", args={"amount": 3})
-    assert not d.allow and d.reasons[0].rule == "engine/malformed"
-    # the team's verdict carries its own charges: never read from the bare text
-    assert not parse_verdict(PLAIN_ALLOW, {"charges": []}, "t", team=True).allow

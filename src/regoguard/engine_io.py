@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from regoguard.decision import Charge, Decision, Reason
@@ -92,21 +93,12 @@ def shape_problem(doc: Any) -> str | None:
     return None
 
 
+# The library's hide/default messages name the tool here, in Python: the library keeps input strings out
+# of its output, because rego-cpp would not escape them there.
 _NAMED_MESSAGES = {
     "hide": 'Tool "{}" is hidden by policy',
     "default": 'Tool "{}" is not allowed by policy (default: deny)',
 }
-
-
-def name_the_tool(decision: Decision, name: str) -> Decision:
-    """Put the tool's name into the library's hide/default messages here, in Python: the library keeps
-    input strings out of its output, because rego-cpp would not escape them there."""
-    reasons = tuple(
-        Reason(r.rule, _NAMED_MESSAGES[r.rule].format(name)) if r.rule in _NAMED_MESSAGES else r
-        for r in decision.reasons
-    )
-    return Decision(decision.allow, decision.action, reasons, decision.charges, decision.cached,
-                    decision.eval_ns, decision.extra)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -173,6 +165,8 @@ def _team_charge(c: dict[str, Any]) -> Charge:
 
 PLAIN_ALLOW = '{"expressions":[{"allow":true, "costs":[]}]}'
 """rego-cpp's exact text for an allowing verdict with no argument-derived cost."""
+_COMPACT_DENIAL = re.compile(r'\{"expressions":\[\{"allow":false, "reasons":\[(\d{1,6}(?:,\d{1,6})*)\]\}\]\}')
+"""rego-cpp's exact text for a denial whose every reason is constant (given by number)."""
 
 
 def _numbered(reason: Any, table: dict[int, dict[str, Any]] | None) -> Any:
@@ -203,7 +197,9 @@ def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False
         if raw == PLAIN_ALLOW and not team:  # the commonest answer, known by its exact text
             return Decision(True, "allow", (), tuple(_charges([], list(entry.get("charges", ())), args)),
                             extra={"from_policy": True})
-        value = expression(raw)
+        compact = _COMPACT_DENIAL.fullmatch(raw) if table else None
+        value = {"allow": False, "reasons": [int(x) for x in compact.group(1).split(",")]} if compact \
+            else expression(raw)
         if not isinstance(value, dict):
             raise ValueError("the verdict is not an object")
         if value.get("allow") is True:
@@ -214,11 +210,12 @@ def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False
                 charges += [_team_charge(c) for c in value["charges"]]
             return Decision(True, "allow", (), tuple(charges), extra={"from_policy": True})
         given = [_numbered(r, table) for r in value.get("reasons", ())]
-        reasons = tuple(Reason(r["rule"], r["message"]) for r in given)
+        reasons = tuple(Reason(r["rule"], _NAMED_MESSAGES[r["rule"]].format(name) if r["rule"] in _NAMED_MESSAGES
+                               else r["message"]) for r in given)
         details = {r["rule"]: r.get("detail", []) for r in given}
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         return Decision.deny("engine/malformed", f"the policy gave a malformed verdict: {exc}")
     if not reasons:
         return Decision.deny("engine/undefined", "the policy denied the call without a reason")
     action = "require_approval" if value.get("action") == "require_approval" else "deny"
-    return name_the_tool(Decision(False, action, reasons, (), extra={"details": details, "from_policy": True}), name)
+    return Decision(False, action, reasons, (), extra={"details": details, "from_policy": True})
