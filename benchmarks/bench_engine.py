@@ -19,7 +19,8 @@ load time and RSS are its own), it measures:
 ``--baseline DIR`` runs the same children against another checkout's ``src/`` (say /work/baseline) for
 before/after numbers in one run (its engine has no background build; sizes above 1,000 are skipped
 there, at ~50 ms a call). The harness uses only ``Engine``, ``EngineLimits(cache_size=...)``,
-``evaluate`` and ``engine_threads.run_with_large_stack``, which both sides have. No network; everything is generated in memory.
+``evaluate`` and ``engine_threads.run_with_large_stack``, which both sides have. No network; everything
+is generated in memory.
 """
 
 from __future__ import annotations

@@ -96,3 +96,21 @@ def test_a_large_argument_the_rules_do_not_read_is_decided():
         assert engine.evaluate(call_doc("t", {"s": "abx", "blob": "x" * 4 * MIB})).rule == "t/no_x"
     finally:
         engine.close()
+
+
+def test_names_matched_against_globs_are_remembered_within_a_bound():
+    globs = "tools:\n" + "".join(
+        f'  "svc{i}_*":\n    rules:\n      - name: cap\n        conditions:\n'
+        f"          - {{path: args.n, op: lte, value: {i}}}\n" for i in range(30))
+    compiled = compiled_for(globs)
+    engine = Engine(compiled, EngineLimits(cache_size=0))
+    try:
+        for k in range(5000):  # names an agent makes up: the memo of glob lookups stays bounded
+            assert compiled.key_for(f"other_{k}") is None
+        assert len(compiled.__dict__["_glob_keys"]) <= 4096
+        assert compiled.key_for("svc7_x") == "svc7_*" and compiled.key_for("svc7_x") == "svc7_*"
+        assert engine.evaluate(call_doc("svc7_x", {"n": 7})).allow
+        assert not engine.evaluate(call_doc("svc7_x", {"n": 8})).allow
+        assert engine.evaluate(call_doc("other_1", {})).allow  # unlisted, default allow
+    finally:
+        engine.close()

@@ -128,6 +128,7 @@ class Guard:
         if limiter is not None and metrics is not None:
             limiter.metrics = metrics
         self._finish_lock = threading.Lock()
+        self._counters: dict[tuple[str, str, str], Any] = {}
 
     def swap(self, engine: Engine, dry_run: bool | None = None) -> Engine:
         """Decide every later call with ``engine`` (hot reload); return the engine it replaces.
@@ -310,7 +311,13 @@ class Guard:
         name = tool.get("name") if isinstance(tool, dict) else None
         key = self.engine.compiled.key_for(name) if isinstance(name, str) else None
         rule = verdict.decision.rule if not verdict.decision.allow else ""
-        self.metrics.decisions.labels(outcome, key or "*", self._rule_label(rule or "")).inc()
+        labels = (outcome, key or "*", self._rule_label(rule or ""))
+        counter = self._counters.get(labels)
+        if counter is None:  # prometheus_client's labels() costs more than the count; its children are kept
+            counter = self.metrics.decisions.labels(*labels)
+            if len(self._counters) < 10_000:
+                self._counters[labels] = counter
+        counter.inc()
         if verdict.decision.allow and outcome in ("allowed", "upstream_error"):
             self.metrics.upstream_seconds.observe(time.perf_counter() - verdict.started)
 

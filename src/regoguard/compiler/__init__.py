@@ -39,6 +39,7 @@ __all__ = ["ENTRYPOINT", "PACKAGE", "SETTINGS_FORMAT", "CompiledPolicy", "Reads"
            "eq_matcher", "library_modules", "number_text", "rego_library_dir"]
 
 LIB_PACKAGE = "regoguard.lib"
+_GLOB_KEYS_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,21 @@ class CompiledPolicy:
         matching the whole name; None for ``unlisted``."""
         if name in self.settings["tools"]:
             return name
-        return next((g["key"] for g in self.settings["globs"] if re.fullmatch(g["regex"], name, re.DOTALL)), None)
+        if not self.settings["globs"]:
+            return None
+        # A call's name is looked up several times per call (engine, metrics, schema): the glob scan is
+        # done once per name, for a bounded number of names (they come from the agent).
+        seen: dict[str, str | None] | None = self.__dict__.get("_glob_keys")
+        if seen is None:
+            seen = {}
+            object.__setattr__(self, "_glob_keys", seen)
+        if name in seen:
+            return seen[name]
+        key = next((g["key"] for g in self.settings["globs"] if re.fullmatch(g["regex"], name, re.DOTALL)), None)
+        if len(seen) >= _GLOB_KEYS_KEPT:
+            seen.clear()
+        seen[name] = key
+        return key
 
     def entry_for(self, name: str) -> dict[str, Any]:
         """The settings entry deciding calls to ``name`` (see :meth:`key_for`)."""
