@@ -69,6 +69,7 @@ def test_any_pattern_the_loader_accepts_has_a_bound_that_grows_with_the_subject(
 
 
 def test_the_budget_admits_the_linear_patterns_policies_are_made_of():
-    for pattern in ("^/workspace/", r"\.py$", "^https://"):
-        cost = search_cost(pattern)
-        assert cost is not None and 2 * cost.steps(4096) <= INLINE_BUDGET
+    for pattern in ("^/workspace/", r"\.py$", "^https://", r"\.\."):
+        subjects = regex_subjects({"rules": [{"conditions": [{"op": "regex", "path": ["s"], "regex": pattern}]}]})
+        assert bounded_call(subjects, {"tool": {"arguments": {"s": "/workspace/" + "a" * 4096}}}), pattern
+    assert search_cost("^/workspace/").steps(65536) < INLINE_BUDGET  # anchored: any subject that reaches it

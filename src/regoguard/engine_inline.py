@@ -16,8 +16,10 @@ from regoguard.policy.regex_check import argument_at
 from regoguard.policy.regex_cost import INLINE_BUDGET, Cost, search_cost, subject_bytes
 
 _PATTERN_OPS = frozenset({"regex", "not_regex", "glob"})
-_EVALUATIONS = 2
-"""How often one condition's regex can run in a query: in its rule, and again for a denial's detail."""
+_EVALUATIONS = 4
+"""How often one condition's regex may run in a query: in its rule, again where a denial's reasons read
+that rule (rego-cpp need not remember a rule's value), and in the detail that names the failing checks;
+one more for margin."""
 
 Subject = tuple[str, tuple[Any, ...], tuple[str, ...] | None, Cost | None]
 """(root, path, key_path, the pattern's bound) of one regex condition."""
