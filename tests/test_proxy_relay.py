@@ -112,13 +112,15 @@ CLIENT_LINE_IDS = [b"0", None, b"1", b'"spaced"', b"7", b"8", b"-900719925474099
                    b"11", b"12"]
 
 
-async def test_client_lines_reach_the_server_identical_but_for_the_id(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["default", "asyncio"])  # uvloop when installed; asyncio's own on request
+async def test_client_lines_reach_the_server_identical_but_for_the_id(tmp_path: Path, loop: str) -> None:
     """Every byte of a client line reaches the server as written, except a request's id, which the proxy
     assigns (it owns the upstream id space); the answer comes back under the client's own id."""
     log = tmp_path / "raw.log"
     policy = write_policy(tmp_path, ALLOW_ALL)
+    env = {"RAW_ECHO_LOG": str(log), "REGOGUARD_EVENT_LOOP": loop}
     with anyio.fail_after(TIMEOUT):
-        async with RawProxy.start(policy, python_server("raw_echo"), env={"RAW_ECHO_LOG": str(log)}) as proxy:
+        async with RawProxy.start(policy, python_server("raw_echo"), env=env) as proxy:
             for line in CLIENT_LINES:
                 await proxy.send_raw(line)
             for id_ in (0, 1, "spaced", 7, 8, -9007199254740993, 10, 11, 12):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from regoguard import __version__
 from regoguard.audit import DEFAULT_SENSITIVE_KEYS, DecisionLog, FileSink, MaskingRules, Sink, StderrSink
 from regoguard.audit.lifecycle import Lifecycle
+from regoguard.cli import event_loop
 from regoguard.cli.beside import open_book, open_webhook, register
 from regoguard.cli.common import (
     EXIT_USAGE,
@@ -216,7 +217,6 @@ def start_metrics_server(listen: str, metrics: Metrics) -> Any:
 
 
 def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
-    import asyncio
     import getpass
 
     from regoguard.proxy.stdio import ProxyOptions, StdioProxy
@@ -239,7 +239,7 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
                        signals=args.signal_relay)
     guarded.metrics.sessions.set(1)
     try:
-        return asyncio.run(proxy.run())
+        return event_loop.run(proxy.run())
     finally:
         guarded.metrics.sessions.set(0)
         guarded.close()

@@ -13,6 +13,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from regoguard.cli import event_loop
 from regoguard.cli.common import EXIT_USAGE
 from regoguard.cli.run import guard_options, open_guard
 
@@ -166,7 +167,7 @@ def cmd_serve(args: argparse.Namespace, out: BinaryIO) -> int:
                 return
             await server.serve(sockets=[sock])
 
-        asyncio.run(main())
+        event_loop.run(main())
         return 0
     finally:
         sock.close()
