@@ -377,3 +377,13 @@ def test_policy_text_never_becomes_rego(tmp_path):
         assert not engine.evaluate({"tool": {"name": "x", "arguments": {"a": 2}}}).allow
     finally:
         engine.close()
+
+
+def test_not_regex_fails_closed_when_the_engine_cannot_run_the_pattern():
+    """``not regex.match(...)`` would hold for every string if the engine could not run the pattern (the
+    built-in is then undefined in rego-cpp, an error in OPA); ``== false`` fails the condition instead."""
+    compiled = regoguard.compile_policy(regoguard.load_policy_text(
+        "tools:\n  q:\n    rules:\n      - conditions:\n          - {path: args.s, op: not_regex, value: DROP}\n",
+        "<p>"))
+    assert "not regex.match" not in compiled.module
+    assert 'regex.match("DROP", v0_0) == false' in compiled.module

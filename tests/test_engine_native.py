@@ -112,3 +112,33 @@ def test_single_values_round_trip(value):
 
     assert json.loads(_on_large_stack(run))["expressions"][0] == {"v": value}
 
+
+
+def test_subclasses_reach_the_rules_as_their_base_values_as_regopy_sends_them():
+    import enum
+
+    class Role(str, enum.Enum):  # noqa: UP042 (not StrEnum: its str() is "Role.ADMIN", the point here)
+        ADMIN = "admin"
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Tag(str):
+        def __str__(self) -> str:  # what the checks before the engine never look at
+            return "something else"
+
+    def run():
+        ours, theirs = regopy.Interpreter(), regopy.Interpreter()
+        doc = {"r": Role.ADMIN, "l": Level.HIGH, "t": Tag("x"), "p": (1, "y")}
+        native.set_input(ours, doc)
+        theirs.set_input(doc)
+        out = rego_shared.rego_bundle_query_entrypoint(theirs._impl, BUNDLE._impl, "echo/result")
+        try:
+            reference = rego_shared.rego_output_string(out)
+        finally:
+            rego_shared.rego_free_output(out)
+        return native.query(ours, BUNDLE, b"echo/result"), reference
+
+    mine, reference = _on_large_stack(run)
+    assert mine == reference
+    assert json.loads(mine)["expressions"][0] == {"r": "admin", "l": 3, "t": "x", "p": [1, "y"]}

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from regoguard import compile_policy, load_policy_text
 from regoguard.engine_inline import bounded_call, regex_subjects
 from regoguard.policy.regex_check import RegexProblem, portable_regex
 from regoguard.policy.regex_cost import INLINE_BUDGET, search_cost
@@ -73,3 +74,29 @@ def test_the_budget_admits_the_linear_patterns_policies_are_made_of():
         subjects = regex_subjects({"rules": [{"conditions": [{"op": "regex", "path": ["s"], "regex": pattern}]}]})
         assert bounded_call(subjects, {"tool": {"arguments": {"s": "/workspace/" + "a" * 4096}}}), pattern
     assert search_cost("^/workspace/").steps(65536) < INLINE_BUDGET  # anchored: any subject that reaches it
+
+
+@pytest.mark.parametrize(("pattern", "subject"), [
+    ("(a|a)*b", "a" * 40),               # overlapping branches under a star: exponential
+    ("(a|aa)*b", "a" * 40),
+    (r"(\w|\d)+$", "1" * 40 + "!"),      # the parser merges \w|\d into one set; std::regex tries both
+    (r"^(\w|\d){40}$", "1" * 39 + "!"),  # the same under a fixed count: 2**40 ways to fail
+    ("^(a?)*$", "a" * 40 + "!"),         # an optional item under a star
+    ("(a{0,2})*b", "a" * 30),            # a varying count under a star
+    ("(?:a|a){0,30}b", "a" * 30),        # a bounded repetition of an alternation
+    (r"^(.|\s)*END$", " " * 40),         # an everyday idiom, exponential on a miss
+    ("(?:(?:ab|cd))+x", "ab" * 20),      # an alternation one group further in
+])
+def test_patterns_that_backtrack_exponentially_are_never_inline(pattern, subject):
+    """Each of these is accepted by the loader and takes seconds in std::regex at a few dozen characters
+    (``(a|a)*b``: 0.33 s at 22, 10.8 s at 27): the call must go to the pool, behind the timeout."""
+    compiled = compile_policy(load_policy_text(
+        f"tools:\n  t:\n    rules:\n      - name: r\n        conditions:\n"
+        f"          - {{path: args.s, op: regex, value: '{pattern}'}}\n", "<p>"))
+    subjects = regex_subjects(compiled.units[compiled.unit_for("t")].entry)
+    assert not bounded_call(subjects, {"tool": {"arguments": {"s": subject}}})
+
+
+def test_a_top_level_alternation_or_a_class_is_not_a_quantified_alternation():
+    for pattern in ("^(foo|bar)/", "^foo|^bar", "[a|b]+x", r"\(a|b\)*", "^(?:get|list)_[a-z]+$"):
+        assert search_cost(pattern) is not None, pattern

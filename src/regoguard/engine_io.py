@@ -212,7 +212,7 @@ def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False
         given = [_numbered(r, table) for r in value.get("reasons", ())]
         reasons = tuple(Reason(r["rule"], _NAMED_MESSAGES[r["rule"]].format(name) if r["rule"] in _NAMED_MESSAGES
                                else r["message"]) for r in given)
-        details = {r["rule"]: r.get("detail", []) for r in given}
+        details = {r["rule"]: list(r.get("detail", [])) for r in given}  # copies: the table is shared
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         return Decision.deny("engine/malformed", f"the policy gave a malformed verdict: {exc}")
     if not reasons:

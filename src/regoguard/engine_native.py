@@ -71,12 +71,18 @@ def _add(p: Any, v: Any) -> int:
         return _null(p)  # type: ignore[no-any-return]
     if t is float:
         return _float(p, v)  # type: ignore[no-any-return]
-    base: Any
-    for base in (str, int, float, dict, list):  # a subclass, read as its base type is
-        if isinstance(v, base):
-            return _add(p, base(v))
-    if isinstance(v, tuple):
-        return _add(p, list(v))
+    # A subclass is read by its base type's own data, as regopy reads it (a str Enum's text, not its
+    # __str__): what value_problem and the cache key saw is what the rules get.
+    if isinstance(v, str):
+        return _str(p, str.encode(v, "utf-8"))  # type: ignore[no-any-return]
+    if isinstance(v, int):
+        return _int(p, int.__int__(v))  # type: ignore[no-any-return]
+    if isinstance(v, float):
+        return _float(p, float.__float__(v))  # type: ignore[no-any-return]
+    if isinstance(v, dict):
+        return _add(p, dict(dict.items(v)))
+    if isinstance(v, list | tuple):
+        return _add(p, [*v] if isinstance(v, tuple) else list(list.__iter__(v)))
     raise TypeError(f"cannot hand a {type(v).__name__} to the engine")
 
 

@@ -181,7 +181,7 @@ default t1_ok1 := false
 t1_ok1 if {
 	is_string(t1_arg_files_0_path)
 	count(t1_arg_files_0_path) <= 65536
-	not regex.match(`^\.github/workflows/`, t1_arg_files_0_path)
+	regex.match(`^\.github/workflows/`, t1_arg_files_0_path) == false
 	v1_0 := input.tool.arguments.message
 	is_string(v1_0)
 	count(v1_0) <= 65536
@@ -190,7 +190,7 @@ t1_ok1 if {
 
 t1_reason1 := [{"rule": "push_files/no_workflows", "message": concat("", [`Policy rule "push_files/no_workflows" denied the call: `, d[0]]), "detail": d}] if {
 	t1_ok1 == false
-	d := [t | some c in [[count([1 | is_string(t1_arg_files_0_path); count(t1_arg_files_0_path) <= 65536; not regex.match(`^\.github/workflows/`, t1_arg_files_0_path)]), [`args.files.0.path not_regex "^\\.github/workflows/" does not hold`]], [count([1 | v1_0 := input.tool.arguments.message; is_string(v1_0); count(v1_0) <= 65536; regex.match("^([fF][eE][aA][tT]|[fF][iI][xX]|[dD][oO][cC][sS])", v1_0)]), [`args.message regex "(?i)^(feat|fix|docs)" does not hold`]]]; c[0] == 0; some t in c[1]]
+	d := [t | some c in [[count([1 | is_string(t1_arg_files_0_path); count(t1_arg_files_0_path) <= 65536; regex.match(`^\.github/workflows/`, t1_arg_files_0_path) == false]), [`args.files.0.path not_regex "^\\.github/workflows/" does not hold`]], [count([1 | v1_0 := input.tool.arguments.message; is_string(v1_0); count(v1_0) <= 65536; regex.match("^([fF][eE][aA][tT]|[fF][iI][xX]|[dD][oO][cC][sS])", v1_0)]), [`args.message regex "(?i)^(feat|fix|docs)" does not hold`]]]; c[0] == 0; some t in c[1]]
 }
 
 # rules[2] "small" (line 24)

@@ -40,6 +40,7 @@ __all__ = ["ENTRYPOINT", "PACKAGE", "SETTINGS_FORMAT", "CompiledPolicy", "Reads"
 
 LIB_PACKAGE = "regoguard.lib"
 _GLOB_KEYS_KEPT = 4096
+_UNSEEN = object()
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,9 @@ class CompiledPolicy:
         if seen is None:
             seen = {}
             object.__setattr__(self, "_glob_keys", seen)
-        if name in seen:
-            return seen[name]
+        known = seen.get(name, _UNSEEN)
+        if known is not _UNSEEN:
+            return known  # type: ignore[return-value]
         key = next((g["key"] for g in self.settings["globs"] if re.fullmatch(g["regex"], name, re.DOTALL)), None)
         if len(seen) >= _GLOB_KEYS_KEPT:
             seen.clear()

@@ -106,8 +106,10 @@ def _in_clauses(v: str, matchers: list[dict[str, Any]], tag: str = "") -> list[l
 
 
 def _regex(v: str, pattern: str, negate: bool = False) -> list[list[str]]:
+    """``not_regex`` is ``== false``, not ``not``: a pattern the engine cannot run makes ``regex.match``
+    undefined (rego-cpp) or an error (OPA), and ``not`` of undefined would hold for every string."""
     match = f"regex.match({string(pattern)}, {v})"
-    return [[f"is_string({v})", f"count({v}) <= {REGEX_SUBJECT_LIMIT}", f"not {match}" if negate else match]]
+    return [[f"is_string({v})", f"count({v}) <= {REGEX_SUBJECT_LIMIT}", f"{match} == false" if negate else match]]
 
 
 POSITIVE = frozenset({"lte", "lt", "gte", "gt", "eq", "in", "regex", "glob", "not_regex", "contains",

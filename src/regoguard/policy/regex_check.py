@@ -184,6 +184,9 @@ def portable_regex(pattern: str) -> str:
         )
     if _max_count(tree) > _MAX_COUNT:
         raise RegexProblem(f"a repetition count above {_MAX_COUNT} is an error in OPA's RE2")
+    if _count_product(tree) > _MAX_COUNT:
+        raise RegexProblem(f"nested repetition counts that multiply past {_MAX_COUNT} (like (a{{100}}){{100}}) are "
+                           "an error in OPA's RE2, and more than the embedded engine can build")
     if fold:
         if any(not ch.isascii() and (ch.lower() != ch or ch.upper() != ch) for ch in plain):
             raise RegexProblem(
@@ -206,6 +209,21 @@ def _parse(pattern: str) -> sre_parse.SubPattern:
             return sre_parse.parse(pattern)
     except re.error as exc:
         raise RegexProblem(f"invalid regular expression: {exc}") from exc
+
+
+def _count_product(tree: sre_parse.SubPattern) -> int:
+    """The largest product of explicit repetition counts along one nesting (``(a{2}){3}`` is 6)."""
+    best = 1
+    for op, av in tree:
+        if op in (sre_c.MAX_REPEAT, sre_c.MIN_REPEAT, sre_c.POSSESSIVE_REPEAT):
+            low, high, sub = av
+            count = low if high is sre_c.MAXREPEAT else high
+            best = max(best, max(count, 1) * _count_product(sub))
+        elif op == sre_c.SUBPATTERN:
+            best = max(best, _count_product(av[-1]))
+        elif op == sre_c.BRANCH:
+            best = max([best, *(_count_product(b) for b in av[1])])
+    return best
 
 
 def _max_count(tree: sre_parse.SubPattern) -> int:

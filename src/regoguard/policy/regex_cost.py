@@ -46,42 +46,88 @@ _ONE_CHAR = frozenset({sre_c.LITERAL, sre_c.NOT_LITERAL, sre_c.ANY, sre_c.IN, sr
 _REPEATS = frozenset({sre_c.MAX_REPEAT, sre_c.MIN_REPEAT, sre_c.POSSESSIVE_REPEAT})
 
 
-def _walk(seq: Any) -> tuple[int, int] | None:
-    """(degree, factor) of a sequence of items, or None when it cannot be bounded."""
-    degree, factor = 0, 1
+@dataclass(frozen=True)
+class _Walked:
+    degree: int
+    factor: int
+    variable: bool
+    """It can match in more than one way (a repetition of varying count, or an alternation)."""
+
+
+def _walk(seq: Any) -> _Walked | None:
+    """The bound of a sequence of items, or None when it cannot be bounded here."""
+    degree, factor, variable = 0, 1, False
     for op, av in seq:
         if op in _ONE_CHAR:
             continue
+        inner: _Walked | None
         if op == sre_c.SUBPATTERN:
             inner = _walk(av[-1])
         elif op == sre_c.BRANCH:
             parts = [_walk(b) for b in av[1]]
             if any(p is None for p in parts):
                 return None
-            inner = (max(p[0] for p in parts if p), sum(p[1] for p in parts if p))
+            inner = _Walked(max(p.degree for p in parts if p), sum(p.factor for p in parts if p), True)
         elif op in _REPEATS:
             low, high, sub = av
             body = _walk(sub)
-            if body is None or (body[0] > 0 and low != high):
-                return None  # a variable repetition of something itself variable: not bounded here
+            if body is None:
+                return None
             if low == high:  # a fixed count: the body, that many times over
-                inner = (body[0] * low, body[1] ** low if body[1] > 1 else 1)
+                inner = _Walked(body.degree * low, body.factor ** low, body.variable)
+            elif body.variable:
+                return None  # a varying repetition of something that itself matches in several ways: (a?)*
             elif high is sre_c.MAXREPEAT:
-                inner = (body[0] + 1, body[1])
+                inner = _Walked(body.degree + 1, body.factor, True)
             else:
-                inner = (body[0], body[1] * (high - low + 1))
+                inner = _Walked(body.degree, body.factor * (high - low + 1), True)
         else:  # backreferences, lookarounds, conditionals: no bound claimed
             return None
         if inner is None:
             return None
-        degree, factor = degree + inner[0], factor * inner[1]
+        degree, factor, variable = degree + inner.degree, factor * inner.factor, variable or inner.variable
         if factor > _BIG or degree > 8:
             return None
-    return degree, factor
+    return _Walked(degree, factor, variable)
+
+
+def _quantified_alternation(pattern: str) -> bool:
+    """True when a group holding a ``|`` is repeated (``(a|b)*``, ``(\\w|\\d){40}``). The parser merges
+    one-character branches into a set and factors out common prefixes, so such a group can look like
+    one class to the walk, while std::regex still backtracks through every branch on every repetition."""
+    groups: list[bool] = []  # per open group: holds a | (itself or in a group inside it)
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "[":  # a class: | and parentheses inside it are characters
+            i += 1
+            if i < n and pattern[i] == "^":
+                i += 1
+            if i < n and pattern[i] == "]":
+                i += 1
+            while i < n and pattern[i] != "]":
+                i += 2 if pattern[i] == "\\" else 1
+        elif ch == "(":
+            groups.append(False)
+        elif ch == "|" and groups:
+            groups[-1] = True
+        elif ch == ")" and groups:
+            has_bar = groups.pop()
+            if has_bar and i + 1 < n and pattern[i + 1] in "*+?{":
+                return True
+            if has_bar and groups:
+                groups[-1] = True
+        i += 1
+    return False
 
 
 def search_cost(pattern: str) -> Cost | None:
     """The worst-case bound of ``regex.match(pattern, s)`` (a search) in rego-cpp, or None."""
+    if _quantified_alternation(pattern):
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -91,10 +137,11 @@ def search_cost(pattern: str) -> Cost | None:
     walked = _walk(tree)
     if walked is None:
         return None
-    degree, factor = walked
+    # the parser may have merged branches into sets: count each written alternative as a way to try
+    branches = 1 + pattern.count("|")
     items = list(tree)
     anchored = bool(items) and items[0] == (sre_c.AT, sre_c.AT_BEGINNING) and "(?m" not in pattern
-    return Cost(degree if anchored else degree + 1, factor, len(pattern) + 1)
+    return Cost(walked.degree if anchored else walked.degree + 1, walked.factor * branches, len(pattern) + 1)
 
 
 def subject_bytes(s: str) -> int:
