@@ -782,6 +782,18 @@ def test_session_scope_warning_is_not_an_error():
     assert regoguard.load_policy_text(rule("rate_limit: {max: 10, window: 60}\nscope: principal")).warnings == ()
 
 
+def test_a_pattern_that_can_backtrack_exponentially_loads_with_a_warning_at_its_line():
+    text = wrap_condition("{path: args.a, op: regex, value: '^(.|\\s)*END$'}")
+    p = regoguard.load_policy_text(text, "p.yaml")
+    (w,) = p.warnings
+    line, column = at(text, "'^(.|")
+    assert w.startswith(f"p.yaml:{line}:{column}: warning: pattern '^(.|\\\\s)*END$' can backtrack exponentially")
+    assert "worker pool behind the timeout" in w
+    # the patterns policies are made of load without one
+    for cond in ("{path: args.a, op: regex, value: '^/workspace/[a-z]+'}", "{path: args.a, op: glob, value: '*.py'}"):
+        assert regoguard.load_policy_text(wrap_condition(cond)).warnings == ()
+
+
 # --- load_policy on files -----------------------------------------------------------------------------
 
 
