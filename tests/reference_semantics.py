@@ -277,8 +277,8 @@ def _misread(value: Any) -> bool:
         return False
     if isinstance(value, int):
         return not -(2**63) <= value <= 2**63 - 1
-    if isinstance(value, float):  # regopy rounds floats to six decimal places
-        return not math.isfinite(value) or float(format(value, ".6f")) != value
+    if isinstance(value, float):  # regopy rounds floats to six decimal places, rego-cpp to 16 significant digits
+        return not math.isfinite(value) or float(format(value, ".6f")) != value or float(format(value, ".16g")) != value
     if isinstance(value, dict):
         return any(_misread(k) or _misread(v) for k, v in value.items())
     if isinstance(value, list):

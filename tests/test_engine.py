@@ -529,7 +529,18 @@ def test_fractions_regopy_would_round_are_denied(value):
     assert "six decimal places" in (d.message or "")
 
 
-@pytest.mark.parametrize("value", [0.5, 0.25, 12.125, 1e20, -3.000001])
+@pytest.mark.parametrize("value", [1.0000000000000002e16, 1.2345678901234568e16, -1.1529215046068472e18])
+def test_numbers_beyond_16_significant_digits_are_denied(value):
+    # rego-cpp keeps 16 significant digits: 1.0000000000000002e16 compares equal to 1e16, so a cap of
+    # `lte: 1e16` would let it through (found by the property test)
+    yaml_text = "tools:\n  t:\n    rules:\n      - conditions:\n          - {path: args.x, op: lte, value: 1.0e+16}\n"
+    d = engine_for(yaml_text).evaluate(call_doc("t", {"x": value}))
+    assert not d.allow
+    assert d.rule == "engine/input"
+    assert "16 significant digits" in (d.message or "")
+
+
+@pytest.mark.parametrize("value", [0.5, 0.25, 12.125, 1e20, -3.000001, 4503599627370497.0, 1e16])
 def test_fractions_with_six_decimals_or_fewer_are_decided(value):
     yaml_text = "tools:\n  t:\n    rules:\n      - conditions:\n          - {path: args.x, op: lte, value: 100}\n"
     d = engine_for(yaml_text).evaluate(call_doc("t", {"x": value}))

@@ -6,7 +6,8 @@ regopy facts this file works around (measured on regopy 1.5.2):
 - ``add_data`` sends ``\\u`` escapes, which rego-cpp keeps as six literal characters, and rejects
   exponents without a decimal point (``1e-07``): :func:`data_json` writes what it reads.
 - ``set_input`` cuts strings at the first NUL, wraps integers beyond 64 bits and rounds floats to six
-  decimal places (``4e-07`` reaches the rules as ``0``): such calls are denied.
+  decimal places (``4e-07`` reaches the rules as ``0``), and rego-cpp keeps 16 significant digits of a
+  float (``1.0000000000000002e16`` compares equal to ``1e16``): such calls are denied.
 - Strings that came from the input are written into the output JSON without escaping: the library never
   copies them into a decision, and the output is parsed with duplicate keys refused.
 """
@@ -68,6 +69,9 @@ def value_problem(value: Any) -> str | None:
             if float(format(v, ".6f")) != v:  # regopy passes floats as text with 6 decimals: 4e-07 -> 0
                 return (f"the call holds the number {v!r}, which the embedded engine would round to six "
                         "decimal places")
+            if float(format(v, ".16g")) != v:  # and rego-cpp keeps 16 significant digits: 1.0000000000000002e16 -> 1e16
+                return (f"the call holds the number {v!r}, which the embedded engine would round to 16 "
+                        "significant digits")
         elif isinstance(v, dict):
             for k, item in v.items():
                 if not isinstance(k, str) or "\x00" in k:
