@@ -841,3 +841,12 @@ def test_load_policy_too_large(tmp_path: Path):
 )
 def test_hide_unlisted_errors(yaml_text, expected):
     assert_errors(yaml_text, expected)
+
+
+def test_a_number_beyond_16_significant_digits_is_refused_at_its_line():
+    text = wrap_condition("{path: args.a, op: lte, value: 0.30000000000000004}")
+    (e,) = load_errors(text)
+    assert (e.line, e.column) == at(text, "0.30000000000000004")
+    assert "16" in e.message and "0.3" in e.message
+    sixteen = wrap_condition("{path: args.a, op: lte, value: 1234567890.123456}")
+    assert regoguard.load_policy_text(sixteen).warnings == ()

@@ -133,7 +133,9 @@ def _plain(text: str) -> bool:
 
 
 cond_strings = strings.filter(_plain)
-cond_scalars = st.one_of(st.booleans(), ints, floats, cond_strings)
+# the loader refuses numbers beyond the 16 significant digits the embedded engine compares
+cond_floats = floats.map(lambda f: float(format(f, ".16g")))
+cond_scalars = st.one_of(st.booleans(), ints, cond_floats, cond_strings)
 
 
 def condition_values(op: str) -> st.SearchStrategy[Any]:

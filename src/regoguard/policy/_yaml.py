@@ -71,6 +71,10 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     value = _constructor.construct_object(node, deep=True)
     if isinstance(value, float) and not math.isfinite(value):
         raise YamlProblem(f"number {node.value!r} is not finite", _pos(node))
+    if isinstance(value, float) and float(format(value, ".16g")) != value:
+        # the embedded engine compares numbers to 16 significant digits (0.30000000000000004 == 0.3 there)
+        raise YamlProblem(f"number {node.value!r} has more significant digits than the embedded engine compares "
+                          f"(16); write it as {format(value, '.16g')}", _pos(node))
     if not isinstance(value, str | int | float | bool) and value is not None:
         raise YamlProblem(
             f"unsupported YAML value {node.value!r} ({type(value).__name__}); quote it to make it a string",
