@@ -653,9 +653,12 @@ def test_an_argument_derived_cost_is_the_exact_number_the_call_holds():
               - conditions: [{path: state.charge.spend, op: lte, value: 1000000}]
                 state: {counter: spend, window: second, increment_from: args.count}
         """)
-    for count in (1.1659428615198634e16, 12345.678901, 9007199254740993, 0):
+    for count in (1.165942861519863e16, 4503599627370497.0, 12345.678901, 9007199254740993, 0):
         d = decide(policy, "charge", {"count": count}, fresh=True)
         assert d.allow and [c.cost for c in d.charges] == [count], (count, d)
+    # 17 significant digits: rego-cpp would compare a rounded number, so the call is refused outright
+    d = decide(policy, "charge", {"count": 1.1659428615198634e16}, fresh=True)
+    assert not d.allow and d.rule == "engine/input"
 
 
 CUBIC_POLICY = dedent(

@@ -9,7 +9,7 @@ from regoguard.policy._yaml import Node
 from regoguard.policy.model import Condition
 from regoguard.policy.reader import ESCAPE_HINT, Reader, is_number, join_path, unescapable
 from regoguard.policy.regex_check import RegexProblem, glob_to_regex, portable_regex
-from regoguard.policy.regex_cost import search_cost
+from regoguard.policy.regex_cost import may_backtrack_exponentially
 
 CONDITION_KEYS = ("path", "op", "value")
 LIST_OPS = ("in", "not_in")
@@ -156,7 +156,7 @@ def _check_value(r: Reader, op: str, node: Node, path: str) -> Any:
         except RegexProblem as exc:
             r.error(node.pos, path, f"bad {'glob' if op == 'glob' else 'regex'} {v!r}: {exc}")
             return _INVALID
-        if emitted is not None and search_cost(emitted) is None:
+        if emitted is not None and may_backtrack_exponentially(emitted):
             r.warn(node.pos, path, f"pattern {v!r} can backtrack exponentially in the embedded engine (a repeated "
                    "alternation or optional part, like (a|ab)* or (a?)*): calls it reads are decided on the worker "
                    "pool behind the timeout, and a stuck one keeps a thread busy; write it without the repeated "
