@@ -13,10 +13,10 @@ Facts that shape this file (measured on regopy 1.5.2; see benchmarks/):
   from the compiled templates: writing them out through rego-cpp's JSON costs more than the rules) or
   ``{"allow": false, "reasons"}`` (rule, message and detail from the same query).
 - ``regex.match`` is C++ ``std::regex``: evaluation runs on threads with a 512 MB stack, the compiled
-  Rego bounds regex subjects to 64 KiB, and a policy with regexes (or team Rego) is evaluated behind
-  ``timeout`` on the worker pool (a stuck C++ call cannot be interrupted: its worker is replaced).
-  A call is evaluated inline on a large-stack caller, saving the thread hop, when its regexes are
-  bounded for the strings it holds (``engine_inline``); the rest go to the pool.
+  Rego bounds regex subjects to 64 KiB, and a call whose regexes cannot be bounded for the strings it
+  holds (``engine_inline``), or any call with team Rego, is evaluated behind ``timeout`` on the worker
+  pool (a stuck C++ call cannot be interrupted: its worker is replaced). Every other call is evaluated
+  inline on a large-stack caller, saving the thread hop.
 - An interpreter is not thread-safe; each thread owns its own. The pool's workers evaluate in parallel
   (regopy's ctypes calls release the GIL).
 """
