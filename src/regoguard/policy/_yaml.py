@@ -73,8 +73,10 @@ def _scalar(node: yaml.ScalarNode) -> Any:
         raise YamlProblem(f"number {node.value!r} is not finite", _pos(node))
     if isinstance(value, float) and float(format(value, ".16g")) != value:
         # the embedded engine compares numbers to 16 significant digits (0.30000000000000004 == 0.3 there)
+        shorter = float(format(value, ".16g"))
+        advice = f"write it as {format(value, '.16g')}" if math.isfinite(shorter) else "write it with fewer digits"
         raise YamlProblem(f"number {node.value!r} has more significant digits than the embedded engine compares "
-                          f"(16); write it as {format(value, '.16g')}", _pos(node))
+                          f"(16); {advice}", _pos(node))
     if not isinstance(value, str | int | float | bool) and value is not None:
         raise YamlProblem(
             f"unsupported YAML value {node.value!r} ({type(value).__name__}); quote it to make it a string",
