@@ -38,6 +38,16 @@ def _bundle():
 
 BUNDLE = _on_large_stack(_bundle)
 
+def _regopy_text(interp):
+    """regopy's own text for the echo query (its Output wrapper fails to parse strings rego-cpp does not
+    escape, so the text is read through its lower-level functions)."""
+    out = rego_shared.rego_bundle_query_entrypoint(interp._impl, BUNDLE._impl, "echo/result")
+    try:
+        return rego_shared.rego_output_string(out)
+    finally:
+        rego_shared.rego_free_output(out)
+
+
 scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
            | st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: float(format(f, ".6f")) == f)
            | st.text(max_size=20))
@@ -63,12 +73,7 @@ def test_the_rules_see_what_regopy_set_input_gives_them(doc):
         ours, theirs = regopy.Interpreter(), regopy.Interpreter()
         native.set_input(ours, doc)
         theirs.set_input(doc)
-        out = rego_shared.rego_bundle_query_entrypoint(theirs._impl, BUNDLE._impl, "echo/result")
-        try:  # regopy's own text (its Output wrapper fails to parse strings rego-cpp does not escape)
-            reference = rego_shared.rego_output_string(out)
-        finally:
-            rego_shared.rego_free_output(out)
-        return native.query(ours, BUNDLE, b"echo/result"), reference
+        return native.query(ours, BUNDLE, b"echo/result"), _regopy_text(theirs)
 
     mine, reference = _on_large_stack(both)
     assert mine == reference
@@ -132,12 +137,7 @@ def test_subclasses_reach_the_rules_as_their_base_values_as_regopy_sends_them():
         doc = {"r": Role.ADMIN, "l": Level.HIGH, "t": Tag("x"), "p": (1, "y")}
         native.set_input(ours, doc)
         theirs.set_input(doc)
-        out = rego_shared.rego_bundle_query_entrypoint(theirs._impl, BUNDLE._impl, "echo/result")
-        try:
-            reference = rego_shared.rego_output_string(out)
-        finally:
-            rego_shared.rego_free_output(out)
-        return native.query(ours, BUNDLE, b"echo/result"), reference
+        return native.query(ours, BUNDLE, b"echo/result"), _regopy_text(theirs)
 
     mine, reference = _on_large_stack(run)
     assert mine == reference

@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from regoguard.compiler.rego_text import REGEX_SUBJECT_LIMIT
-from regoguard.policy.regex_check import argument_at
+from regoguard.policy.regex_check import PATTERN_OPS, argument_at
 from regoguard.policy.regex_cost import INLINE_BUDGET, Cost, search_cost, subject_bytes
 
-_PATTERN_OPS = frozenset({"regex", "not_regex", "glob"})
 _EVALUATIONS = 4
 """How often one condition's regex may run in a query: in its rule, again where a denial's reasons read
 that rule (rego-cpp need not remember a rule's value), and in the detail that names the failing checks;
@@ -30,7 +29,7 @@ def regex_subjects(entry: dict[str, Any]) -> tuple[Subject, ...]:
     out = []
     for rule in entry.get("rules", ()):
         for cond in rule.get("conditions", ()):
-            if cond.get("op") in _PATTERN_OPS and "regex" in cond:
+            if cond.get("op") in PATTERN_OPS and "regex" in cond:
                 key_path = cond.get("key_path")
                 out.append((cond.get("root", "args"), tuple(cond.get("path", ())),
                             tuple(key_path) if key_path else None, search_cost(cond["regex"])))

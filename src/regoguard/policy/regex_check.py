@@ -492,7 +492,8 @@ def glob_to_regex(glob: str) -> str:
     return portable_regex("".join(out))
 
 
-_PATTERN_OPS = frozenset({"regex", "not_regex", "glob"})
+PATTERN_OPS = frozenset({"regex", "not_regex", "glob"})
+"""The operators whose conditions run a regex (a glob is compiled to one)."""
 
 
 def unportable_argument(entry: dict[str, Any], arguments: Any, doc: dict[str, Any] | None = None) -> str | None:
@@ -506,7 +507,7 @@ def unportable_argument(entry: dict[str, Any], arguments: Any, doc: dict[str, An
     """
     for rule in entry.get("rules", ()):
         for cond in rule.get("conditions", ()):
-            if cond.get("op") not in _PATTERN_OPS or "regex" not in cond:
+            if cond.get("op") not in PATTERN_OPS or "regex" not in cond:
                 continue
             root = cond.get("root", "args")
             base = arguments if root == "args" else (doc or {}).get(root)

@@ -116,9 +116,12 @@ def _walk(seq: Any) -> _Walked | None:
     return _Walked(degree, factor, states, variable)
 
 
-def _bar_in_a_group(pattern: str) -> bool:
-    """True when a ``|`` stands inside parentheses (not in a class, not escaped)."""
-    depth, i, n = 0, 0, len(pattern)
+def _bars(pattern: str) -> tuple[bool, bool]:
+    """(a ``|`` stands inside a group, a group holding a ``|`` (itself or in a group inside it) is followed
+    by a quantifier), reading the text: a ``|`` in a class or escaped is a character."""
+    groups: list[bool] = []  # per open group: holds a |
+    in_group = False
+    i, n = 0, len(pattern)
     while i < n:
         ch = pattern[i]
         if ch == "\\":
@@ -133,24 +136,33 @@ def _bar_in_a_group(pattern: str) -> bool:
             while i < n and pattern[i] != "]":
                 i += 2 if pattern[i] == "\\" else 1
         elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth = max(0, depth - 1)
-        elif ch == "|" and depth > 0:
-            return True
+            groups.append(False)
+        elif ch == "|" and groups:
+            groups[-1] = in_group = True
+        elif ch == ")" and groups:
+            has_bar = groups.pop()
+            if has_bar and i + 1 < n and pattern[i + 1] in "*+?{":
+                return True, True
+            if has_bar and groups:
+                groups[-1] = True
         i += 1
-    return False
+    return in_group, False
+
+
+def _tree(pattern: str) -> Any:
+    """The parsed pattern, or None when it does not parse (the loader says why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return sre_parse.parse(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return None
 
 
 def search_cost(pattern: str) -> Cost | None:
     """The worst-case bound of ``regex.match(pattern, s)`` (a search) in rego-cpp, or None."""
-    if _bar_in_a_group(pattern):
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            tree = sre_parse.parse(pattern)
-    except (re.error, RecursionError, OverflowError):
+    tree = None if _bars(pattern)[0] else _tree(pattern)
+    if tree is None:
         return None
     walked = _walk(tree)
     if walked is None:
@@ -166,15 +178,10 @@ def may_backtrack_exponentially(pattern: str) -> bool:
     """True for the shapes whose backtracking grows exponentially with the subject (what ``check`` warns
     about): a repeated group holding a ``|`` (``(a|ab)*``, ``(.|\\s)*``), or a repetition of something that
     itself matches in several ways (``(a?)*``, ``(a?){40}``)."""
-    if _quantified_bar(pattern):
+    if _bars(pattern)[1]:
         return True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            tree = sre_parse.parse(pattern)
-    except (re.error, RecursionError, OverflowError):
-        return False  # the loader says what is wrong with it
-    return _repeats_a_choice(tree)[0]
+    tree = _tree(pattern)
+    return tree is not None and _repeats_a_choice(tree)[0]
 
 
 def _repeats_a_choice(seq: Any) -> tuple[bool, bool]:
@@ -195,37 +202,6 @@ def _repeats_a_choice(seq: Any) -> tuple[bool, bool]:
             continue
         found, choice = found or f, choice or c
     return found, choice
-
-
-def _quantified_bar(pattern: str) -> bool:
-    """True when a group holding a ``|`` (itself or in a group inside it) is followed by a quantifier."""
-    groups: list[bool] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "[":
-            i += 1
-            if i < n and pattern[i] == "^":
-                i += 1
-            if i < n and pattern[i] == "]":
-                i += 1
-            while i < n and pattern[i] != "]":
-                i += 2 if pattern[i] == "\\" else 1
-        elif ch == "(":
-            groups.append(False)
-        elif ch == "|" and groups:
-            groups[-1] = True
-        elif ch == ")" and groups:
-            has_bar = groups.pop()
-            if has_bar and i + 1 < n and pattern[i + 1] in "*+?{":
-                return True
-            if has_bar and groups:
-                groups[-1] = True
-        i += 1
-    return False
 
 
 def subject_bytes(s: str) -> int:
