@@ -40,7 +40,7 @@ from regoguard.decision import Decision, Reason
 from regoguard.engine_bundles import Bundles
 from regoguard.engine_cache import cache_key, policy_input
 from regoguard.engine_inline import bounded_call, regex_subjects
-from regoguard.engine_io import PLAIN_ALLOW, data_json, fixed_charges, parse_verdict, shape_problem, value_problem
+from regoguard.engine_io import data_json, fixed_charges, parse_verdict, shape_problem, value_problem
 from regoguard.engine_threads import WORKER_STACK_BYTES, Pool, on_large_stack, run_with_large_stack
 from regoguard.policy.regex_check import unportable_argument
 from regoguard.rego_modules import revision_with
@@ -215,17 +215,13 @@ class Engine:
             if hit is not None:
                 return Decision(hit.allow, hit.action, hit.reasons, hit.charges, True, time.perf_counter_ns() - t0)
         raw = self._query(unit, given, self._inline_ok and bounded_call(self._subjects[unit], given))
-        fixed = self._fixed_charges[unit]
-        if raw == PLAIN_ALLOW and fixed is not None:  # the commonest answer: nothing to parse or fill in
-            decision = Decision(True, "allow", (), fixed, False, time.perf_counter_ns() - t0, {"from_policy": True})
-        else:
-            decider = self.compiled.units[unit]
-            decision = parse_verdict(raw, decider.entry, name, team=bool(self._extra),
-                                     args=doc["tool"].get("arguments"), table=decider.section.table)
-            if not decision.allow and "schema_check" in doc:
-                decision = with_schema_error(decision, doc["schema_check"].get("error"))
-            decision = Decision(decision.allow, decision.action, decision.reasons, decision.charges, False,
-                                time.perf_counter_ns() - t0, decision.extra)
+        decider = self.compiled.units[unit]
+        decision = parse_verdict(raw, decider.entry, name, team=bool(self._extra), args=doc["tool"].get("arguments"),
+                                 table=decider.section.table, fixed=self._fixed_charges[unit])
+        if not decision.allow and "schema_check" in doc:
+            decision = with_schema_error(decision, doc["schema_check"].get("error"))
+        decision = Decision(decision.allow, decision.action, decision.reasons, decision.charges, False,
+                            time.perf_counter_ns() - t0, decision.extra)
         if key is not None and decision.extra.get("from_policy"):
             with self._lock:
                 self._cache[key] = decision

@@ -20,6 +20,7 @@ import re
 from typing import Any
 
 from regoguard.decision import Charge, Decision, Reason
+from regoguard.policy.regex_check import argument_at
 
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -125,14 +126,8 @@ def _exact_cost(cost: Any, template: dict[str, Any], args: Any) -> Any:
     """The argument a cost came from, as the call holds it: rego-cpp writes numbers back with 16
     significant digits (1.1659428615198634e16 comes back as 1.165942861519863e16), so the engine's copy
     is used only to confirm which number it was."""
-    value = args
-    for seg in template["cost_from"].get("key_path", template["cost_from"]["path"]):
-        if isinstance(value, dict) and str(seg) in value:
-            value = value[str(seg)]
-        elif isinstance(value, list) and str(seg).isdigit() and int(seg) < len(value):
-            value = value[int(seg)]
-        else:
-            return cost
+    source = template["cost_from"]
+    value = argument_at(args, source["path"], source.get("key_path"))
     if isinstance(value, bool) or not isinstance(value, int | float) or isinstance(cost, bool) \
             or not isinstance(cost, int | float):
         return cost
@@ -183,13 +178,15 @@ def _numbered(reason: Any, table: dict[int, dict[str, Any]] | None) -> Any:
 
 
 def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False, args: Any = None,
-                  table: dict[int, dict[str, Any]] | None = None) -> Decision:
+                  table: dict[int, dict[str, Any]] | None = None,
+                  fixed: tuple[Charge, ...] | None = None) -> Decision:
     """Turn one verdict (regopy output text) into a Decision; anything unexpected is a deny.
 
     ``entry`` is the compiled settings entry of the decider that answered (its charge templates);
     ``team``: the verdict is the library's, which also carries the team's charges and an action.
     ``args``: the call's arguments, whose exact numbers argument-derived costs are taken from.
     ``table``: the decider's constant reasons, which a compact verdict gives by number.
+    ``fixed``: the decider's charges, computed ahead, when none comes from an argument (:func:`fixed_charges`).
     """
     if raw.startswith("\x00timeout:"):
         return Decision.deny("engine/timeout", raw[len("\x00timeout:"):])
@@ -199,8 +196,8 @@ def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False
         return Decision.deny("engine/undefined", "the policy gave no decision for this call")
     try:
         if raw == PLAIN_ALLOW and not team:  # the commonest answer, known by its exact text
-            return Decision(True, "allow", (), tuple(_charges([], list(entry.get("charges", ())), args)),
-                            extra={"from_policy": True})
+            plain = fixed if fixed is not None else tuple(_charges([], list(entry.get("charges", ())), args))
+            return Decision(True, "allow", (), plain, extra={"from_policy": True})
         compact = _COMPACT_DENIAL.fullmatch(raw) if table else None
         value = {"allow": False, "reasons": [int(x) for x in compact.group(1).split(",")]} if compact \
             else expression(raw)
