@@ -4,13 +4,13 @@ call may be evaluated inline (no timeout) or must go to the pool."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from regoguard import compile_policy, load_policy_text
 from regoguard.engine_inline import bounded_call, regex_subjects
 from regoguard.policy.regex_check import RegexProblem, portable_regex
-from regoguard.policy.regex_cost import INLINE_BUDGET, search_cost
+from regoguard.policy.regex_cost import INLINE_BUDGET, may_backtrack_exponentially, search_cost
 
 
 @pytest.mark.parametrize(("pattern", "degree"), [
@@ -127,3 +127,31 @@ def test_the_plain_shapes_policies_are_made_of_are_inline_for_ordinary_arguments
     assert bounded_call(subjects, {"tool": {"arguments": {"s": "/workspace/src/app/main.py"}}})
     if search_cost(pattern).degree <= 1:  # linear ones for kilobytes of subject too
         assert bounded_call(subjects, {"tool": {"arguments": {"s": "/workspace/src/app/main.py" * 100}}})
+
+
+_QUANTIFIERS = ["*", "+", "?", "{2}", "{0,3}", "{17}", "{1,}"]
+_SHAPES = st.recursive(
+    st.sampled_from(["a", "b", "ab", "[ab]", ".", r"\b", "a?", "a*"]),
+    lambda inner: st.one_of(
+        st.tuples(inner, inner).map("".join),                                     # one after the other
+        st.tuples(inner, inner).map(lambda t: f"({t[0]}|{t[1]})"),                # an alternation
+        st.tuples(inner, st.sampled_from(_QUANTIFIERS)).map(lambda t: f"(?:{t[0]}){t[1]}"),  # repeated
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.tuples(st.sampled_from(["", "^"]), _SHAPES, st.sampled_from(["", "x", "$"])).map("".join),
+       st.text(alphabet="ab ", max_size=200))
+def test_a_pattern_that_can_backtrack_exponentially_is_never_decided_inline(raw, subject):
+    """Whatever shape the pattern takes, if check would warn that it can backtrack exponentially, no call
+    against it is decided on the proxy's thread (where nothing can stop it)."""
+    try:
+        pattern = portable_regex(raw)
+    except RegexProblem:
+        return
+    if not may_backtrack_exponentially(pattern):
+        return
+    subjects = regex_subjects({"rules": [{"conditions": [{"op": "regex", "path": ["s"], "regex": pattern}]}]})
+    assert not bounded_call(subjects, {"tool": {"arguments": {"s": subject}}}), pattern
