@@ -1,57 +1,136 @@
-"""Reading the engine's verdict: the commonest answers known by their exact text, a constant reason by
-its number in the decider's table, and anything else parsed strictly or denied."""
+"""Reading the engine's verdict: a decider's vector of its rules' outcomes, combined with the rules'
+reasons and charges, and anything unexpected denied; the library's verdict (team Rego) parsed strictly."""
 
 from __future__ import annotations
 
-from regoguard.engine_io import PLAIN_ALLOW, parse_verdict
+from helpers_policy import call_doc, compiled_for
+from regoguard import Engine, EngineLimits
+from regoguard.engine_io import fixed_charges, parse_verdict
+from regoguard.engine_vector import VectorReader
 
-TABLE = {0: {"rule": "t/cap", "message": "too much", "detail": ["args.n lte 5 does not hold"]},
-         2: {"rule": "t/region", "message": "wrong region", "detail": ["args.r in [\"a\"] does not hold"]}}
+CAP = {"rule": "t/cap", "message": "too much", "detail": ["args.n lte 5 does not hold"]}
+REGION = {"rule": "t/region", "message": "wrong region", "detail": ['args.r in ["a"] does not hold']}
+FIXED = {"counter": "c", "scope": "tool", "cost": 1, "capacity": 5, "window": 60, "strict": False,
+         "rule": "t/r", "message": "m"}
+DERIVED = {**FIXED, "cost_from": {"path": ["amount"], "text": "args.amount"}}
 
 
-def test_the_plain_allow_text_stands_only_for_a_decider_without_derived_costs():
-    fixed = {"counter": "c", "scope": "tool", "cost": 1, "capacity": 5, "window": 60, "strict": False,
-             "rule": "t/r", "message": "m"}
-    d = parse_verdict(PLAIN_ALLOW, {"charges": [fixed]}, "t")
+def vector(*terms: str) -> str:
+    return '{"expressions":[[' + ",".join(terms) + "]]}"
+
+
+def reader(*spec: dict, charges: list | None = None) -> VectorReader:
+    entry = {"charges": charges or []}
+    return VectorReader(tuple(spec), entry, fixed_charges(entry))
+
+
+def ok(at: int, reason: dict) -> dict:
+    return {"kind": "ok", "at": at, "reason": reason}
+
+
+def test_every_rule_holding_allows_with_the_fixed_charges():
+    r = reader(ok(0, CAP), ok(2, REGION), charges=[FIXED])
+    d = r.read(vector("true", "true"), "t")
     assert d.allow and [c.cost for c in d.charges] == [1]
-    # a decider whose charge takes its cost from an argument must say which: the bare text is malformed
-    derived = {**fixed, "cost_from": {"path": ["amount"], "text": "args.amount"}}
-    d = parse_verdict(PLAIN_ALLOW, {"charges": [derived]}, "t", args={"amount": 3})
-    assert not d.allow and d.reasons[0].rule == "engine/malformed"
-    # the team's verdict carries its own charges: never read from the bare text
-    assert not parse_verdict(PLAIN_ALLOW, {"charges": []}, "t", team=True).allow
+    assert r.read(r.plain or "", "t").allow  # the exact text of that answer is known ahead
 
 
-def test_a_compact_denial_names_its_reasons_by_number():
-    d = parse_verdict('{"expressions":[{"allow":false, "reasons":[0,2]}]}', {}, "t", table=TABLE)
+def test_failing_rules_deny_with_their_reasons_in_order():
+    d = reader(ok(0, CAP), ok(2, REGION)).read(vector("false", "false"), "t")
     assert not d.allow and d.action == "deny"
-    assert [(r.rule, r.message) for r in d.reasons] == [("t/cap", "too much"), ("t/region", "wrong region")]
+    assert [(x.rule, x.message) for x in d.reasons] == [("t/cap", "too much"), ("t/region", "wrong region")]
     assert d.extra["details"]["t/region"] == ['args.r in ["a"] does not hold']
 
 
-def test_a_number_the_decider_does_not_have_is_a_malformed_verdict():
-    d = parse_verdict('{"expressions":[{"allow":false, "reasons":[1]}]}', {}, "t", table=TABLE)
-    assert not d.allow and d.reasons[0].rule == "engine/malformed"
-    # without a table (the team's path) a number is never taken for a reason
-    d = parse_verdict('{"expressions":[{"allow":false, "reasons":[0]}]}', {}, "t")
-    assert not d.allow and d.reasons[0].rule == "engine/malformed"
+def test_a_vector_of_the_wrong_length_or_types_is_a_malformed_denial():
+    r = reader(ok(0, CAP), ok(2, REGION))
+    for raw in (vector("true"), vector("true", "true", "true"), vector("true", "1"), vector("true", '"true"'),
+                vector("true", "null"), '{"expressions":[{"allow":true}]}', "garbage"):
+        d = r.read(raw, "t")
+        assert not d.allow and d.reasons[0].rule == "engine/malformed", raw
 
 
-def test_reasons_in_full_and_numbers_mix_in_order():
-    raw = ('{"expressions":[{"allow":false, "reasons":[{"rule": "t/req", "message": "missing", "detail": ["x"]}, 2]}]}')
-    d = parse_verdict(raw, {}, "t", table=TABLE)
-    assert [r.rule for r in d.reasons] == ["t/req", "t/region"]
+def test_a_rule_of_several_checks_names_those_that_fail():
+    spec = {"kind": "checks", "at": 1, "rule": "t/path", "custom": None, "cost": False,
+            "texts": [['args.p regex "^/w/" does not hold'], ['args.p not_regex "\\.\\." does not hold']]}
+    r = reader(ok(0, CAP), spec)
+    d = r.read(vector("true", "[1,0]"), "t")
+    assert d.reasons[0].message == 'Policy rule "t/path" denied the call: args.p not_regex "\\.\\." does not hold'
+    assert d.extra["details"]["t/path"] == ['args.p not_regex "\\.\\." does not hold']
+    assert r.read(vector("true", "true"), "t").allow
+    # a failure with every check holding, or counts that are not one per check, is no verdict
+    for term in ("[1,1]", "[0]", "[0,2]", "[true,false]", "false"):
+        assert r.read(vector("true", term), "t").reasons[0].rule == "engine/malformed", term
 
 
-def test_text_beyond_the_exact_forms_is_parsed_strictly():
-    # a duplicate key (what an unescaped input string could inject) is refused, not read as the last one
-    raw = '{"expressions":[{"allow":false, "reasons":[0], "allow":true}]}'
-    d = parse_verdict(raw, {"charges": []}, "t", table=TABLE)
-    assert not d.allow and d.reasons[0].rule == "engine/malformed"
+def test_a_call_dependent_detail_comes_last_and_keeps_rule_order():
+    detail = {"kind": "detail", "at": 0, "rule": "t/req", "custom": "schema first", "cost": False}
+    r = reader(ok(1, CAP), detail)
+    d = r.read(vector("false", '["missing required argument \\"x\\""]'), "t")
+    assert [x.rule for x in d.reasons] == ["t/req", "t/cap"]
+    assert d.reasons[0].message == "schema first"
+    for term in ("[]", "[1]", "false", '"x"'):
+        assert r.read(vector("true", term), "t").reasons[0].rule == "engine/malformed", term
+
+
+def test_an_approval_rule_holds_a_call_unless_a_rule_denies_or_a_person_approved():
+    ask = {"rule": "t/ask", "message": "needs a person", "detail": ["its conditions do not all hold"]}
+    r = reader(ok(0, CAP), {"kind": "held", "at": 1, "reason": ask}, {"kind": "granted"})
+    held = r.read(vector("true", "false", "false"), "t")
+    assert held.action == "require_approval" and held.reasons[0].rule == "t/ask"
+    assert r.read(vector("true", "false", "true"), "t").allow
+    assert r.read(vector("false", "false", "true"), "t").action == "deny"
+    assert r.read(vector("true", "true", "false"), "t").allow
+
+
+def test_argument_derived_costs_come_with_the_vector():
+    r = reader(ok(0, CAP), {"kind": "costs", "n": 1}, charges=[DERIVED])
+    assert r.plain is None  # a cost comes from the call: no answer is known ahead
+    d = r.read(vector("true", "[3]"), "t", {"amount": 3})
+    assert d.allow and [c.cost for c in d.charges] == [3]
+    for term in ("[]", "[-1]", '["3"]'):
+        assert not r.read(vector("true", term), "t", {"amount": 3}).allow, term
 
 
 def test_the_hidden_and_unlisted_reasons_name_the_tool():
-    table = {0: {"rule": "hide", "message": "The tool is hidden by policy",
-                 "detail": ["the tool is listed under hide"]}}
-    d = parse_verdict('{"expressions":[{"allow":false, "reasons":[0]}]}', {}, "wipe_disk", table=table)
+    hide = {"rule": "hide", "message": "The tool is hidden by policy", "detail": ["the tool is listed under hide"]}
+    d = reader(ok(0, hide)).read(vector("false"), "wipe_disk")
     assert d.reasons[0].message == 'Tool "wipe_disk" is hidden by policy'
+
+
+def test_engine_failures_are_denials_of_their_own_kind():
+    r = reader(ok(0, CAP))
+    assert r.read("\x00timeout:took too long", "t").reasons[0].rule == "engine/timeout"
+    assert r.read("\x00error:boom", "t").reasons[0].rule == "engine/error"
+    assert r.read("undefined", "t").reasons[0].rule == "engine/undefined"
+
+
+def test_the_vector_of_a_real_bundle_decides_as_its_rules_say():
+    compiled = compiled_for("""
+tools:
+  pay:
+    rules:
+      - name: cap
+        conditions: [{path: args.amount, op: lte, value: 100}]
+      - name: path
+        conditions:
+          - {path: args.path, op: starts_with, value: /w/}
+          - {path: args.path, op: len_lte, value: 8}
+""")
+    engine = Engine(compiled, EngineLimits(cache_size=0))
+    try:
+        assert engine.evaluate(call_doc("pay", {"amount": 5, "path": "/w/a"})).allow
+        d = engine.evaluate(call_doc("pay", {"amount": 500, "path": "/w/too/long"}))
+        assert [r.rule for r in d.reasons] == ["pay/cap", "pay/path"]
+        assert d.extra["details"]["pay/path"] == ["args.path len_lte 8 does not hold"]
+    finally:
+        engine.close()
+
+
+def test_the_librarys_verdict_is_parsed_strictly():
+    # a duplicate key (what an unescaped input string could inject) is refused, not read as the last one
+    raw = '{"expressions":[{"allow":false, "reasons":[], "allow":true}]}'
+    d = parse_verdict(raw, {"charges": []}, "t", team=True)
+    assert not d.allow and d.reasons[0].rule == "engine/malformed"
+    # a verdict of the engine's own bundle (a vector) is no library verdict
+    assert not parse_verdict(vector("true"), {"charges": []}, "t", team=True).allow

@@ -30,7 +30,7 @@ import regoguard
 from helpers_policy import call_doc
 from opa_engine import opa_available, opa_eval
 from regoguard.compiler import library_modules
-from regoguard.engine_io import parse_verdict, value_problem
+from regoguard.engine_io import value_problem
 from test_property import scenarios
 
 pytestmark = pytest.mark.skipif(not opa_available(), reason="OPA bindings (opa-golib-python-bindings) not installed")
@@ -51,10 +51,8 @@ def opa_bundle_view(engine: regoguard.Engine, doc: dict[str, Any]) -> dict[str, 
     unit = engine.rego_for(doc["tool"]["name"])
     value = opa_eval(unit.modules, unit.data, doc, unit.query)
     raw = "undefined" if value is None else json.dumps({"expressions": [value]})
-    unit_id = engine.compiled.unit_for(doc["tool"]["name"])
-    decider = engine.compiled.units[unit_id]
-    d = parse_verdict(raw, decider.entry, doc["tool"]["name"], team=unit.query.endswith("lib.verdict"),
-                      table=decider.section.table)
+    d = engine.read(engine.compiled.unit_for(doc["tool"]["name"]), raw, doc["tool"]["name"],
+                    doc["tool"].get("arguments"))
     return {**d.to_json(), "details": d.extra.get("details", {})}
 
 

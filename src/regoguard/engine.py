@@ -9,9 +9,9 @@ Facts that shape this file (measured on regopy 1.5.2; see benchmarks/):
 - A bundle's query cost grows with everything in it, so each decider (a tool key, the hidden names, the
   unlisted names) has a bundle of its own (``engine_bundles``): a decision costs the same at 10 tools as
   at 10,000. The compiler writes each decider's rules as direct Rego, so nothing is interpreted per call.
-- One query per call: ``verdict`` answers ``{"allow": true, "costs"}`` (the charges are filled in here
-  from the compiled templates: writing them out through rego-cpp's JSON costs more than the rules) or
-  ``{"allow": false, "reasons"}`` (rule, message and detail from the same query).
+- One query per call: ``verdict`` answers a vector, one outcome per rule (``engine_vector`` combines
+  them, with the rules' reasons and charges from the compiled templates: rego-cpp's combining them and
+  writing the text out cost more than the rules). With the team's Rego it is the library's verdict.
 - ``regex.match`` is C++ ``std::regex``: evaluation runs on threads with a 512 MB stack, the compiled
   Rego bounds regex subjects to 64 KiB, and a call whose regexes cannot be bounded for the strings it
   holds (``engine_inline``), or any call with team Rego, is evaluated behind ``timeout`` on the worker
@@ -42,6 +42,7 @@ from regoguard.engine_cache import cache_key, policy_input
 from regoguard.engine_inline import bounded_call, regex_subjects
 from regoguard.engine_io import data_json, fixed_charges, parse_verdict, shape_problem, value_problem
 from regoguard.engine_threads import WORKER_STACK_BYTES, Pool, on_large_stack, run_with_large_stack
+from regoguard.engine_vector import VectorReader
 from regoguard.policy.regex_check import unportable_argument
 from regoguard.rego_modules import revision_with
 from regoguard.schema_check import CHECKER
@@ -104,8 +105,10 @@ class Engine:
         self._subjects = {u: regex_subjects(d.entry) for u, d in compiled.units.items()}
         self.inline_calls = 0
         """Queries evaluated on the caller's thread (a statistic: increments may race)."""
-        # A decider whose charges are all fixed (no argument-derived cost) answers an allowed call with them.
-        self._fixed_charges = {u: None if self._extra else fixed_charges(d.entry) for u, d in compiled.units.items()}
+        # Without team Rego each decider's bundle answers with a vector of its rules' outcomes (its charges
+        # computed here once when none comes from an argument).
+        self._readers = {} if self._extra else {
+            u: VectorReader(d.section.spec, d.entry, fixed_charges(d.entry)) for u, d in compiled.units.items()}
         if self._extra:
             self._library = {**library_modules(), **self._extra}
             team_reads_settings = any("settings" in src for src in self._extra.values())
@@ -132,7 +135,7 @@ class Engine:
     # -- what decides a call ---------------------------------------------------------------------------
 
     def _modules_of(self, unit: str) -> dict[str, str]:
-        return {f"regoguard/policy/{unit}.rego": self.compiled.unit_module(unit, compact=not self._extra),
+        return {f"regoguard/policy/{unit}.rego": self.compiled.unit_module(unit, vector=not self._extra),
                 **self._library}
 
     def rego_for(self, name: str) -> RegoUnit:
@@ -215,9 +218,7 @@ class Engine:
             if hit is not None:
                 return Decision(hit.allow, hit.action, hit.reasons, hit.charges, True, time.perf_counter_ns() - t0)
         raw = self._query(unit, given, self._inline_ok and bounded_call(self._subjects[unit], given))
-        decider = self.compiled.units[unit]
-        decision = parse_verdict(raw, decider.entry, name, team=bool(self._extra), args=doc["tool"].get("arguments"),
-                                 table=decider.section.table, fixed=self._fixed_charges[unit])
+        decision = self.read(unit, raw, name, doc["tool"].get("arguments"))
         if not decision.allow and "schema_check" in doc:
             decision = with_schema_error(decision, doc["schema_check"].get("error"))
         decision = Decision(decision.allow, decision.action, decision.reasons, decision.charges, False,
@@ -228,6 +229,14 @@ class Engine:
                 if len(self._cache) > self.limits.cache_size:
                     self._cache.popitem(last=False)
         return decision
+
+    def read(self, unit: str, raw: str, name: str, args: Any = None) -> Decision:
+        """The decision in ``raw``, the answer of ``unit``'s bundle (as built by this engine) for a call to
+        ``name`` with ``args``."""
+        reader = self._readers.get(unit)
+        if reader is not None:
+            return reader.read(raw, name, args)
+        return parse_verdict(raw, self.compiled.units[unit].entry, name, team=True, args=args)
 
     def _run(self, interp: Any, unit: str, doc: dict[str, Any]) -> str:
         """One query on ``interp`` (any thread's own). Errors come back as text, for :func:`parse_verdict`."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 from regoguard.decision import Charge, Decision, Reason
@@ -100,7 +99,7 @@ def shape_problem(doc: Any) -> str | None:
 
 # The library's hide/default messages name the tool here, in Python: the library keeps input strings out
 # of its output, because rego-cpp would not escape them there.
-_NAMED_MESSAGES = {
+NAMED_MESSAGES = {
     "hide": 'Tool "{}" is hidden by policy',
     "default": 'Tool "{}" is not allowed by policy (default: deny)',
 }
@@ -134,6 +133,11 @@ def _exact_cost(cost: Any, template: dict[str, Any], args: Any) -> Any:
     return value if math.isclose(value, cost, rel_tol=1e-15, abs_tol=0.0) else cost
 
 
+def charges_of(costs: list[Any], entry: dict[str, Any], args: Any = None) -> list[Charge]:
+    """An allowed call's charges from a decider's ``entry``, ``costs`` the argument-derived ones in order."""
+    return _charges(costs, list(entry.get("charges", ())), args)
+
+
 def _charges(costs: list[Any], templates: list[dict[str, Any]], args: Any = None) -> list[Charge]:
     """An allowed call's charges: the compiled templates, argument-derived costs filled in, in order."""
     if len(costs) != sum(1 for t in templates if "cost_from" in t):
@@ -162,45 +166,31 @@ def _team_charge(c: dict[str, Any]) -> Charge:
                   c["message"])
 
 
-PLAIN_ALLOW = '{"expressions":[{"allow":true, "costs":[]}]}'
-"""rego-cpp's exact text for an allowing verdict with no argument-derived cost."""
-_COMPACT_DENIAL = re.compile(r'\{"expressions":\[\{"allow":false, "reasons":\[(\d{1,6}(?:,\d{1,6})*)\]\}\]\}')
-"""rego-cpp's exact text for a denial whose every reason is constant (given by number)."""
-
-
-def _numbered(reason: Any, table: dict[int, dict[str, Any]] | None) -> Any:
-    """A reason as the verdict gives it: in full, or a constant one by its number in ``table``."""
-    if isinstance(reason, int) and not isinstance(reason, bool):
-        if table is None or reason not in table:
-            raise ValueError(f"the verdict names reason {reason}, which the decider does not have")
-        return table[reason]
-    return reason
-
-
-def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False, args: Any = None,
-                  table: dict[int, dict[str, Any]] | None = None,
-                  fixed: tuple[Charge, ...] | None = None) -> Decision:
-    """Turn one verdict (regopy output text) into a Decision; anything unexpected is a deny.
-
-    ``entry`` is the compiled settings entry of the decider that answered (its charge templates);
-    ``team``: the verdict is the library's, which also carries the team's charges and an action.
-    ``args``: the call's arguments, whose exact numbers argument-derived costs are taken from.
-    ``table``: the decider's constant reasons, which a compact verdict gives by number.
-    ``fixed``: the decider's charges, computed ahead, when none comes from an argument (:func:`fixed_charges`).
-    """
+def engine_failure(raw: str) -> Decision | None:
+    """The denial for an answer that is no verdict (a timeout, an engine error, undefined), else None."""
     if raw.startswith("\x00timeout:"):
         return Decision.deny("engine/timeout", raw[len("\x00timeout:"):])
     if raw.startswith("\x00error:"):
         return Decision.deny("engine/error", f"policy evaluation failed: {raw[7:].strip()[:500]}")
     if raw.strip() == "undefined":
         return Decision.deny("engine/undefined", "the policy gave no decision for this call")
+    return None
+
+
+def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False, args: Any = None) -> Decision:
+    """Turn one verdict object (regopy output text) into a Decision; anything unexpected is a deny. The
+    engine's own bundles answer with a vector instead (:mod:`regoguard.engine_vector`); this reads the
+    verdict of a section in full, and the library's, with the team's Rego.
+
+    ``entry`` is the compiled settings entry of the decider that answered (its charge templates);
+    ``team``: the verdict is the library's, which also carries the team's charges and an action.
+    ``args``: the call's arguments, whose exact numbers argument-derived costs are taken from.
+    """
+    failed = engine_failure(raw)
+    if failed is not None:
+        return failed
     try:
-        if raw == PLAIN_ALLOW and not team:  # the commonest answer, known by its exact text
-            plain = fixed if fixed is not None else tuple(_charges([], list(entry.get("charges", ())), args))
-            return Decision(True, "allow", (), plain, extra={"from_policy": True})
-        compact = _COMPACT_DENIAL.fullmatch(raw) if table else None
-        value = {"allow": False, "reasons": [int(x) for x in compact.group(1).split(",")]} if compact \
-            else expression(raw)
+        value = expression(raw)
         if not isinstance(value, dict):
             raise ValueError("the verdict is not an object")
         if value.get("allow") is True:
@@ -210,10 +200,10 @@ def parse_verdict(raw: str, entry: dict[str, Any], name: str, team: bool = False
             if team:
                 charges += [_team_charge(c) for c in value["charges"]]
             return Decision(True, "allow", (), tuple(charges), extra={"from_policy": True})
-        given = [_numbered(r, table) for r in value.get("reasons", ())]
-        reasons = tuple(Reason(r["rule"], _NAMED_MESSAGES[r["rule"]].format(name) if r["rule"] in _NAMED_MESSAGES
+        given = list(value.get("reasons", ()))
+        reasons = tuple(Reason(r["rule"], NAMED_MESSAGES[r["rule"]].format(name) if r["rule"] in NAMED_MESSAGES
                                else r["message"]) for r in given)
-        details = {r["rule"]: list(r.get("detail", [])) for r in given}  # copies: the table is shared
+        details = {r["rule"]: list(r.get("detail", [])) for r in given}
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         return Decision.deny("engine/malformed", f"the policy gave a malformed verdict: {exc}")
     if not reasons:

@@ -128,12 +128,12 @@ class CompiledPolicy:
             object.__setattr__(self, "_unit_keys", keys)
         return self.reads.get(keys[unit], Reads())
 
-    def unit_module(self, unit: str, compact: bool = True) -> str:
+    def unit_module(self, unit: str, vector: bool = True) -> str:
         """The module of one decider's bundle (built from the same sections as :attr:`module`);
-        ``compact``: constant reasons by number, looked up in the section's ``table`` (see
-        :func:`~regoguard.compiler.emit.decider_module`)."""
+        ``vector``: ``verdict`` is the vector of the rules' outcomes, read with the section's ``spec``
+        (see :func:`~regoguard.compiler.emit.decider_module`)."""
         assert self._policy is not None
-        return decider_module(self._policy, self.units[unit], compact)
+        return decider_module(self._policy, self.units[unit], vector)
 
     def rego_for(self, name: str) -> RegoUnit:
         """The Rego that decides calls to ``name`` as the engine runs it without team Rego."""

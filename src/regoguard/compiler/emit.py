@@ -170,11 +170,11 @@ def _shared(sections: list[Section]) -> list[str]:
     return out
 
 
-def decider_module(policy: Policy, d: Decider, compact: bool = True) -> str:
+def decider_module(policy: Policy, d: Decider, vector: bool = True) -> str:
     """The module the engine builds into the bundle of one decider: only that decider's code (the core
     of its section: no charges or full decision, which the engine fills in from the templates).
-    ``compact``: a constant reason is given by its number (``Section.compact``), which the engine looks
-    up; the team's Rego, which reads the reasons, gets them in full."""
+    ``vector``: ``verdict`` is the vector of the rules' outcomes (``Section.vector``), which the engine
+    reads with the section's spec; the team's Rego, which reads the reasons, gets the section in full."""
     lines = [
         *_header(policy),
         f"# The rules deciding {rt.comment(d.label)}: its own rules, then the \"*\" rules, in the order they run.",
@@ -183,9 +183,7 @@ def decider_module(policy: Policy, d: Decider, compact: bool = True) -> str:
         "import rego.v1",
         "",
         *_shared([d.section]),
-        d.section.compact if compact and d.section.compact else d.section.text,
-        f"verdict := {d.section.prefix}verdict",
-        "",
+        *([d.section.vector] if vector else [d.section.text, f"verdict := {d.section.prefix}verdict", ""]),
     ]
     return "\n".join(lines)
 

@@ -22,10 +22,11 @@ an expression undefined, which would drop a denial).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from regoguard.compiler import rego_text as rt
+from regoguard.compiler.vector import Spec, Vector
 
 _SAFE = re.compile(r"[A-Za-z0-9_]+")
 # The detail a validate: {schema: true} rule fails with in Rego; the engine appends the validator's own
@@ -49,12 +50,10 @@ class Section:
     """``charges`` and ``decision``: the committed module's extras."""
     reads_schema: bool
     reads_schema_check: bool = False
-    compact: str = ""
-    """The core as the engine's bundle holds it: a rule whose reason never changes is named in ``reasons``
-    by its number (its index in the entry's rules), which the engine looks up in :attr:`table`; rego-cpp
-    spends more writing a reason's text out than deciding the call."""
-    table: dict[int, dict[str, Any]] = field(default_factory=dict)
-    """Those reasons by number: ``{"rule", "message", "detail"}``."""
+    vector: str = ""
+    """The core as the engine's bundle holds it: ``verdict`` a vector of the rules' outcomes, which the
+    engine reads with :attr:`spec` (:mod:`regoguard.compiler.vector`)."""
+    spec: Spec = ()
     uses_args: bool = False
     """Its rules read the module's ``args`` rule (the arguments, ``{}`` when there are none)."""
 
@@ -130,8 +129,7 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
     allow: list[str] = []  # the body of `allow`: every rule's checks, inline
     reasons: list[str] = []  # each rule's reason rule, in order
     failing: list[str] = []  # the rules saying why a call is denied
-    failing_compact: list[str] = []  # the same, a constant reason given by its number
-    table: dict[int, dict[str, Any]] = {}
+    vec = Vector(p)  # the same outcomes as the engine's bundle asks for them
     costs: dict[str, str] = {}  # rule id -> its cost rule
     notes: list[str] = []  # rules that never deny
     reads_schema = False
@@ -141,9 +139,7 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
     approved: list[str] | None = []  # the body saying no person is needed (None: some rule always needs one)
     for k, (rule, origin) in enumerate(zip(entry["rules"], origins, strict=True)):
         if "approval" in rule:
-            mark = len(failing)
-            ok = _approval_rule(p, k, rule, origin, values, helpers, failing)
-            failing_compact.extend(failing[mark:])
+            ok = _approval_rule(p, k, rule, origin, values, helpers, failing, vec)
             held.append(f"{p}reason{k}")
             approved = None if ok is None or approved is None else [*approved, ok]
             continue
@@ -185,15 +181,11 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
         if not rule.get("deny"):
             allow.append(f"{p}ok{k} # {origin}")
         reasons.append(f"{p}reason{k}")
-        full, compact, constant = _reason_rules(p, k, rule, origin, checks)
-        failing.extend(full)
-        failing_compact.extend(compact)
-        if constant is not None:
-            table[k] = constant
+        failing.extend(_reason_rules(p, k, rule, origin, checks, vec))
     if held:
         allow.append(f"{p}approved # no person is needed, or one approved the call")
         failing += _approved_rule(p, approved)
-        failing_compact += _approved_rule(p, approved)
+        vec.granted()
     if denies:
         head = [f"{p}allow := false # a rule denies every call", ""]
     elif allow:
@@ -201,23 +193,24 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
                 *(f"\t{x}" for x in dict.fromkeys(allow)), "}", ""]
     else:
         head = [f"{p}allow := true", ""]
-    def core(failing: list[str]) -> str:
-        lines = ["# why a call is denied: each failing rule, in order (looked at only when `allow` is false)",
-                 *failing, f"{p}reasons := {_concat([f'{r}' for r in reasons])}", ""]
-        if held:
-            lines += ["# why a call waits for a person (looked at only when nothing denies it)",
-                      f"{p}held := {_concat(held)}", ""]
-        return "\n".join([*notes, *head, *values.lines, *helpers, *lines, *_costs(p, entry, costs),
-                          *_verdict(p, bool(held))])
-
-    return Section(p, core(failing), _full(p, entry, costs, bool(held)), reads_schema, reads_schema_check,
-                   core(failing_compact), table, values.args_used)
+    lines = ["# why a call is denied: each failing rule, in order (looked at only when `allow` is false)",
+             *failing, f"{p}reasons := {_concat([f'{r}' for r in reasons])}", ""]
+    if held:
+        lines += ["# why a call waits for a person (looked at only when nothing denies it)",
+                  f"{p}held := {_concat(held)}", ""]
+    text = "\n".join([*notes, *head, *values.lines, *helpers, *lines, *_costs(p, entry, costs),
+                      *_verdict(p, bool(held))])
+    vec.costs(_dynamic(entry, costs))
+    vector, spec = vec.text([*notes, *values.lines, *helpers])
+    return Section(p, text, _full(p, entry, costs, bool(held)), reads_schema, reads_schema_check, vector, spec,
+                   values.args_used)
 
 
 def _approval_rule(p: str, k: int, rule: dict[str, Any], origin: str, values: _Values, helpers: list[str],
-                   out: list[str]) -> str | None:
+                   out: list[str], vec: Vector) -> str | None:
     """A ``require_approval`` rule: ``<p>reason<k>`` (its request for a person, when its conditions do not
-    all hold) and the name of the rule saying they hold (None: without conditions every call needs one)."""
+    all hold) and the name of the rule saying they hold (None: without conditions every call needs one);
+    its outcome goes to ``vec``."""
     reason, ok = f"{p}reason{k}", f"{p}ok{k}"
     body: list[str] = []
     local = _Locals(k)
@@ -232,18 +225,24 @@ def _approval_rule(p: str, k: int, rule: dict[str, Any], origin: str, values: _V
         else:
             helpers.extend(_lines_rule(f"{p}c{k}_{j}", clauses, c["text"]))
             body.append(f"{p}c{k}_{j}")
-    def item(detail: str) -> str:
+    def item(detail: str) -> dict[str, Any]:
+        return {"rule": rule["id"], "message": rule["message"], "detail": [detail]}
+
+    def text(detail: str) -> str:
         return (f'{{"rule": {rt.string(rule["id"])}, "message": {rt.string(rule["message"])}, '
                 f'"detail": {rt.value([detail])}}}')
 
-    out += [f"# {rt.comment(origin)}",
-            "#   require_approval: a person decides the calls its conditions do not let through"]
+    comment = [f"# {rt.comment(origin)}",
+               "#   require_approval: a person decides the calls its conditions do not let through"]
+    out += comment
     if not body:
-        out += [f"{reason} := [{item('every call needs approval')}]", ""]
+        out += [f"{reason} := [{text('every call needs approval')}]", ""]
+        vec.held(k, "false", item("every call needs approval"), comment)
         return None
-    out += [f"default {ok} := false", "", f"{ok} if {{", *(f"\t{x}" for x in dict.fromkeys(body)), "}", "",
-            f"default {reason} := []", "",
-            f"{reason} := [{item('its conditions do not all hold')}] if {ok} == false", ""]
+    ok_lines = [f"default {ok} := false", "", f"{ok} if {{", *(f"\t{x}" for x in dict.fromkeys(body)), "}", ""]
+    out += [*ok_lines, f"default {reason} := []", "",
+            f"{reason} := [{text('its conditions do not all hold')}] if {ok} == false", ""]
+    vec.held(k, ok, item("its conditions do not all hold"), [*comment, *ok_lines])
     return ok
 
 
@@ -265,44 +264,46 @@ def _concat(parts: list[str]) -> str:
     return out
 
 
-Reasons = tuple[list[str], list[str], dict[str, Any] | None]
-"""A rule's reason rules in full, the same with a constant reason given by its number, and that reason."""
-
-
 def _reason_rules(p: str, k: int, rule: dict[str, Any], origin: str,
-                  checks: list[tuple[list[str], list[str] | str]]) -> Reasons:
-    """``<p>ok<k>`` (the rule holds) and ``<p>reason<k>`` (its reason when it does not). A rule with one
-    check fails with a constant reason; with several, its detail lists the checks that do not hold."""
+                  checks: list[tuple[list[str], list[str] | str]], vec: Vector) -> list[str]:
+    """``<p>ok<k>`` (the rule holds) and ``<p>reason<k>`` (its reason when it does not); the rule's outcome
+    goes to ``vec``. A rule with one check fails with a constant reason; with several, its detail lists
+    the checks that do not hold."""
     ok, reason = f"{p}ok{k}", f"{p}reason{k}"
     custom = bool(rule.get("custom_message") or rule.get("deny"))
-    out = [f"# {rt.comment(origin)}", f"default {reason} := []", ""]
+    comment = [f"# {rt.comment(origin)}"]
+    out = [*comment, f"default {reason} := []", ""]
     if rule.get("deny"):
         every = ["the rule denies every call"]
-        return ([*out, f"{reason} := [{_reason(rule, rt.value(every), custom)}]", ""],
-                [*out, f"{reason} := [{k}]", ""], _constant(rule, every, custom))
+        vec.ok(k, "false", _constant(rule, every, custom), comment)
+        return [*out, f"{reason} := [{_reason(rule, rt.value(every), custom)}]", ""]
     body = [x for b, _ in checks for x in b]
-    out += [f"default {ok} := false", "", f"{ok} if {{", *(f"\t{x}" for x in dict.fromkeys(body)), "}", ""]
+    ok_lines = [f"default {ok} := false", "", f"{ok} if {{", *(f"\t{x}" for x in dict.fromkeys(body)), "}", ""]
+    out += ok_lines
     first = checks[0][1]
     if len(checks) == 1 and isinstance(first, list):
         # a cost argument that is missing or not a number says so, whatever the rule's own on_deny says
         own = custom and not first[0].endswith(COST_DETAIL)
-        return ([*out, f"{reason} := [{_reason(rule, rt.value(first), own, first[0])}] if {ok} == false", ""],
-                [*out, f"{reason} := [{k}] if {ok} == false", ""], _constant(rule, first, own))
+        vec.ok(k, ok, _constant(rule, first, own), [*comment, *ok_lines])
+        return [*out, f"{reason} := [{_reason(rule, rt.value(first), own, first[0])}] if {ok} == false", ""]
     if len(checks) == 1 and isinstance(first, str):
         detail = first
     else:
         pairs = ", ".join(f"[{_count(b)}, {d if isinstance(d, str) else rt.value(d)}]" for b, d in checks)
         detail = f"[t | some c in [{pairs}]; c[0] == 0; some t in c[1]]"
+    texts = [d for _, d in checks if isinstance(d, list)]
+    if len(texts) == len(checks):
+        vec.checks(k, rule, [*comment, *ok_lines], [_count(b) for b, _ in checks], texts)
+    else:
+        vec.detail(k, rule, [*comment, *ok_lines], detail)
     if custom and "cost_from" in rule:
         # A missing or non-numeric cost argument says so, not the rule's on_deny (which speaks of a budget).
         intro = rt.string(f'Policy rule "{rule["id"]}" denied the call: ')
         message = (f'array.concat([concat("", [{intro}, t]) | some t in d; endswith(t, {rt.string(COST_DETAIL)})], '
                    f'[{rt.string(rule["message"])}])[0]')
         item = f'{{"rule": {rt.string(rule["id"])}, "message": {message}, "detail": d}}'
-        lines = [*out, f"{reason} := [{item}] if {{", f"\t{ok} == false", f"\td := {detail}", "}", ""]
-        return lines, lines, None
-    lines = [*out, f"{reason} := [{_reason(rule, 'd', custom)}] if {{", f"\t{ok} == false", f"\td := {detail}", "}", ""]
-    return lines, lines, None
+        return [*out, f"{reason} := [{item}] if {{", f"\t{ok} == false", f"\td := {detail}", "}", ""]
+    return [*out, f"{reason} := [{_reason(rule, 'd', custom)}] if {{", f"\t{ok} == false", f"\td := {detail}", "}", ""]
 
 
 def _constant(rule: dict[str, Any], detail: list[str], custom: bool) -> dict[str, Any]:
@@ -341,9 +342,13 @@ def _direct(c: dict[str, Any]) -> str | None:
     return rt.refs(segs, "input.tool.arguments" if root == "args" else _BASES[root])[0]
 
 
+def _dynamic(entry: dict[str, Any], costs: dict[str, str]) -> list[str]:
+    """The cost rules of the argument-derived charges, in charge order."""
+    return [costs[t["rule"]] for t in entry["charges"] if "cost_from" in t]
+
+
 def _costs(p: str, entry: dict[str, Any], costs: dict[str, str]) -> list[str]:
-    dynamic = [costs[t["rule"]] for t in entry["charges"] if "cost_from" in t]
-    return [f"{p}costs := [{', '.join(dynamic)}] if {p}allow", ""]
+    return [f"{p}costs := [{', '.join(_dynamic(entry, costs))}] if {p}allow", ""]
 
 
 def _full(p: str, entry: dict[str, Any], costs: dict[str, str], held: bool = False) -> str:
@@ -401,8 +406,9 @@ def fixed_section(prefix: str, rule: str, message: str, detail: str) -> Section:
     p = prefix
     constant = {"detail": [detail], "message": message, "rule": rule}
 
-    def core(reasons: str) -> str:
-        return "\n".join([f"{p}allow := false", "", f"{p}reasons := {reasons}", "", f"{p}costs := [] if {p}allow",
-                          "", *_verdict(p)])
-
-    return Section(p, core(rt.value([constant])), _full(p, {}, {}), False, compact=core("[0]"), table={0: constant})
+    text = "\n".join([f"{p}allow := false", "", f"{p}reasons := {rt.value([constant])}", "",
+                      f"{p}costs := [] if {p}allow", "", *_verdict(p)])
+    vec = Vector(p)
+    vec.ok(0, "false", constant)
+    vector, spec = vec.text([])
+    return Section(p, text, _full(p, {}, {}), False, vector=vector, spec=spec)
