@@ -259,6 +259,7 @@ def test_each_bundle_module_is_its_section_of_the_committed_module(name):
         assert section in compiled.unit_module(unit, vector=False)  # as the team's Rego reads it
         alone = compiled.unit_module(unit)
         assert decider.section.vector in alone
+        assert "\x1e" not in alone + compiled.module  # the arguments' placeholder is always replaced
         # the bundle asks for one outcome per rule; the engine holds the constant reasons, which are the
         # committed section's own
         terms = alone.split("\nverdict := [", 1)[1].split("]\n", 1)[0]

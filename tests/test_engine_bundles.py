@@ -31,6 +31,10 @@ def test_a_calls_bundle_holds_only_its_tools_rules():
         assert "t3_" not in next(iter(engine.rego_for("unknown").modules.values()))
         # the bundle asks for the rule's outcome; the engine holds the reason's text
         assert "\nverdict := [t3_ok0]\n" in text and "t3_reason" not in text
+        # and reads the arguments where the engine puts them, one level up from the documented input
+        assert "v0_0 := input.args.n\n" in text and "input.tool" not in text
+        assert engine.bundle_input(call_doc("t3", {"n": 1, "other": 2})) == {"args": {"n": 1}}
+        assert "v0_0 := input.tool.arguments.n\n" in engine.compiled.module
         (spec,) = engine.compiled.units[engine.compiled.unit_for("t3")].section.spec
         assert spec["kind"] == "ok" and spec["reason"]["rule"] == "t3/cap"
     finally:

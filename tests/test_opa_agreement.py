@@ -49,7 +49,7 @@ def engine_view(engine: regoguard.Engine, doc: dict[str, Any]) -> dict[str, Any]
 def opa_bundle_view(engine: regoguard.Engine, doc: dict[str, Any]) -> dict[str, Any]:
     """The engine's bundle for this call, evaluated by OPA and parsed as the engine parses regopy's."""
     unit = engine.rego_for(doc["tool"]["name"])
-    value = opa_eval(unit.modules, unit.data, doc, unit.query)
+    value = opa_eval(unit.modules, unit.data, engine.bundle_input(doc), unit.query)
     raw = "undefined" if value is None else json.dumps({"expressions": [value]})
     d = engine.read(engine.compiled.unit_for(doc["tool"]["name"]), raw, doc["tool"]["name"],
                     doc["tool"].get("arguments"))

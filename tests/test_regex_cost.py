@@ -35,25 +35,25 @@ def test_what_the_walk_cannot_bound_has_no_bound(pattern):
 def test_a_quadratic_pattern_is_inline_for_short_subjects_only():
     entry = {"rules": [{"conditions": [{"op": "regex", "path": ["s"], "regex": "x+y"}]}]}
     subjects = regex_subjects(entry)
-    assert bounded_call(subjects, {"tool": {"arguments": {"s": "x" * 50}}})
-    assert not bounded_call(subjects, {"tool": {"arguments": {"s": "x" * 5000}}})
+    assert bounded_call(subjects, {"args": {"s": "x" * 50}})
+    assert not bounded_call(subjects, {"args": {"s": "x" * 5000}})
     # no string there, or one longer than the rules let reach a regex: no regex runs at all
-    assert bounded_call(subjects, {"tool": {"arguments": {"s": 5}}})
-    assert bounded_call(subjects, {"tool": {"arguments": {"s": "x" * 70000}}})
+    assert bounded_call(subjects, {"args": {"s": 5}})
+    assert bounded_call(subjects, {"args": {"s": "x" * 70000}})
 
 
 def test_the_budget_is_for_all_of_a_calls_regexes_together():
     cond = {"op": "regex", "path": ["s"], "regex": r"\.\."}
     one = regex_subjects({"rules": [{"conditions": [cond]}]})
     many = regex_subjects({"rules": [{"conditions": [cond] * 20}]})
-    doc = {"tool": {"arguments": {"s": "a" * 2000}}}
+    doc = {"args": {"s": "a" * 2000}}
     assert bounded_call(one, doc) and not bounded_call(many, doc)
 
 
 def test_an_unboundable_pattern_goes_to_the_pool_whenever_it_would_run():
     subjects = regex_subjects({"rules": [{"conditions": [{"op": "regex", "path": ["s"], "regex": r"(a)\1"}]}]})
-    assert not bounded_call(subjects, {"tool": {"arguments": {"s": "aa"}}})
-    assert bounded_call(subjects, {"tool": {"arguments": {}}})
+    assert not bounded_call(subjects, {"args": {"s": "aa"}})
+    assert bounded_call(subjects, {"args": {}})
 
 
 @given(st.text(alphabet="ab.*+?()|[]^$\\{},0123", max_size=12), st.integers(0, 70000))
@@ -71,7 +71,7 @@ def test_any_pattern_the_loader_accepts_has_a_bound_that_grows_with_the_subject(
 def test_the_budget_admits_the_linear_patterns_policies_are_made_of():
     for pattern in ("^/workspace/", r"\.py$", "^https://", r"\.\."):
         subjects = regex_subjects({"rules": [{"conditions": [{"op": "regex", "path": ["s"], "regex": pattern}]}]})
-        assert bounded_call(subjects, {"tool": {"arguments": {"s": "/workspace/" + "a" * 4096}}}), pattern
+        assert bounded_call(subjects, {"args": {"s": "/workspace/" + "a" * 4096}}), pattern
     assert search_cost("^/workspace/").steps(65536) < INLINE_BUDGET  # anchored: any subject that reaches it
 
 
@@ -93,7 +93,7 @@ def test_patterns_that_backtrack_exponentially_are_never_inline(pattern, subject
         f"tools:\n  t:\n    rules:\n      - name: r\n        conditions:\n"
         f"          - {{path: args.s, op: regex, value: '{pattern}'}}\n", "<p>"))
     subjects = regex_subjects(compiled.units[compiled.unit_for("t")].entry)
-    assert not bounded_call(subjects, {"tool": {"arguments": {"s": subject}}})
+    assert not bounded_call(subjects, {"args": {"s": subject}})
 
 
 def test_a_top_level_alternation_a_class_or_an_escaped_bar_is_bounded_and_a_bar_in_a_group_is_not():
@@ -117,16 +117,16 @@ def test_a_top_level_alternation_a_class_or_an_escaped_bar_is_bounded_and_a_bar_
 def test_patterns_whose_cost_hides_from_the_tree_are_never_inline(pattern, subject):
     """Found by an adversarial review: each is accepted by the loader and took 20 ms to hours inline."""
     subjects = regex_subjects({"rules": [{"conditions": [{"op": "regex", "path": ["s"], "regex": pattern}]}]})
-    assert not bounded_call(subjects, {"tool": {"arguments": {"s": subject}}})
+    assert not bounded_call(subjects, {"args": {"s": subject}})
 
 
 @pytest.mark.parametrize("pattern", [r"^\d{3}-\d{4}$", "^https://", r"^[\s\S]*\.py$", "^/workspace/[a-z0-9_/.-]+$",
                                      "^[A-Z][a-z]+ [A-Z][a-z]+$", r"\.\."])
 def test_the_plain_shapes_policies_are_made_of_are_inline_for_ordinary_arguments(pattern):
     subjects = regex_subjects({"rules": [{"conditions": [{"op": "regex", "path": ["s"], "regex": pattern}]}]})
-    assert bounded_call(subjects, {"tool": {"arguments": {"s": "/workspace/src/app/main.py"}}})
+    assert bounded_call(subjects, {"args": {"s": "/workspace/src/app/main.py"}})
     if search_cost(pattern).degree <= 1:  # linear ones for kilobytes of subject too
-        assert bounded_call(subjects, {"tool": {"arguments": {"s": "/workspace/src/app/main.py" * 100}}})
+        assert bounded_call(subjects, {"args": {"s": "/workspace/src/app/main.py" * 100}})
 
 
 _QUANTIFIERS = ["*", "+", "?", "{2}", "{0,3}", "{17}", "{1,}"]
@@ -154,4 +154,4 @@ def test_a_pattern_that_can_backtrack_exponentially_is_never_decided_inline(raw,
     if not may_backtrack_exponentially(pattern):
         return
     subjects = regex_subjects({"rules": [{"conditions": [{"op": "regex", "path": ["s"], "regex": pattern}]}]})
-    assert not bounded_call(subjects, {"tool": {"arguments": {"s": subject}}}), pattern
+    assert not bounded_call(subjects, {"args": {"s": subject}}), pattern

@@ -50,6 +50,9 @@ from regoguard.schema_check import CHECKER
 __all__ = ["WORKER_STACK_BYTES", "Engine", "EngineLimits", "library_modules", "rego_library_dir",
            "run_with_large_stack"]
 
+_CALL = ("tool", "args")
+"""The parts of a bundle's input that are the call itself (checked whole, from the call, first)."""
+
 TEAM_ENTRYPOINT = "regoguard/lib/verdict"
 """With the team's Rego: the library's verdict, the team's denials, approvals and charges included."""
 
@@ -140,7 +143,8 @@ class Engine:
 
     def rego_for(self, name: str) -> RegoUnit:
         """The Rego that decides calls to ``name`` — modules, data and query — exactly as this engine
-        runs it (with the team's modules and the library when there are any)."""
+        runs it (with the team's modules and the library when there are any), on the input
+        :meth:`bundle_input` gives."""
         data = json.loads(self._data_json) if self._data_json else {}
         return RegoUnit(self._modules_of(self.compiled.unit_for(name)), data,
                         "data." + self.entrypoint.replace("/", "."))
@@ -192,15 +196,11 @@ class Engine:
             )
         name = doc["tool"]["name"]
         unit = self.compiled.unit_for(name)
-        reads = self.compiled.unit_reads(unit)
-        if reads.schema_check or self._extra:
-            # validate: {schema: true}: the validator's result is part of the input (team Rego may read it)
-            doc = {**doc, "schema_check": CHECKER.check(doc.get("schema"), doc["tool"].get("arguments"))}
+        doc, given = self._inputs(unit, doc)
         # What the engine would misread is denied: anywhere in the call itself (its name and every argument,
         # all of which reach the server), and in the rest of the input only where the rules read it (a claim
         # or a schema bound no rule looks at is no reason to deny).
-        given = doc if self._extra else policy_input(reads, doc)
-        problem = value_problem(doc["tool"]) or value_problem([v for k, v in given.items() if k != "tool"])
+        problem = value_problem(doc["tool"]) or value_problem([v for k, v in given.items() if k not in _CALL])
         if problem:
             return Decision.deny("engine/input", problem)
         # A string the two engines could match differently (bytes vs characters) is denied, not guessed;
@@ -229,6 +229,19 @@ class Engine:
                 if len(self._cache) > self.limits.cache_size:
                     self._cache.popitem(last=False)
         return decision
+
+    def _inputs(self, unit: str, doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``doc`` with the schema validator's result when the rules (or the team's) read it, and the
+        input ``unit``'s bundle is given: all of it with the team's Rego, else what its rules read."""
+        reads = self.compiled.unit_reads(unit)
+        if reads.schema_check or self._extra:
+            # validate: {schema: true}: the validator's result is part of the input (team Rego may read it)
+            doc = {**doc, "schema_check": CHECKER.check(doc.get("schema"), doc["tool"].get("arguments"))}
+        return doc, doc if self._extra else policy_input(reads, doc)
+
+    def bundle_input(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The input this engine hands the bundle deciding ``doc`` (see :meth:`rego_for`)."""
+        return self._inputs(self.compiled.unit_for(doc["tool"]["name"]), doc)[1]
 
     def read(self, unit: str, raw: str, name: str, args: Any = None) -> Decision:
         """The decision in ``raw``, the answer of ``unit``'s bundle (as built by this engine) for a call to

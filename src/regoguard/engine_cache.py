@@ -68,23 +68,24 @@ def cache_key(compiled: CompiledPolicy, unit: str, doc: dict[str, Any], budget: 
 
 
 def policy_input(reads: Reads, doc: dict[str, Any]) -> dict[str, Any]:
-    """The part of ``doc`` a decider's compiled rules read: the arguments they name (and, when they
-    validate required arguments, every argument's presence and the schema). Handing regopy only this
-    makes ``set_input`` cost the same for a 1 MB argument the rules never read as for none; without the
-    team's Rego, nothing else of the input can change the decision. The parts of the call's context
-    (principal, session, server) that conditions read go whole."""
+    """The input of a decider's vector bundle: the part of ``doc`` its compiled rules read, the arguments
+    at ``args`` (not ``tool.arguments``: one object fewer to build and to walk). That is the arguments
+    they name (and, when they validate required arguments, every argument's presence and the schema).
+    Handing regopy only this makes ``set_input`` cost the same for a 1 MB argument the rules never read as
+    for none; without the team's Rego, nothing else of the input can change the decision. The parts of the
+    call's context (principal, session, server) that conditions read go whole."""
     args = doc["tool"].get("arguments") or {}
     out: dict[str, Any]
     if reads.schema:
         picked = {k: (v if k in reads.args else None) for k, v in args.items()}
-        out = {"tool": {"arguments": picked}}
+        out = {"args": picked}
         if "schema" in doc:
             schema = doc["schema"]
             # the rules read whether it is an object and its `required` list, nothing else of it
             out["schema"] = {k: schema[k] for k in ("required",) if k in schema} if isinstance(schema, dict) \
                 else schema
     else:
-        out = {"tool": {"arguments": {k: args[k] for k in reads.args if k in args}}}
+        out = {"args": {k: args[k] for k in reads.args if k in args}}
     for root in {root for root, _ in reads.context}:
         if root in doc:
             out[root] = doc[root]

@@ -37,11 +37,11 @@ def regex_subjects(entry: dict[str, Any]) -> tuple[Subject, ...]:
 
 
 def bounded_call(subjects: tuple[Subject, ...], given: dict[str, Any], budget: int = INLINE_BUDGET) -> bool:
-    """True when every regex the rules would run on this input (what the engine hands them) stays
-    within ``budget`` steps, worst case, all together."""
+    """True when every regex the rules would run on this input (what the engine hands a vector bundle:
+    :func:`~regoguard.engine_cache.policy_input`) stays within ``budget`` steps, worst case, all together."""
     if not subjects:
         return True
-    arguments = (given.get("tool") or {}).get("arguments")
+    arguments = given.get("args")
     total = 0
     for root, path, key_path, cost in subjects:
         value = argument_at(arguments if root == "args" else given.get(root), list(path),

@@ -178,7 +178,8 @@ def compile_errors(modules: Mapping[str, str]) -> list[PolicyError]:
         for name, source in modules.items():
             interp.add_module(name, source)
         probe = _probe_policy()
-        interp.add_module("regoguard/policy/probe.rego", probe.unit_module(probe.unit_for("regoguard-probe")))
+        probe_module = probe.unit_module(probe.unit_for("regoguard-probe"), vector=False)  # as with team Rego
+        interp.add_module("regoguard/policy/probe.rego", probe_module)
         bundle = interp.build(None, ["regoguard/lib/verdict"])
     except regopy.RegoError as exc:
         return located_errors(str(exc), modules) or [

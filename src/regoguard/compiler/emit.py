@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from regoguard.compiler import rego_text as rt
-from regoguard.compiler.sections import Section, fixed_section, rules_section
+from regoguard.compiler.sections import FULL_ARGS, VECTOR_ARGS, Section, fixed_section, rules_section
 from regoguard.policy.model import WILDCARD, Policy, Rule
 
 PACKAGE = "regoguard.policy"
@@ -158,11 +158,12 @@ schema_valid if input.schema_check.valid == true
 """
 
 
-def _shared(sections: list[Section]) -> list[str]:
-    """The unprefixed rules the sections use: ``args`` and the required-arguments check."""
+def _shared(sections: list[Section], vector: bool = False) -> list[str]:
+    """The unprefixed rules the sections use: ``args`` and the required-arguments check (``vector``: as a
+    vector bundle reads the arguments, at ``input.args``)."""
     out = []
     if any(s.reads_schema or s.uses_args for s in sections):
-        out.append(ARGS)
+        out.append(ARGS.replace(FULL_ARGS, VECTOR_ARGS) if vector else ARGS)
     if any(s.reads_schema for s in sections):
         out.append(SCHEMA)
     if any(s.reads_schema_check for s in sections):
@@ -182,7 +183,7 @@ def decider_module(policy: Policy, d: Decider, vector: bool = True) -> str:
         "",
         "import rego.v1",
         "",
-        *_shared([d.section]),
+        *_shared([d.section], vector),
         *([d.section.vector] if vector else [d.section.text, f"verdict := {d.section.prefix}verdict", ""]),
     ]
     return "\n".join(lines)

@@ -38,6 +38,14 @@ COST_DETAIL = " must be a non-negative number: it is what the call costs"
 # Where a condition's path starts: the call's arguments (``args``, the module's own rule for them), or
 # a part of the call's context in the input document.
 _BASES = {"args": "args", "principal": "input.principal", "session": "input.session", "server": "input.server"}
+# Where a plain reference to an argument starts: the documented input in the committed module and in
+# full sections (``input.tool.arguments``), ``input.args`` in the engine's vector bundles, which the engine
+# hands the arguments one level up (one object fewer to build and to walk at every reference). Written as
+# a placeholder no policy text can produce (policy strings and comments never hold control characters),
+# then replaced.
+_ARGS_AT = "\x1eargs\x1e"
+FULL_ARGS = "input.tool.arguments"
+VECTOR_ARGS = "input.args"
 
 
 
@@ -202,8 +210,8 @@ def rules_section(prefix: str, entry: dict[str, Any], origins: list[str]) -> Sec
                       *_verdict(p, bool(held))])
     vec.costs(_dynamic(entry, costs))
     vector, spec = vec.text([*notes, *values.lines, *helpers])
-    return Section(p, text, _full(p, entry, costs, bool(held)), reads_schema, reads_schema_check, vector, spec,
-                   values.args_used)
+    return Section(p, text.replace(_ARGS_AT, FULL_ARGS), _full(p, entry, costs, bool(held)), reads_schema,
+                   reads_schema_check, vector.replace(_ARGS_AT, VECTOR_ARGS), spec, values.args_used)
 
 
 def _approval_rule(p: str, k: int, rule: dict[str, Any], origin: str, values: _Values, helpers: list[str],
@@ -339,7 +347,7 @@ def _direct(c: dict[str, Any]) -> str | None:
     if not positive or "key_path" in c or any(s.isdigit() for s in segs):
         return None
     root = c.get("root", "args")
-    return rt.refs(segs, "input.tool.arguments" if root == "args" else _BASES[root])[0]
+    return rt.refs(segs, _ARGS_AT if root == "args" else _BASES[root])[0]
 
 
 def _dynamic(entry: dict[str, Any], costs: dict[str, str]) -> list[str]:
