@@ -58,6 +58,7 @@ def test_a_rule_of_several_checks_names_those_that_fail():
     assert d.reasons[0].message == 'Policy rule "t/path" denied the call: args.p not_regex "\\.\\." does not hold'
     assert d.extra["details"]["t/path"] == ['args.p not_regex "\\.\\." does not hold']
     assert r.read(vector("true", "true"), "t").allow
+    assert r.plain == vector("true", "true")  # known ahead whatever the kinds of its terms
     # a failure with every check holding, or counts that are not one per check, is no verdict
     for term in ("[1,1]", "[0]", "[0,2]", "[true,false]", "false"):
         assert r.read(vector("true", term), "t").reasons[0].rule == "engine/malformed", term

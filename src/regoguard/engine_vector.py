@@ -24,10 +24,9 @@ class VectorReader:
         self.spec = spec
         self.entry = entry
         self.fixed = fixed
-        self.simple = all(s["kind"] in ("ok", "held", "granted") for s in spec)
-        """Every term is a boolean: the vector can be read without a JSON parser."""
-        # rego-cpp's exact text for the commonest answer: every rule holds, no approval given, no costs
-        self.plain = None if fixed is None or not self.simple else \
+        # rego-cpp's exact text for the commonest answer: every rule holds, no approval given (a decider
+        # with argument-derived costs has none: its costs are part of the answer)
+        self.plain = None if fixed is None else \
             _PREFIX + ",".join("false" if s["kind"] == "granted" else "true" for s in spec) + _SUFFIX
 
     def read(self, raw: str, name: str, args: Any = None) -> Decision:
@@ -46,7 +45,7 @@ class VectorReader:
             return Decision.deny("engine/malformed", f"the policy gave a malformed verdict: {exc}")
 
     def _terms(self, raw: str) -> list[Any]:
-        if self.simple and raw.startswith(_PREFIX) and raw.endswith(_SUFFIX):
+        if raw.startswith(_PREFIX) and raw.endswith(_SUFFIX):  # a vector of booleans needs no JSON parser
             inner = raw[len(_PREFIX):-len(_SUFFIX)]
             parts = inner.split(",") if inner else []
             if all(p in ("true", "false") for p in parts):
