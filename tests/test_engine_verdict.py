@@ -59,8 +59,11 @@ def test_a_rule_of_several_checks_names_those_that_fail():
     assert d.extra["details"]["t/path"] == ['args.p not_regex "\\.\\." does not hold']
     assert r.read(vector("true", "true"), "t").allow
     assert r.plain == vector("true", "true")  # known ahead whatever the kinds of its terms
+    # a check whose body holds for several elements of a list counts them: it holds
+    details = r.read(vector("true", "[2,0]"), "t").extra["details"]
+    assert details["t/path"] == ['args.p not_regex "\\.\\." does not hold']
     # a failure with every check holding, or counts that are not one per check, is no verdict
-    for term in ("[1,1]", "[0]", "[0,2]", "[true,false]", "false"):
+    for term in ("[1,1]", "[0]", "[0,-1]", "[0,1.5]", "[true,false]", "false"):
         assert r.read(vector("true", term), "t").reasons[0].rule == "engine/malformed", term
 
 
@@ -126,6 +129,41 @@ tools:
         assert d.extra["details"]["pay/path"] == ["args.path len_lte 8 does not hold"]
     finally:
         engine.close()
+
+
+def test_a_check_holding_for_several_elements_still_holds():
+    # `contains` with a list value holds once per matching element: a count of 2 is a check that holds
+    compiled = compiled_for("""
+tools:
+  t:
+    rules:
+      - name: a
+        conditions:
+          - {path: args.tags, op: contains, value: [1]}
+          - {path: args.n, op: lte, value: 5}
+""")
+    engine = Engine(compiled, EngineLimits(cache_size=0))
+    try:
+        d = engine.evaluate(call_doc("t", {"tags": [[1], [1]], "n": 9}))
+        assert [r.rule for r in d.reasons] == ["t/a"]
+        assert d.extra["details"]["t/a"] == ["args.n lte 5 does not hold"]
+        assert engine.evaluate(call_doc("t", {"tags": [[1], [1]], "n": 1})).allow
+    finally:
+        engine.close()
+
+
+def test_a_rules_term_holds_only_when_its_rule_does_not_by_default():
+    compiled = compiled_for("""
+tools:
+  t:
+    rules:
+      - name: a
+        validate: {required_args: true}
+        conditions: [{path: args.n, op: lte, value: 5}]
+""")
+    (unit,) = [u for u in compiled.units if u.startswith("t")]
+    text = compiled.unit_module(unit)
+    assert "t0_e0 := true if t0_ok0\n" in text and "default t0_e0" not in text
 
 
 def test_the_librarys_verdict_is_parsed_strictly():

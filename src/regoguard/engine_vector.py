@@ -88,9 +88,9 @@ class VectorReader:
 
 
 def _checks_detail(term: Any, texts: list[list[str]]) -> list[str]:
-    """A rule of several checks: one count per check (1 when it holds); the texts of those that fail."""
-    if not isinstance(term, list) or len(term) != len(texts) or any(c not in (0, 1) or c is True or c is False
-                                                                    for c in term):
+    """A rule of several checks: one count per check (how often its body holds, 0 when it fails); the
+    texts of those that fail."""
+    if not isinstance(term, list) or len(term) != len(texts) or any(type(c) is not int or c < 0 for c in term):
         raise ValueError("a rule's checks are not one count per check")
     detail = [t for c, ts in zip(term, texts, strict=True) if c == 0 for t in ts]
     if not detail:

@@ -10,13 +10,16 @@ third cheaper than asking for the verdict object, and a denial costs what an all
 The committed module (what OPA runs, what people review) keeps the combining rules; the OPA agreement test
 compares the engine's reading of the vector with OPA's decision on that module.
 
-Each term, and its entry in the spec (``at``: the rule's index in the decider's rules, the order of the
+Every term is ``true`` only when its rule's ``ok`` rule holds (not by default): a term whose other value
+were undefined would leave the whole vector undefined, a denial, never a rule taken to hold. Each term,
+and its entry in the spec (``at``: the rule's index in the decider's rules, the order of the
 reasons):
 
 - ``{"kind": "ok", "reason": {...}}``: the rule's outcome, a boolean; false denies with that constant
   reason (a rule with one check, or ``deny``, whose term is the literal ``false``);
 - ``{"kind": "checks", "rule", "custom", "cost", "texts"}``: a rule of several checks, ``true`` when it
-  holds, else one count per check (1 when it holds); the detail lists the texts of the failing ones;
+  holds, else one count per check (how often its body holds: 0 when it fails, more than 1 when it holds
+  for several elements of a list); the detail lists the texts of the failing ones;
 - ``{"kind": "detail", "rule", "custom", "cost"}``: a rule whose detail depends on the call (the
   required arguments missing): ``true`` or the detail, a list of text. These terms come last: their text
   can hold strings from the input, which rego-cpp does not escape, so nothing they could inject sits after
@@ -56,16 +59,15 @@ class Vector:
     def checks(self, k: int, rule: dict[str, Any], ok_lines: list[str], counts: list[str],
                texts: list[list[str]]) -> None:
         """A rule of several checks with constant texts: ``true``, or one count per check."""
-        term = f"{self.prefix}e{k}"
-        lines = [*ok_lines, f"default {term} := true", "",
-                 f"{term} := [{', '.join(counts)}] if {self.prefix}ok{k} == false", ""]
+        term, ok = f"{self.prefix}e{k}", f"{self.prefix}ok{k}"
+        lines = [*ok_lines, f"{term} := true if {ok}", "", f"{term} := [{', '.join(counts)}] if {ok} == false", ""]
         self._add(term, {"kind": "checks", "at": k, **_who(rule), "texts": texts}, lines)
 
     def detail(self, k: int, rule: dict[str, Any], ok_lines: list[str], detail: str) -> None:
         """A rule whose detail depends on the call: ``true``, or the detail (a term placed last)."""
-        term = f"{self.prefix}e{k}"
-        lines = [*ok_lines, f"default {term} := true", "", f"{term} := d if {{", f"\t{self.prefix}ok{k} == false",
-                 f"\td := {detail}", "}", ""]
+        term, ok = f"{self.prefix}e{k}", f"{self.prefix}ok{k}"
+        lines = [*ok_lines, f"{term} := true if {ok}", "", f"{term} := d if {{", f"\t{ok} == false", f"\td := {detail}",
+                 "}", ""]
         self._last.append((term, {"kind": "detail", "at": k, **_who(rule)}, lines))
 
     def granted(self) -> None:
