@@ -9,6 +9,7 @@ import contextlib
 
 import structlog
 
+from regoguard.proxy.batched import Batched
 from regoguard.proxy.lines import OVERSIZE, read_line
 from regoguard.proxy.upstream import Deliver, UpstreamError
 
@@ -24,6 +25,7 @@ class ChildUpstream:
         self._grace = shutdown_grace
         self._proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._stdin: Batched | None = None  # the server's stdin: the messages of one turn in one write
 
     async def open(self) -> None:
         try:
@@ -32,18 +34,19 @@ class ChildUpstream:
                 limit=SERVER_MAX_MESSAGE_BYTES, start_new_session=False)
         except OSError as exc:
             raise UpstreamError(f"cannot start MCP server {self.command[0]!r}: {exc}") from exc
+        assert self._proc.stdin is not None
+        self._stdin = Batched(self._proc.stdin, asyncio.get_running_loop())
         self._pump = asyncio.create_task(self._read())
 
     async def send(self, data: bytes, context: object = None) -> None:
-        assert self._proc is not None and self._proc.stdin is not None
-        stdin = self._proc.stdin
-        if stdin.is_closing():
+        assert self._proc is not None and self._proc.stdin is not None and self._stdin is not None
+        if self._proc.stdin.is_closing():
             return
         # Line-framed: a message that came over HTTP may hold line breaks (JSON whitespace; strict parsing
         # refuses them inside strings), and each would end a message here: they become spaces.
-        stdin.write(data.replace(b"\n", b" ") + b"\n")
+        self._stdin.write(data.replace(b"\n", b" ") + b"\n")
         with contextlib.suppress(ConnectionError):
-            await stdin.drain()
+            await self._stdin.drain()
 
     async def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
@@ -77,6 +80,8 @@ class ChildUpstream:
             return
         assert proc.stdin is not None
         with contextlib.suppress(ConnectionError, OSError):
+            if self._stdin is not None and not proc.stdin.is_closing():
+                self._stdin.flush()  # what was sent before the end reaches the server
             proc.stdin.close()
         for action, wait in ((None, self._grace), (proc.terminate, 3.0), (proc.kill, None)):
             if action is not None:

@@ -13,9 +13,13 @@ import stat
 import threading
 from typing import BinaryIO, Protocol
 
+from regoguard.proxy.batched import Batched
+
 
 class ClientWriter(Protocol):
     def write(self, data: bytes) -> None: ...
+
+    def flush(self) -> None: ...
 
     async def drain(self) -> None: ...
 
@@ -59,10 +63,12 @@ async def open_reader(loop: asyncio.AbstractEventLoop, file: BinaryIO, limit: in
 
 
 async def open_writer(loop: asyncio.AbstractEventLoop, file: BinaryIO) -> ClientWriter:
+    """The client's writer: the messages of one turn of the loop go out in one write (see ``batched``);
+    :meth:`~regoguard.proxy.batched.Batched.flush` before the end."""
     if not _watchable(file.fileno()):
-        return _FileWriter(file)
+        return Batched(_FileWriter(file), loop)
     try:
         transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, file)
     except ValueError:
-        return _FileWriter(file)
-    return asyncio.StreamWriter(transport, protocol, None, loop)
+        return Batched(_FileWriter(file), loop)
+    return Batched(asyncio.StreamWriter(transport, protocol, None, loop), loop)

@@ -130,6 +130,7 @@ class StdioProxy:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._writer.flush()
         with contextlib.suppress(ConnectionError):
             await self._writer.drain()
         return returncode
