@@ -697,3 +697,30 @@ def test_a_regex_runs_inline_only_where_the_calls_own_strings_bound_it():
         assert not after.allow and after.rule == "t/shape" and inline_total == 2
     finally:
         engine.close()
+
+
+QUOTED = dedent(
+    """
+    tools:
+      t:
+        rules:
+          - name: word
+            conditions:
+              - {path: args.s, op: regex, value: "^[a-z]+$"}
+              - {path: args.s, op: len_lte, value: 3}
+          - name: branch
+            conditions:
+              - {path: args.b, op: in, value: [main, dev]}
+    """
+)
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_an_argument_in_double_quotes_is_not_read_as_the_text_inside_them(fresh):
+    # the embedded library took '"abc"' for the quoted JSON string abc: it passed ^[a-z]+$ and len_lte 3,
+    # and '"main"' passed the branch list, though the server receives the quotes
+    assert decide(QUOTED, "t", {"s": "abc", "b": "main"}, fresh=fresh).allow
+    word = decide(QUOTED, "t", {"s": '"abc"', "b": "main"}, fresh=fresh)
+    assert [r.rule for r in word.reasons] == ["t/word"]
+    branch = decide(QUOTED, "t", {"s": "abc", "b": '"main"'}, fresh=fresh)
+    assert [r.rule for r in branch.reasons] == ["t/branch"]

@@ -850,3 +850,14 @@ def test_a_number_beyond_16_significant_digits_is_refused_at_its_line():
     assert "16" in e.message and "0.3" in e.message
     sixteen = wrap_condition("{path: args.a, op: lte, value: 1234567890.123456}")
     assert regoguard.load_policy_text(sixteen).warnings == ()
+
+
+def test_a_number_too_small_for_the_engine_to_read_is_refused_at_its_line():
+    # rego-cpp's std::stod fails on it: every query of the tool's bundle would be an engine error
+    text = wrap_condition("{path: args.a, op: in, value: [1, 1.112536929253601e-308]}")
+    (e,) = load_errors(text)
+    assert (e.line, e.column) == at(text, "1.112536929253601e-308")
+    assert "smaller than the embedded engine can read" in e.message
+    smallest = wrap_condition("{path: args.a, op: gte, value: 1.0e-307}")
+    assert decide(smallest, "t", {"a": 1}).allow
+    assert not decide(smallest, "t", {"a": 0}).allow

@@ -77,6 +77,10 @@ SPECIAL_STRINGS = [
     'a"b',
     "a\\b",
     "a\tb",
+    # text in double quotes: rego-cpp's regoInputString drops such quotes unless the engine keeps them
+    '"ab"',
+    '""',
+    '"a',
 ]
 SPECIAL_FLOATS = [0.0, -0.0, 0.5, 5.0, -1.5, 2.5, 0.1, 1e-07, 1e16, 1.5e300, 123456789.125]
 
@@ -136,6 +140,8 @@ def _plain(text: str) -> bool:
 cond_strings = strings.filter(_plain)
 # the loader refuses numbers beyond the 16 significant digits the embedded engine compares
 cond_floats = floats.map(lambda f: float(format(f, ".16g"))).filter(math.isfinite)  # the largest round up to inf
+# ... and numbers below 1e-307 but 0, which rego-cpp cannot read
+cond_floats = cond_floats.filter(lambda f: f == 0 or abs(f) >= 1e-307)
 cond_scalars = st.one_of(st.booleans(), ints, cond_floats, cond_strings)
 
 
@@ -335,7 +341,7 @@ def policies(draw: st.DrawFn) -> dict[str, Any]:
 REGEX_SAMPLES = {
     "^a": ["a", "abc", "ba", "\nabc"],
     "b$": ["b", "ab", "ab\n", "ba"],
-    "^[a-z]+$": ["abc", "ab1", "", "abc\n", "Abc"],
+    "^[a-z]+$": ["abc", "ab1", "", "abc\n", "Abc", '"abc"'],
     "\\d": ["a5c", "abc", "\u0663", "0"],
     "a.c": ["abc", "a\nc", "ac", "xa.cx", "aéc", "a日c"],
     "^$": ["", "\n", "a"],

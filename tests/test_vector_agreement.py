@@ -98,7 +98,8 @@ SCHEMAS = [None, {"type": "object", "required": ["n"]}, {"type": "object", "prop
 
 
 def call(rnd: random.Random) -> dict[str, Any]:
-    values = [None, 0, 1, 3, 9, -1, 2.5, "x", "y", "abc", True, [1], [[1]], [[1], [1]], ["x", "x"], {"a": 1}, 150]
+    values = [None, 0, 1, 3, 9, -1, 2.5, "x", "y", "abc", '"abc"', '"x"', True, [1], [[1]], [[1], [1]], ["x", "x"],
+              {"a": 1}, 150]
     args = {a: rnd.choice(values) for a in ("n", "s", "amt", "tags") if rnd.random() < 0.6}
     if rnd.random() < 0.3:
         args["items"] = rnd.choice([[{"k": 1}], {"0": {"k": "x"}}, [], [{"k": [1]}]])

@@ -8,8 +8,12 @@ hands over (measured on regopy 1.5.2, a three-argument input):
 - ``Interpreter.query_bundle_entrypoint`` wraps the result in ``Output``, which fetches the JSON text
   twice and parses it, before the engine fetches it a third time to parse it strictly.
 
-Same C functions, same arguments, same semantics (what ``engine_io.value_problem`` refuses ahead is
-still what these calls would misread); only the Python around them is less.
+Same C functions and semantics (what ``engine_io.value_problem`` refuses ahead is still what these
+calls would misread); only the Python around them is less, and one misreading is corrected:
+``regoInputString`` takes text that starts and ends with ``"`` for an already quoted JSON string and drops
+the quotes (``'"abc"'`` would reach the rules as ``abc``, and pass ``regex: ^[a-z]+$``; ``'""'`` as the
+empty string). Such text, as a value or a key, is handed over inside one more pair of quotes, which the
+library drops, so the rules see it whole (its count, its characters, its regex matches).
 """
 
 from __future__ import annotations
@@ -44,20 +48,27 @@ class NativeError(RuntimeError):
     """The library refused a call (its text, when it gave one)."""
 
 
+def _text(s: str) -> bytes:
+    """``s`` as regoInputString must be given it to hold ``s`` itself (see the module doc)."""
+    if s[:1] == '"' and s[-1:] == '"' and len(s) > 1:
+        s = f'"{s}"'
+    return s.encode("utf-8")
+
+
 def _add(p: Any, v: Any) -> int:
     """Push ``v`` onto the input under construction; the first non-zero code, or 0."""
     if v is True or v is False:
         return _bool(p, v)  # type: ignore[no-any-return]
     t = type(v)
     if t is str:
-        return _str(p, v.encode("utf-8"))  # type: ignore[no-any-return]
+        return _str(p, _text(v))  # type: ignore[no-any-return]
     if t is int:
         return _int(p, v)  # type: ignore[no-any-return]
     if t is dict:
         for k, item in v.items():
             if type(k) is not str:
                 raise TypeError("an object key is not a string")
-            code = _str(p, k.encode("utf-8")) or _add(p, item) or _item(p)
+            code = _str(p, _text(k)) or _add(p, item) or _item(p)
             if code:
                 return code
         return _object(p, len(v))  # type: ignore[no-any-return]
@@ -74,7 +85,7 @@ def _add(p: Any, v: Any) -> int:
     # A subclass is read by its base type's own data, as regopy reads it (a str Enum's text, not its
     # __str__): what value_problem and the cache key saw is what the rules get.
     if isinstance(v, str):
-        return _str(p, str.encode(v, "utf-8"))  # type: ignore[no-any-return]
+        return _str(p, _text(str.__str__(v)))  # type: ignore[no-any-return]
     if isinstance(v, int):
         return _int(p, int.__int__(v))  # type: ignore[no-any-return]
     if isinstance(v, float):

@@ -58,6 +58,9 @@ class YamlProblem(Exception):
         self.pos = pos
 
 
+SMALLEST_NUMBER = 1e-307
+"""The smallest magnitude, other than 0, a policy number may have (see ``_scalar``)."""
+
 _constructor = yaml.constructor.SafeConstructor()
 # libyaml's parser when PyYAML has it: 7x faster on a 1,000-tool policy, with the same marks.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -77,6 +80,11 @@ def _scalar(node: yaml.ScalarNode) -> Any:
         advice = f"write it as {format(value, '.16g')}" if math.isfinite(shorter) else "write it with fewer digits"
         raise YamlProblem(f"number {node.value!r} has more significant digits than the embedded engine compares "
                           f"(16); {advice}", _pos(node))
+    if isinstance(value, float) and value != 0 and abs(value) < SMALLEST_NUMBER:
+        # rego-cpp reads number literals with std::stod, which fails on magnitudes below about 2.3e-308:
+        # every query of a bundle holding one would be an engine error
+        raise YamlProblem(f"number {node.value!r} is smaller than the embedded engine can read; write 0 or a "
+                          f"number of magnitude at least {SMALLEST_NUMBER:g}", _pos(node))
     if not isinstance(value, str | int | float | bool) and value is not None:
         raise YamlProblem(
             f"unsupported YAML value {node.value!r} ({type(value).__name__}); quote it to make it a string",
