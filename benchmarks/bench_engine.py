@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\nBefore -> after, uncached median: " + "; ".join(
             f"{b['tools']} tools " + ", ".join(
                 f"{k} {_us(b['uncached'][k]['median'])} -> {_us(a['uncached'][k]['median'])} "
-                f"({b['uncached'][k]['median'] / a['uncached'][k]['median']:.0f}x)" for k in ("allow", "deny"))
+                f"(after/before {a['uncached'][k]['median'] / b['uncached'][k]['median']:.2f}x)"
+                for k in ("allow", "deny"))
             for b, a in zip(base, rows, strict=False)))
     check_targets(rows)
     print(f"\nTotal benchmark time: {time.perf_counter() - t0:.1f} s")

@@ -13,6 +13,8 @@ import json
 import re
 from typing import Any
 
+from regoguard.compiler.regex_lowering import counted_run
+
 REGEX_SUBJECT_LIMIT = 65536
 """Strings longer than this never reach a regex: rego-cpp's std::regex recurses per character."""
 
@@ -107,7 +109,14 @@ def _in_clauses(v: str, matchers: list[dict[str, Any]], tag: str = "") -> list[l
 
 def _regex(v: str, pattern: str, negate: bool = False) -> list[list[str]]:
     """``not_regex`` is ``== false``, not ``not``: a pattern the engine cannot run makes ``regex.match``
-    undefined (rego-cpp) or an error (OPA), and ``not`` of undefined would hold for every string."""
+    undefined (rego-cpp) or an error (OPA), and ``not`` of undefined would hold for every string. A
+    counted run of one ASCII class is an uncounted run and a length (:mod:`.regex_lowering`)."""
+    run = None if negate else counted_run(pattern)
+    if run is not None:
+        uncounted, low, high = run
+        bound = REGEX_SUBJECT_LIMIT if high is None else min(high, REGEX_SUBJECT_LIMIT)
+        return [[f"is_string({v})", f"count({v}) <= {bound}", *([f"count({v}) >= {low}"] if low > 1 else []),
+                 f"regex.match({string(uncounted)}, {v})"]]
     match = f"regex.match({string(pattern)}, {v})"
     return [[f"is_string({v})", f"count({v}) <= {REGEX_SUBJECT_LIMIT}", f"{match} == false" if negate else match]]
 
