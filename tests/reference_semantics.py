@@ -270,7 +270,7 @@ def rule_charge(key: str, rule: dict[str, Any], args: dict[str, Any]) -> dict[st
 
 
 def _misread(value: Any) -> bool:
-    """Strings with NUL, integers beyond 64 bits, non-finite numbers."""
+    """Strings with NUL, integers beyond 64 bits, floats of 2**63 or more, non-finite numbers."""
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, bool) or value is None:
@@ -278,7 +278,8 @@ def _misread(value: Any) -> bool:
     if isinstance(value, int):
         return not -(2**63) <= value <= 2**63 - 1
     if isinstance(value, float):  # regopy rounds floats to six decimal places, rego-cpp to 16 significant digits
-        return not math.isfinite(value) or float(format(value, ".6f")) != value or float(format(value, ".16g")) != value
+        return (not math.isfinite(value) or abs(value) >= 2**63 or float(format(value, ".6f")) != value
+                or float(format(value, ".16g")) != value)
     if isinstance(value, dict):
         return any(_misread(k) or _misread(v) for k, v in value.items())
     if isinstance(value, list):

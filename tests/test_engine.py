@@ -540,12 +540,20 @@ def test_numbers_beyond_16_significant_digits_are_denied(value):
     assert "16 significant digits" in (d.message or "")
 
 
-@pytest.mark.parametrize("value", [0.5, 0.25, 12.125, 1e20, -3.000001, 4503599627370497.0, 1e16])
+@pytest.mark.parametrize("value", [0.5, 0.25, 12.125, 9.2e18, -3.000001, 4503599627370497.0, 1e16])
 def test_fractions_with_six_decimals_or_fewer_are_decided(value):
     yaml_text = "tools:\n  t:\n    rules:\n      - conditions:\n          - {path: args.x, op: lte, value: 100}\n"
     d = engine_for(yaml_text).evaluate(call_doc("t", {"x": value}))
     assert d.rule != "engine/input"
     assert d.allow is (value <= 100)
+
+
+@pytest.mark.parametrize("value", [1e20, -9.223372036854776e18, 1.5e300])
+def test_numbers_of_2_63_or_more_are_denied_like_integers_beyond_64_bits(value):
+    # rego-cpp would compare them with an integer through a double: 2**63 equals 2**63 - 1 there
+    yaml_text = "tools:\n  t:\n    rules:\n      - conditions:\n          - {path: args.x, op: lte, value: 100}\n"
+    d = engine_for(yaml_text).evaluate(call_doc("t", {"x": value}))
+    assert not d.allow and d.rule == "engine/input" and "64 bits" in (d.message or "")
 
 
 def test_a_decision_that_reads_the_principal_is_cached_per_principal(tmp_path):

@@ -140,8 +140,8 @@ def _plain(text: str) -> bool:
 cond_strings = strings.filter(_plain)
 # the loader refuses numbers beyond the 16 significant digits the embedded engine compares
 cond_floats = floats.map(lambda f: float(format(f, ".16g"))).filter(math.isfinite)  # the largest round up to inf
-# ... and numbers below 1e-307 but 0, which rego-cpp cannot read
-cond_floats = cond_floats.filter(lambda f: f == 0 or abs(f) >= 1e-307)
+# ... numbers below 1e-307 but 0, which rego-cpp cannot read, and floats of 2**63 or more
+cond_floats = cond_floats.filter(lambda f: (f == 0 or abs(f) >= 1e-307) and abs(f) < 2**63)
 cond_scalars = st.one_of(st.booleans(), ints, cond_floats, cond_strings)
 
 

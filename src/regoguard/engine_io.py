@@ -66,6 +66,8 @@ def value_problem(value: Any) -> str | None:
         elif isinstance(v, float):
             if not math.isfinite(v):
                 return f"the call holds the number {v}, which is not a finite JSON number"
+            if abs(v) >= 2**63:  # rego-cpp compares it with an integer through a double: 2**63 == 2**63 - 1
+                return f"the call holds the number {v!r}, beyond the 64 bits the embedded engine compares exactly"
             if float(format(v, ".6f")) != v:  # regopy passes floats as text with 6 decimals: 4e-07 -> 0
                 return (f"the call holds the number {v!r}, which the embedded engine would round to six "
                         "decimal places")

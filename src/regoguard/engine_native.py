@@ -13,7 +13,9 @@ calls would misread); only the Python around them is less, and one misreading is
 ``regoInputString`` takes text that starts and ends with ``"`` for an already quoted JSON string and drops
 the quotes (``'"abc"'`` would reach the rules as ``abc``, and pass ``regex: ^[a-z]+$``; ``'""'`` as the
 empty string). Such text, as a value or a key, is handed over inside one more pair of quotes, which the
-library drops, so the rules see it whole (its count, its characters, its regex matches).
+library drops, so the rules see it whole (its count, its characters, its regex matches). And a float of
+2**53 or more (always a whole number) is handed over as that integer: rego-cpp compares an integer with a
+float through a double, OPA exactly.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from regopy import rego_shared
 
 _lib = rego_shared.rego
 _OK = 0
+_BIG = 2.0**53
+"""From here on every float is an integer, and rego-cpp compares an integer with a float through a double
+(``10000000000000001 <= 1e16`` holds there): such floats are handed over as the integers they are."""
+_INT64_END = 2.0**63
 
 _new_input = _lib.regoNewInput
 _free_input = _lib.regoFreeInput
@@ -81,7 +87,7 @@ def _add(p: Any, v: Any) -> int:
     if v is None:
         return _null(p)  # type: ignore[no-any-return]
     if t is float:
-        return _float(p, v)  # type: ignore[no-any-return]
+        return _float(p, v) if not _BIG <= abs(v) < _INT64_END else _int(p, int(v))  # type: ignore[no-any-return]
     # A subclass is read by its base type's own data, as regopy reads it (a str Enum's text, not its
     # __str__): what value_problem and the cache key saw is what the rules get.
     if isinstance(v, str):
@@ -89,7 +95,7 @@ def _add(p: Any, v: Any) -> int:
     if isinstance(v, int):
         return _int(p, int.__int__(v))  # type: ignore[no-any-return]
     if isinstance(v, float):
-        return _float(p, float.__float__(v))  # type: ignore[no-any-return]
+        return _add(p, float.__float__(v))
     if isinstance(v, dict):
         return _add(p, dict(dict.items(v)))
     if isinstance(v, list | tuple):

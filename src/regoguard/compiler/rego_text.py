@@ -33,9 +33,15 @@ def string(s: str) -> str:
 
 
 def number(n: float) -> str:
-    """A number literal: exponents get a decimal point (rego-cpp rejects ``1e-07``)."""
+    """A number literal: exponents get a decimal point (rego-cpp rejects ``1e-07``); a float from 2**53 up to
+    2**63 is written as the integer it is."""
     if isinstance(n, bool):
         raise TypeError("a boolean is not a number")
+    if isinstance(n, float) and 2.0**53 <= abs(n) < 2.0**63:
+        # a whole number: written as one, since rego-cpp compares an integer with a float through a double
+        # (a call's 10000000000000001 would pass `lte: 1.0e+16` there); the engine hands such floats of a
+        # call over as integers too
+        return str(int(n))
     text = repr(n) if isinstance(n, float) else str(n)
     if "e" in text and "." not in text.split("e")[0]:
         mantissa, exponent = text.split("e")

@@ -80,6 +80,10 @@ def _scalar(node: yaml.ScalarNode) -> Any:
         advice = f"write it as {format(value, '.16g')}" if math.isfinite(shorter) else "write it with fewer digits"
         raise YamlProblem(f"number {node.value!r} has more significant digits than the embedded engine compares "
                           f"(16); {advice}", _pos(node))
+    if isinstance(value, float) and abs(value) >= 2.0**63:
+        # rego-cpp compares it with a call's integers through a double (9223372036854775807 >= 2**63 there)
+        raise YamlProblem(f"number {node.value!r} is beyond the 64 bits the embedded engine compares exactly with "
+                          "a call's integers; write a smaller limit, or a whole number in full", _pos(node))
     if isinstance(value, float) and value != 0 and abs(value) < SMALLEST_NUMBER:
         # rego-cpp reads number literals with std::stod, which fails on magnitudes below about 2.3e-308:
         # every query of a bundle holding one would be an engine error
