@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from regoguard import __version__
+from regoguard import __version__, heap
 from regoguard.audit import DEFAULT_SENSITIVE_KEYS, DecisionLog, FileSink, MaskingRules, Sink, StderrSink
 from regoguard.audit.lifecycle import Lifecycle
 from regoguard.cli import event_loop
@@ -238,6 +238,7 @@ def cmd_run(args: argparse.Namespace, out: BinaryIO) -> int:
     proxy = StdioProxy(guarded.guard, guarded.make_upstream, options, sys.stdin.buffer, out,
                        signals=args.signal_relay)
     guarded.metrics.sessions.set(1)
+    heap.settle()  # the loaded policy out of the collector's full passes (no 100 ms stalls mid-call)
     try:
         return event_loop.run(proxy.run())
     finally:
@@ -291,10 +292,16 @@ def apply_reload(args: argparse.Namespace, new: PolicySet, guard: Guard, limiter
     if decision_log is not None:
         decision_log.masking = guard.masking
         decision_log.revision = engine.revision
-    # Calls already inside the old engine finish within its timeout; then it goes.
-    closer = threading.Timer(old.limits.timeout + 1.0, old.close)
+    # Calls already inside the old engine finish within its timeout; then it goes, and the heap is settled
+    # again: the old policy's cycles collected, the new one's objects frozen (see regoguard.heap).
+    closer = threading.Timer(old.limits.timeout + 1.0, _retire, ([old],))
     closer.daemon = True
     closer.start()
+
+
+def _retire(holder: list[Engine]) -> None:
+    holder.pop().close()  # the holder was the last reference the reload kept
+    heap.settle(full=True)
 
 
 def _decision_log(args: argparse.Namespace, policy: Policy, revision: str, server: str) -> DecisionLog | None:

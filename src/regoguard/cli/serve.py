@@ -13,6 +13,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from regoguard import heap
 from regoguard.cli import event_loop
 from regoguard.cli.common import EXIT_USAGE
 from regoguard.cli.run import guard_options, open_guard
@@ -167,6 +168,7 @@ def cmd_serve(args: argparse.Namespace, out: BinaryIO) -> int:
                 return
             await server.serve(sockets=[sock])
 
+        heap.settle()  # the loaded policy out of the collector's full passes (no 100 ms stalls mid-call)
         event_loop.run(main())
         return 0
     finally:

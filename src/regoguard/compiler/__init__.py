@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from regoguard import heap
 from regoguard.compiler.emit import (
     ENTRYPOINT,
     HIDDEN,
@@ -147,6 +148,7 @@ class CompiledPolicy:
         return stem + ".rego"
 
 
+@heap.paused()
 def compile_policy(policy: Policy) -> CompiledPolicy:
     """Compile a validated policy into its Rego and engine data."""
     settings = settings_of(policy)

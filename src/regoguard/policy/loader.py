@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from regoguard import heap
 from regoguard.errors import PolicyError, PolicyLoadError
 from regoguard.policy._yaml import Node, Pos, YamlProblem, parse
 from regoguard.policy.conditions import STATE_OPS, read_condition
@@ -63,6 +64,7 @@ def load_policy(path: str | Path) -> Policy:
     return load_policy_text(text, str(p))
 
 
+@heap.paused()
 def load_policy_text(text: str, source: str = "<policy>") -> Policy:
     """Load and validate a policy given as text; ``source`` names it in errors and in the Rego header."""
     reader = Reader(source)
