@@ -4,6 +4,7 @@ and read the result as regopy's ``Output`` does, for every input the engine lets
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 import pytest
@@ -176,10 +177,7 @@ result := {"count": count(input.s), "word": regex.match(`^[a-z]+$`, input.s),
 """
 
 
-@pytest.mark.parametrize("text", ['"abc"', '""', '"', '"a"b"', '"""', '" "', 'abc"', '"abc'])
-def test_text_in_double_quotes_reaches_the_rules_whole(text):
-    # regoInputString reads '"abc"' as the quoted JSON string abc: it would count 3 and pass ^[a-z]+$, and
-    # a key '"abc"' would be read as abc
+def _seen_by_quotes_rules(text: str) -> dict:
     def run():
         b = regopy.Interpreter()
         b.add_module("q.rego", QUOTES)
@@ -188,9 +186,28 @@ def test_text_in_double_quotes_reaches_the_rules_whole(text):
         native.set_input(it, {"s": text, "t": text, "o": {text: 1}})
         return native.query(it, bundle, b"q/result")
 
-    seen = json.loads(_on_large_stack(run))["expressions"][0]
-    assert seen == {"count": len(text), "word": False, "letter_first": text[:1].isalpha(), "keys": [len(text)],
-                    "bare_key": "absent", "same": True}
+    return json.loads(_on_large_stack(run))["expressions"][0]
+
+
+def _whole(text: str) -> dict:
+    """What the QUOTES rules see of ``text`` when it reaches them as it is (as under OPA)."""
+    return {"count": len(text), "word": bool(re.fullmatch(r"[a-z]+", text)),
+            "letter_first": bool(re.match(r"[a-z]", text)), "keys": [len(text)],
+            "bare_key": 1 if text == "abc" else "absent", "same": True}
+
+
+@pytest.mark.parametrize("text", ['"abc"', '""', '"', '"a"b"', '"""', '" "', 'abc"', '"abc'])
+def test_text_in_double_quotes_reaches_the_rules_whole(text):
+    # regoInputString reads '"abc"' as the quoted JSON string abc: it would count 3 and pass ^[a-z]+$, and
+    # a key '"abc"' would be read as abc
+    assert _seen_by_quotes_rules(text) == _whole(text)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.text(alphabet='abc"\\ {}:,u0', max_size=10))
+def test_any_text_of_quotes_and_backslashes_reaches_the_rules_whole(text):
+    # the invariant behind the case above, over the characters JSON quoting is made of
+    assert _seen_by_quotes_rules(text) == _whole(text)
 
 
 @pytest.mark.parametrize("value", [2.0**53, -(2.0**53), 1e16, 9.2233720368547748e18, 4e18])

@@ -5,6 +5,8 @@ compiler writes large whole-number policy floats as integers."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import regoguard
 from helpers_policy import call_doc, compiled_for, decide, dedent, load_errors
@@ -78,3 +80,33 @@ def test_a_policy_float_of_2_63_or_more_is_refused_at_its_line() -> None:
     (e,) = load_errors(text)
     assert e.line == 6 and "64 bits" in e.message
     assert regoguard.load_policy_text(_policy("lte", "9223372036854775807")).warnings == ()
+
+
+# The invariant, over random large numbers: a policy number (an integer, or a float of up to 16 significant
+# digits) and a call's number near it, either kind, compare exactly, as in Python and in OPA.
+_OPS = {"lte": lambda n, v: n <= v, "lt": lambda n, v: n < v, "gte": lambda n, v: n >= v,
+        "gt": lambda n, v: n > v, "eq": lambda n, v: n == v}
+
+
+@st.composite
+def _near_pairs(draw: st.DrawFn) -> tuple[str, str, float]:
+    """(operator, the policy's YAML value from 1e14 to 1e18, the call's number within 3 of it)."""
+    mantissa = draw(st.integers(10**14, 10**16 - 1)) * draw(st.sampled_from([1, -1]))
+    exponent = draw(st.integers(0, 2))
+    text = f"{mantissa}.0e+{exponent}" if draw(st.booleans()) else str(mantissa * 10**exponent)
+    n: float = mantissa * 10**exponent + draw(st.integers(-3, 3))
+    if draw(st.booleans()):
+        n = float(n)
+    return draw(st.sampled_from(sorted(_OPS))), text, n
+
+
+@settings(max_examples=60, deadline=None)
+@given(_near_pairs())
+def test_large_numbers_near_a_policy_number_compare_exactly(pair: tuple[str, str, float]) -> None:
+    op, value, n = pair
+    policy_value = float(value) if "e" in value else int(value)
+    d = decide(_policy(op, value), "t", {"n": n})
+    if d.rule == "engine/input":  # beyond what the engine compares (a float with more than 16 digits)
+        assert "digits" in (d.message or "") or "64 bits" in (d.message or ""), d
+        return
+    assert d.allow == _OPS[op](n, policy_value), (op, value, n, d)
