@@ -4,6 +4,7 @@ and everything the core writes is strict JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from typing import Any
@@ -16,6 +17,7 @@ from regoguard.engine import Engine
 from regoguard.guard import Guard
 from regoguard.proxy import ids, jsonrpc
 from regoguard.proxy.core import RelayCore
+from regoguard.proxy.lines import OVERSIZE, LineSplitter, read_line
 from regoguard.proxy.session import Session
 
 FUZZ = settings(max_examples=300, deadline=None)
@@ -103,3 +105,33 @@ def test_a_denial_names_its_rule_once() -> None:
     text = answer["result"]["content"][0]["text"]
     assert text == "[regoguard] Tool call 't' denied by policy rule 't/r': args.x lte 1 does not hold"
     assert answer["result"]["_meta"]["regoguard/decision"]["reason"] == decision.message  # kept whole for machines
+
+
+def _items(items: list[Any]) -> list[Any]:
+    return [("oversize", item.size) if isinstance(item, OVERSIZE) else item for item in items]
+
+
+async def _by_read_line(chunks: list[bytes], limit: int) -> list[Any]:
+    reader = asyncio.StreamReader(limit=limit)
+    for chunk in chunks:
+        reader.feed_data(chunk)
+    reader.feed_eof()
+    out = []
+    while (line := await read_line(reader)) is not None:
+        out.append(line)
+    return _items(out)
+
+
+@FUZZ
+@given(st.binary(max_size=80).map(lambda b: bytes(b"ab\n"[x % 3] for x in b)), st.integers(1, 12), st.data())
+def test_the_direct_relay_splits_lines_as_the_stream_reader_does(data: bytes, limit: int,
+                                                                 draw: st.DataObject) -> None:
+    """The direct relay's splitter gives the same lines and oversize markers as ``read_line`` on a stream
+    reader (the awaited relay), however the bytes are cut into reads."""
+    cuts = sorted(draw.draw(st.lists(st.integers(0, len(data)), max_size=6)))
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True) if b > a]
+    splitter = LineSplitter(limit)
+    got: list[Any] = []
+    for chunk in chunks:
+        got += splitter.feed(chunk)
+    assert _items(got + splitter.end()) == asyncio.run(_by_read_line(chunks, limit))

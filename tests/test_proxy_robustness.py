@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -237,3 +238,155 @@ async def test_stdio_may_be_dev_null(tmp_path: Path) -> None:
 def test_default_server_name_names_the_server_not_its_entry_script(command: list[str], name: str) -> None:
     """The name lands in counter keys and log labels: ``index`` for every npm server would merge them."""
     assert default_server_name(command) == name
+
+
+def _accepted_bytes(fd: int, message: bytes, most: int, stall: float) -> int:
+    """How much of ``most`` bytes of ``message`` copies a non-blocking pipe takes before it stays full for
+    ``stall`` seconds."""
+    import time
+
+    os.set_blocking(fd, False)
+    sent, blocked_since = 0, None
+    view = memoryview(message)
+    offset = 0
+    while sent < most:
+        try:
+            n = os.write(fd, view[offset:])
+        except BlockingIOError:
+            now = time.monotonic()
+            blocked_since = blocked_since or now
+            if now - blocked_since > stall:
+                return sent
+            time.sleep(0.01)
+            continue
+        blocked_since = None
+        sent += n
+        offset = (offset + n) % len(message)
+        if offset:
+            view = memoryview(message)
+    return sent
+
+
+def test_a_server_that_stops_reading_makes_the_proxy_stop_reading_the_client(tmp_path: Path) -> None:
+    """Back-pressure: what the proxy holds for a server that does not read is bounded by the pipes and
+    one read, so a client writing faster than the server reads is held up, not buffered without end."""
+    import subprocess
+    import sys
+
+    policy = write_policy(tmp_path, POLICY)
+    server = [sys.executable, "-c", "import time; time.sleep(60)"]  # never reads its stdin
+    proc = subprocess.Popen(proxy_argv(policy, server, "--state", "memory"), stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdin is not None
+        # a notification (no id to answer or to clash), forwarded as it is
+        message = dumps({"jsonrpc": "2.0", "method": "notifications/roots/list_changed",
+                         "params": {"_meta": {"note": "x" * 4000}}})
+        most = 32 * 1024 * 1024
+        accepted = _accepted_bytes(proc.stdin.fileno(), message, most, stall=2.0)
+        # two 64 KiB pipes, the transport's high-water mark, one 64 KiB read and one batch: well under 2 MiB
+        assert accepted < 2 * 1024 * 1024, f"the proxy took {accepted} bytes for a server that reads none"
+        assert proc.poll() is None  # held up, not failed
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+FLOOD = """\
+import json, sys
+count_path = sys.argv[1]
+line = (json.dumps({"jsonrpc": "2.0", "method": "notifications/message",
+                    "params": {"level": "info", "data": "x" * 4000}}) + "\\n").encode()
+written = 0
+while written < 64 * 1024 * 1024:
+    sys.stdout.buffer.write(line)
+    sys.stdout.buffer.flush()
+    written += len(line)
+    with open(count_path, "w") as f:
+        f.write(str(written))
+"""
+
+
+def test_a_client_that_stops_reading_makes_the_proxy_stop_reading_the_server(tmp_path: Path) -> None:
+    """The other way: a server flooding a client that reads nothing is held up by the proxy's full pipe
+    to the client, not buffered by the proxy without end."""
+    import subprocess
+    import sys
+    import time
+
+    policy = write_policy(tmp_path, POLICY)
+    count = tmp_path / "written"
+    server = [sys.executable, "-c", FLOOD, str(count)]
+    proc = subprocess.Popen(proxy_argv(policy, server, "--state", "memory"), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        last, stable_since = -1, time.monotonic()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # until the server has been held up for a second
+            time.sleep(0.1)
+            written = int(count.read_text() or 0) if count.exists() else 0
+            if written != last:
+                last, stable_since = written, time.monotonic()
+            elif written and time.monotonic() - stable_since > 1.0:
+                break
+        assert 0 < last < 2 * 1024 * 1024, f"the server wrote {last} bytes to a client that reads none"
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+SLOW_BIG_ANSWERS = """\
+import json, sys, time
+for line in sys.stdin.buffer:
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    time.sleep(0.002)
+    body = {"jsonrpc": "2.0", "id": msg["id"], "result": {"contents": [{"uri": "x", "text": "y" * 100000}]}}
+    sys.stdout.buffer.write((json.dumps(body) + "\\n").encode())
+    sys.stdout.buffer.flush()
+"""
+
+
+def test_a_slow_server_with_large_answers_gets_every_request_while_its_stdin_is_full(tmp_path: Path) -> None:
+    """A server that is slow to read its stdin while it writes answers larger than a pipe holds: the
+    proxy keeps reading the answers (holding them back would block the server mid-write, and it would
+    never read again), and every request is answered."""
+    import subprocess
+    import sys
+    import threading
+
+    policy = write_policy(tmp_path, POLICY)
+    proc = subprocess.Popen(proxy_argv(policy, [sys.executable, "-c", SLOW_BIG_ANSWERS], "--state", "memory"),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdin is not None and proc.stdout is not None
+    n = 200
+    answered: set[int] = set()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            answered.add(strict_loads(line)["id"])
+            if len(answered) == n:
+                return
+
+    def write() -> None:
+        assert proc.stdin is not None
+        pad = "p" * 4000  # 200 requests of 4 KB: more than the server's stdin pipe and high-water mark hold
+        with contextlib.suppress(OSError):  # the proxy is killed below if it deadlocked
+            for i in range(n):
+                proc.stdin.write(dumps({"jsonrpc": "2.0", "id": i, "method": "resources/read",
+                                        "params": {"uri": "file:///x", "_meta": {"pad": pad}}}))
+            proc.stdin.flush()
+
+    reader = threading.Thread(target=read, daemon=True)
+    writer = threading.Thread(target=write, daemon=True)
+    reader.start()
+    writer.start()
+    try:
+        reader.join(timeout=60)
+        assert answered == set(range(n)), f"{n - len(answered)} requests never answered"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

@@ -4,7 +4,8 @@ one each. Each write costs a system call and, often, waking the reader on the ot
 
 The bytes and their order are exactly those written; only their grouping into system calls changes.
 A batch goes out when the running callbacks are done (``call_soon``), when it reaches ``FLUSH_AT`` bytes
-(so a burst never holds more than that), or on :meth:`Batched.flush` (the owner calls it before closing).
+(so a burst never holds more than that), or on :meth:`Batched.flush` (the owner calls it before closing,
+and at the end of each burst it gathered with :meth:`Batched.add`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,23 @@ class Batched:
         self._size += len(data)
         if self._size >= FLUSH_AT:
             self.flush()
+
+    def add(self, data: bytes) -> None:
+        """Like :meth:`write`, for an owner that calls :meth:`flush` itself when its burst is done (no
+        callback scheduled, no extra turn of the loop)."""
+        self._raise()
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= FLUSH_AT:
+            self.flush()
+
+    def backed_up(self) -> bool:
+        """Whether the writer underneath holds more than its high-water mark (its reader is slow): the
+        owner should stop reading what feeds it until :meth:`drain` returns."""
+        transport = getattr(self._writer, "transport", None)
+        if transport is None:
+            return False
+        return bool(transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1])
 
     def flush(self) -> None:
         """Send what is gathered now (nothing when nothing is, or when the writer is closing: the pipe's

@@ -11,17 +11,11 @@ import asyncio
 import os
 import stat
 import threading
-from typing import BinaryIO, Protocol
+from collections.abc import Callable
+from typing import BinaryIO
 
 from regoguard.proxy.batched import Batched
-
-
-class ClientWriter(Protocol):
-    def write(self, data: bytes) -> None: ...
-
-    def flush(self) -> None: ...
-
-    async def drain(self) -> None: ...
+from regoguard.proxy.lines import Item, LineProtocol
 
 
 class _FileWriter:
@@ -62,7 +56,29 @@ async def open_reader(loop: asyncio.AbstractEventLoop, file: BinaryIO, limit: in
     return reader
 
 
-async def open_writer(loop: asyncio.AbstractEventLoop, file: BinaryIO) -> ClientWriter:
+async def open_line_reader(loop: asyncio.AbstractEventLoop, file: BinaryIO, limit: int,
+                           on_lines: Callable[[list[Item]], None]) -> LineProtocol:
+    """``file``'s lines handed to ``on_lines`` as they arrive (see :class:`LineProtocol`); its ``done`` is set
+    at end of input. A file the loop cannot watch is read by a thread (and cannot be paused)."""
+    protocol = LineProtocol(limit, on_lines)
+    fd = file.fileno()
+    if _watchable(fd):
+        try:
+            await loop.connect_read_pipe(lambda: protocol, file)
+            return protocol
+        except ValueError:
+            pass
+
+    def pump() -> None:
+        while chunk := os.read(fd, 1 << 16):
+            loop.call_soon_threadsafe(protocol.data_received, chunk)
+        loop.call_soon_threadsafe(protocol.eof_received)
+
+    threading.Thread(target=pump, name="regoguard-stdin", daemon=True).start()
+    return protocol
+
+
+async def open_writer(loop: asyncio.AbstractEventLoop, file: BinaryIO) -> Batched:
     """The client's writer: the messages of one turn of the loop go out in one write (see ``batched``);
     :meth:`~regoguard.proxy.batched.Batched.flush` before the end."""
     if not _watchable(file.fileno()):

@@ -1,8 +1,13 @@
-"""Newline-framed reading with a size bound: an oversize line is skipped whole, never split."""
+"""Newline-framed reading with a size bound: an oversize line is skipped whole, never split.
+
+:func:`read_line` reads from a stream reader (a task awaits each line); :class:`LineProtocol` hands a
+protocol's every complete line to a callback as it arrives (no task per message), the same lines.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Final
 
 
@@ -32,3 +37,96 @@ async def read_line(reader: asyncio.StreamReader) -> bytes | _Oversize | None:
                 return _Oversize(skipped + len(inner.partial))
             except asyncio.LimitOverrunError as again:
                 consumed = again.consumed
+
+
+Item = bytes | _Oversize
+
+
+class LineSplitter:
+    """The complete lines of a byte stream as it arrives, each at most ``limit`` bytes before its newline;
+    a longer one is skipped whole and reported by its size with the newline (as :func:`read_line` does).
+    Pieces of a line still arriving are kept as a list and joined once: a large message costs one copy, not
+    one per read."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._parts: list[bytes] = []  # the start of the line still arriving
+        self._size = 0  # its length so far
+        self._skipping = False  # it is already over the limit: dropped as it comes
+
+    def feed(self, data: bytes) -> list[Item]:
+        items: list[Item] = []
+        start = 0
+        end = data.find(b"\n")
+        while end >= 0:
+            size = self._size + end + 1 - start
+            if self._skipping or size - 1 > self.limit:
+                items.append(_Oversize(size))
+            elif self._parts:
+                self._parts.append(data[start:end + 1])
+                items.append(b"".join(self._parts))
+            else:
+                items.append(data[start:end + 1])
+            self._parts, self._size, self._skipping = [], 0, False
+            start = end + 1
+            end = data.find(b"\n", start)
+        if start < len(data):
+            self._size += len(data) - start
+            if self._skipping or self._size > self.limit:
+                self._parts, self._skipping = [], True
+            else:
+                self._parts.append(data[start:] if start else data)
+        return items
+
+    def end(self) -> list[Item]:
+        """What is left at end of input: the last line without its newline, or its oversize marker."""
+        if not self._size:
+            return []
+        item: Item = _Oversize(self._size) if self._skipping else b"".join(self._parts)
+        self._parts, self._size, self._skipping = [], 0, False
+        return [item]
+
+
+class LineProtocol(asyncio.Protocol):
+    """A read pipe's lines handed to ``on_lines`` as they arrive, every complete line of a read in one call,
+    synchronously: no task, future or buffer copy per message, as a stream reader's ``readuntil`` has.
+    ``on_lines`` gets the rest at end of input, then ``done`` is set (also when the pipe fails)."""
+
+    def __init__(self, limit: int, on_lines: Callable[[list[Item]], None]) -> None:
+        self._lines = LineSplitter(limit)
+        self._on_lines = on_lines
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.ReadTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        items = self._lines.feed(data)
+        if items:
+            self._on_lines(items)
+
+    def eof_received(self) -> bool:
+        self._finish()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.done.done():
+            return
+        try:
+            items = self._lines.end()
+            if items:
+                self._on_lines(items)
+        finally:
+            self.done.set_result(None)
+
+    def pause(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()

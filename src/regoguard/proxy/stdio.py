@@ -25,9 +25,11 @@ import structlog
 
 from regoguard.guard import Guard
 from regoguard.pinning import Pinning
-from regoguard.proxy.client_io import ClientWriter, open_reader, open_writer
+from regoguard.proxy.batched import Batched
+from regoguard.proxy.child import ChildUpstream
+from regoguard.proxy.client_io import open_line_reader, open_reader, open_writer
 from regoguard.proxy.core import CoreOptions, Outbox, RelayCore
-from regoguard.proxy.lines import OVERSIZE, read_line
+from regoguard.proxy.lines import OVERSIZE, Item, LineProtocol, read_line
 from regoguard.proxy.session import Session
 from regoguard.proxy.upstream import Deliver, Upstream, UpstreamError
 
@@ -104,7 +106,10 @@ class StdioProxy:
         self._client_in = client_in
         self._client_out = client_out
         self._signals = signals
-        self._writer: ClientWriter | None = None
+        self._writer: Batched | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._held: set[str] = set()  # the sides whose reading waits for a slow reader to catch up
+        self._client: LineProtocol | None = None  # the client's lines, when relayed directly
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -112,6 +117,11 @@ class StdioProxy:
         """Relay until the server side ends; return its exit status (128 + signal if it was killed)."""
         loop = asyncio.get_running_loop()
         self._writer = await open_writer(loop, self._client_out)
+        # A local server is relayed directly: each read's lines are decided and written from the read's
+        # own callback (no task, future or extra turn of the loop per message). A remote one is awaited.
+        child = self.upstream if isinstance(self.upstream, ChildUpstream) else None
+        if child is not None:
+            child.direct(self._server_lines)
         try:
             await self.upstream.open()
         except UpstreamError as exc:
@@ -119,9 +129,13 @@ class StdioProxy:
             return 127
         if self._signals is not None:
             self._signals.attach(loop, self)
-        client_reader = await open_reader(loop, self._client_in, self.options.max_message_bytes)
-
-        client_task = asyncio.create_task(self._guarded(self._pump_client(client_reader), "client"))
+        if child is not None:
+            self._client = await open_line_reader(loop, self._client_in, self.options.max_message_bytes,
+                                                  self._client_lines)
+            client_task = asyncio.create_task(self._guarded(self._client_done(self._client), "client"))
+        else:
+            client_reader = await open_reader(loop, self._client_in, self.options.max_message_bytes)
+            client_task = asyncio.create_task(self._guarded(self._pump_client(client_reader), "client"))
         ticker = asyncio.create_task(self._tick())
         returncode = await self.upstream.wait_closed()
         await self._deliver(self.core.server_closed())
@@ -168,6 +182,90 @@ class StdioProxy:
 
     async def _from_server(self, line: bytes, context: object) -> None:
         await self._deliver(self.core.server_line(line))
+
+    # -- the direct relay (a local server) --------------------------------------------------------------
+
+    def _client_lines(self, items: list[Item]) -> None:
+        """Every complete client line of one read, decided and relayed in order; out in one write per side."""
+        wrote = (False, False)
+        try:
+            for item in items:
+                if isinstance(item, OVERSIZE):
+                    wrote = self._emit(self.core.client_oversize(item.size, self.options.max_message_bytes), wrote)
+                else:
+                    wrote = self._emit(self.core.client_line(item), wrote)
+            self._flush_direct()
+        except Exception:  # as the awaited pump's failure does: the session ends, never half-alive
+            log.exception("the client relay failed; ending the session")
+            if self._client is not None:
+                self._client.pause()
+            self._spawn(self.upstream.close())
+            return
+        if self._client is not None:
+            self._hold("client", self._client.pause, self._client.resume, *wrote)
+
+    def _server_lines(self, items: list[Item]) -> None:
+        """Every complete line of one read from the server (its failures end the server: see ChildUpstream)."""
+        wrote = (False, False)
+        for item in items:
+            if isinstance(item, OVERSIZE):
+                log.error("dropped an oversize message from the server", size=item.size)
+                continue
+            wrote = self._emit(self.core.server_line(item), wrote)
+        self._flush_direct()
+        child = self.upstream
+        assert isinstance(child, ChildUpstream)
+        self._hold("server", child.pause_reading, child.resume_reading, *wrote)
+
+    def _emit(self, out: Outbox, wrote: tuple[bool, bool]) -> tuple[bool, bool]:
+        """Gather ``out``; whether anything so far went to the client, and to the server."""
+        assert self._writer is not None and isinstance(self.upstream, ChildUpstream)
+        for item in out.to_client:
+            self._writer.add(item.data.replace(b"\n", b" ") + b"\n")  # one message per line (see _deliver)
+        for data in out.to_server:
+            self.upstream.send_now(data)
+        return wrote[0] or bool(out.to_client), wrote[1] or bool(out.to_server)
+
+    def _flush_direct(self) -> None:
+        assert self._writer is not None and isinstance(self.upstream, ChildUpstream)
+        self._writer.flush()
+        self.upstream.flush()
+
+    def _hold(self, side: str, pause: Callable[[], None], resume: Callable[[], None], to_client: bool,
+              to_server: bool) -> None:
+        """Stop reading ``side`` while a reader it just wrote to (the client, the server) is behind, until
+        that reader catches up: the awaited relay's drains, for the direct one. Only the writers this read
+        fed count: a server slow to read its stdin must still have its answers read, or it would block
+        writing them and never read again."""
+        assert self._writer is not None and isinstance(self.upstream, ChildUpstream)
+        waits = [w.drain for w, wrote in ((self._writer, to_client), (self.upstream, to_server))
+                 if wrote and w.backed_up()]
+        if not waits or side in self._held:
+            return
+        self._held.add(side)
+        pause()
+
+        async def caught_up() -> None:
+            try:
+                for wait in waits:
+                    with contextlib.suppress(ConnectionError):
+                        await wait()
+            finally:
+                self._held.discard(side)
+                resume()
+
+        self._spawn(caught_up())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _client_done(self, client: LineProtocol) -> None:
+        await client.done
+        await self.upstream.close()
+
+    # -- the awaited relay (a remote server) -------------------------------------------------------------
 
     async def _pump_client(self, reader: asyncio.StreamReader) -> None:
         while True:
