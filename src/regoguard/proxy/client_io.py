@@ -39,20 +39,7 @@ def _watchable(fd: int) -> bool:
 
 async def open_reader(loop: asyncio.AbstractEventLoop, file: BinaryIO, limit: int) -> asyncio.StreamReader:
     reader = asyncio.StreamReader(limit=limit)
-    fd = file.fileno()
-    if _watchable(fd):
-        try:
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), file)
-            return reader
-        except ValueError:
-            pass
-
-    def pump() -> None:
-        while chunk := os.read(fd, 1 << 16):
-            loop.call_soon_threadsafe(reader.feed_data, chunk)
-        loop.call_soon_threadsafe(reader.feed_eof)
-
-    threading.Thread(target=pump, name="regoguard-stdin", daemon=True).start()
+    await _attach(loop, file, asyncio.StreamReaderProtocol(reader))
     return reader
 
 
@@ -61,11 +48,17 @@ async def open_line_reader(loop: asyncio.AbstractEventLoop, file: BinaryIO, limi
     """``file``'s lines handed to ``on_lines`` as they arrive (see :class:`LineProtocol`); its ``done`` is set
     at end of input. A file the loop cannot watch is read by a thread (and cannot be paused)."""
     protocol = LineProtocol(limit, on_lines)
+    await _attach(loop, file, protocol)
+    return protocol
+
+
+async def _attach(loop: asyncio.AbstractEventLoop, file: BinaryIO, protocol: asyncio.Protocol) -> None:
+    """``protocol`` fed from ``file``: by the loop where it can watch it, else by a thread of its own."""
     fd = file.fileno()
     if _watchable(fd):
         try:
             await loop.connect_read_pipe(lambda: protocol, file)
-            return protocol
+            return
         except ValueError:
             pass
 
@@ -75,7 +68,6 @@ async def open_line_reader(loop: asyncio.AbstractEventLoop, file: BinaryIO, limi
         loop.call_soon_threadsafe(protocol.eof_received)
 
     threading.Thread(target=pump, name="regoguard-stdin", daemon=True).start()
-    return protocol
 
 
 async def open_writer(loop: asyncio.AbstractEventLoop, file: BinaryIO) -> Batched:
