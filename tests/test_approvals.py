@@ -134,6 +134,27 @@ def test_approved_is_consumed_once_then_a_new_request_is_needed(book: ApprovalBo
     assert created and fresh.id != record.id and fresh.status == "pending"
 
 
+def test_denying_an_approved_approval_revokes_it_until_its_call_uses_it(book: ApprovalBook) -> None:
+    record, _ = book.ask("fp1", make("fp1"))
+    book.approve(record.id, "alice")
+    revoked = book.deny(record.id, "bob", "approved by mistake")
+    assert (revoked.status, revoked.decided_by, revoked.reason) == ("denied", "bob", "approved by mistake")
+    assert book.consume(record.id) is None  # its retry cannot use it
+    assert book.ask("fp1", make("fp1"))[0].status == "denied"  # and is denied, naming who and why
+    assert book.events_[-1] == ("denied", "denied")  # type: ignore[attr-defined]
+    with pytest.raises(ApprovalError, match="denied, not pending"):
+        book.approve(record.id, "alice")  # a revocation is not undone by approving again
+
+    used, _ = book.ask("fp2", make("fp2"))
+    book.approve(used.id, "alice")
+    assert book.consume(used.id) is not None
+    with pytest.raises(ApprovalError, match="running, not pending"):
+        book.deny(used.id, "bob")  # the call has started: too late
+    book.settle(used.id)
+    with pytest.raises(ApprovalError, match="consumed, not pending"):
+        book.deny(used.id, "bob")
+
+
 def test_a_failed_call_gives_its_approval_back(book: ApprovalBook) -> None:
     record, _ = book.ask("fp1", make("fp1"))
     book.approve(record.id, "bob")

@@ -300,6 +300,36 @@ async def test_out_of_band_deny(tmp_path: Path) -> None:
     assert done.returncode == 1 and "denied" in done.stderr, done
 
 
+async def test_an_approved_call_can_be_revoked_before_its_retry(tmp_path: Path) -> None:
+    """Approved by mistake: denying it before the agent retries revokes it, and the retry is denied; once
+    the retry has used it, it can no longer be denied."""
+    spy = tmp_path / "spy.jsonl"
+    policy = write_policy(tmp_path, POLICY)
+    approvals = Approvals(str(tmp_path / "state.db"))
+    with anyio.fail_after(TIMEOUT):
+        async with client_for(tmp_path, policy) as client:
+            approval_id = held(await client.call_tool("create_refund", {"amount": 5000}))
+            assert (await approvals.approve(approval_id, "--as", "alice")).returncode == 0
+            log = tmp_path / "answers.jsonl"
+            done = await approvals.deny(approval_id, "--reason", "wrong customer", "--as", "bob",
+                                        "--decision-log", str(log))
+            assert done.returncode == 0 and "revoked" in done.stdout, done
+            events = [json.loads(line) for line in log.read_text().splitlines()]
+            assert [(e["outcome"], e.get("revoked")) for e in events] == [("approval_denied", True)], events
+            text, _ = denied(await client.call_tool("create_refund", {"amount": 5000}), "approval/denied")
+            assert "bob" in text and "wrong customer" in text, text
+
+            other = held(await client.call_tool("create_refund", {"amount": 5002}))
+            assert (await approvals.approve(other, "--as", "alice")).returncode == 0
+            ran(await client.call_tool("create_refund", {"amount": 5002}), "refunded 5002")
+            done = await approvals.deny(other, "--as", "bob")
+            assert done.returncode == 1 and "consumed" in done.stderr, done
+
+    assert spy_calls(spy) == [("create_refund", {"amount": 5002})]  # the revoked call never reached it
+    shown = await approvals.show(approval_id)
+    assert shown["status"] == "denied" and shown["decided_by"] == "bob", shown
+
+
 async def test_pending_and_approved_approvals_expire(tmp_path: Path) -> None:
     spy = tmp_path / "spy.jsonl"
     log = tmp_path / "decisions.jsonl"

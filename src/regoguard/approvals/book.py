@@ -80,28 +80,33 @@ class ApprovalBook:
     def _answer(self, approval_id: str, status: str, by: str, reason: str | None) -> ApprovalRecord:
         now = self.clock()
 
-        def run(view: View) -> ApprovalRecord:
+        def run(view: View) -> tuple[ApprovalRecord, bool]:
             record = view.load(approval_id)
             if record is None:
                 raise ApprovalError(f"no approval {approval_id!r}")
             state = record.state(now)
-            if state != PENDING:
+            revoking = status == DENIED and state == APPROVED
+            if state != PENDING and not revoking:
                 raise ApprovalError(f"approval {approval_id} is {state}, not pending: only a pending, unexpired "
-                                    "approval can be approved or denied")
-            # Approved: the retry has one more timeout to come. Denied: the call stays denied as long.
+                                    "approval can be approved, and only a pending or an approved one not yet "
+                                    "used can be denied")
+            # Approved: the retry has one more timeout to come. Denied: the call stays denied as long. An
+            # approved approval denied before its call used it is revoked (atomically against its use:
+            # of the two, whichever the store saw first wins).
             done = record.but(status=status, decided_by=by, reason=reason, decided_at=now,
                               expires_at=now + record.timeout)
             view.save(done)
-            return done
+            return done, revoking
 
-        done = self.store.atomic(run)
-        self._tell(status, done, approver=by, reason=reason)
+        done, revoked = self.store.atomic(run)
+        self._tell(status, done, approver=by, reason=reason, revoked=True if revoked else None)
         return done
 
     def approve(self, approval_id: str, by: str, reason: str | None = None) -> ApprovalRecord:
         return self._answer(approval_id, APPROVED, by, reason)
 
     def deny(self, approval_id: str, by: str, reason: str | None = None) -> ApprovalRecord:
+        """Deny a pending approval, or revoke an approved one its call has not used yet."""
         return self._answer(approval_id, DENIED, by, reason)
 
     def _move(self, approval_id: str, allowed: Callable[[ApprovalRecord], bool],

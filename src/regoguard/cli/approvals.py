@@ -1,8 +1,9 @@
 """``regoguard approvals list|show|approve|deny``: a person answers the calls a policy holds for approval.
 
 The approvals live in the same store as the limits (``--state``: the SQLite file or Redis the proxies
-use); approving or denying works only on a pending, unexpired approval, and the agent's identical retry
-then runs once (or stays denied).
+use); approving works only on a pending, unexpired approval, and the agent's identical retry then runs
+once; denying works on a pending one, or revokes an approved one its retry has not used yet (the retry then
+stays denied).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def add_parser(sub: Any) -> None:
                        description="Answer the tool calls a policy's require_approval rules hold. Use the same "
                                    "--state (and --state-prefix) as the proxies.")
     p.add_argument("action", choices=("list", "show", "approve", "deny"),
-                   help="list: pending (all with --all); show ID; approve ID; deny ID")
+                   help="list: pending (all with --all); show ID; approve ID; deny ID (also revokes an unused "
+                        "approval)")
     p.add_argument("id", nargs="?", help="the approval id (apr-...) the agent was shown")
     p.add_argument("--reason", help="why (kept with the approval and in the decision log)")
     p.add_argument("--as", dest="approver", metavar="NAME",
@@ -73,12 +75,17 @@ def cmd_approvals(args: argparse.Namespace, out: BinaryIO) -> int:
             book.on_event = log.approval
         by = args.approver or getpass.getuser()
         answer = book.approve if args.action == "approve" else book.deny
+        before = book.get(args.id)  # only for the message: the store decides, atomically
+        revoking = args.action == "deny" and before is not None and before.state(time.time()) == "approved"
         record = answer(args.id, by, args.reason)
         if args.json:
             _write(out, _plain(json.dumps(record.view(time.time()), ensure_ascii=False)))
         elif args.action == "approve":
             _write(out, f"approved {record.id}: the identical call to {record.tool} runs once if retried before "
                         f"{record.view(time.time())['expires_at']}")
+        elif revoking:
+            _write(out, f"denied {record.id}: its approval is revoked before use; the identical call to "
+                        f"{record.tool} stays denied")
         else:
             _write(out, f"denied {record.id}: the identical call to {record.tool} stays denied")
         return EXIT_OK
