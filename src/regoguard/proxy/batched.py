@@ -36,10 +36,7 @@ class Batched:
         self._raise()
         if not self._parts:
             self._loop.call_soon(self._flush_soon)
-        self._parts.append(data)
-        self._size += len(data)
-        if self._size >= FLUSH_AT:
-            self.flush()
+        self.add(data)
 
     def add(self, data: bytes) -> None:
         """Like :meth:`write`, for an owner that calls :meth:`flush` itself when its burst is done (no

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import structlog
 
 from regoguard.proxy.batched import Batched
-from regoguard.proxy.lines import OVERSIZE, Item, LineProtocol, read_line
+from regoguard.proxy.lines import OVERSIZE, Item, LineProtocol, framed, read_line
 from regoguard.proxy.upstream import Deliver, UpstreamError
 
 log = structlog.get_logger("regoguard.proxy")
@@ -77,12 +77,11 @@ class ChildUpstream:
         """One message for the server, gathered until :meth:`flush` (the direct mode's :meth:`send`)."""
         assert self._proc is not None and self._proc.stdin is not None and self._stdin is not None
         if not self._proc.stdin.is_closing():
-            self._stdin.add(data.replace(b"\n", b" ") + b"\n")
+            self._stdin.add(framed(data))
 
     def flush(self) -> None:
-        if self._stdin is not None and self._proc is not None and self._proc.stdin is not None \
-                and not self._proc.stdin.is_closing():
-            self._stdin.flush()
+        if self._stdin is not None:
+            self._stdin.flush()  # nothing, once the server's stdin is closing
 
     def backed_up(self) -> bool:
         """Whether the server is slow to read what it was sent (see :meth:`Batched.backed_up`)."""
@@ -105,9 +104,7 @@ class ChildUpstream:
         assert self._proc is not None and self._proc.stdin is not None and self._stdin is not None
         if self._proc.stdin.is_closing():
             return
-        # Line-framed: a message that came over HTTP may hold line breaks (JSON whitespace; strict parsing
-        # refuses them inside strings), and each would end a message here: they become spaces.
-        self._stdin.write(data.replace(b"\n", b" ") + b"\n")
+        self._stdin.write(framed(data))  # a message that came over HTTP may hold line breaks
         with contextlib.suppress(ConnectionError):
             await self._stdin.drain()
 

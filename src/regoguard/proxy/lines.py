@@ -39,6 +39,12 @@ async def read_line(reader: asyncio.StreamReader) -> bytes | _Oversize | None:
                 consumed = again.consumed
 
 
+def framed(data: bytes) -> bytes:
+    """One message as one line: a line break inside it (JSON whitespace that came over HTTP, a remote
+    server's pretty-printing; strict parsing refuses them inside strings) becomes a space."""
+    return data.replace(b"\n", b" ") + b"\n"
+
+
 Item = bytes | _Oversize
 
 

@@ -29,7 +29,7 @@ from regoguard.proxy.batched import Batched
 from regoguard.proxy.child import ChildUpstream
 from regoguard.proxy.client_io import open_line_reader, open_reader, open_writer
 from regoguard.proxy.core import CoreOptions, Outbox, RelayCore
-from regoguard.proxy.lines import OVERSIZE, Item, LineProtocol, read_line
+from regoguard.proxy.lines import OVERSIZE, Item, LineProtocol, framed, read_line
 from regoguard.proxy.session import Session
 from regoguard.proxy.upstream import Deliver, Upstream, UpstreamError
 
@@ -172,8 +172,7 @@ class StdioProxy:
     async def _deliver(self, out: Outbox) -> None:
         assert self._writer is not None
         for item in out.to_client:
-            # one message per line: a remote server's (pretty-printed) JSON must not become several
-            self._writer.write(item.data.replace(b"\n", b" ") + b"\n")
+            self._writer.write(framed(item.data))  # a remote server's pretty-printed JSON stays one line
         for data in out.to_server:
             await self.upstream.send(data)
         if out.to_client:
@@ -221,7 +220,7 @@ class StdioProxy:
         """Gather ``out``; whether anything so far went to the client, and to the server."""
         assert self._writer is not None and isinstance(self.upstream, ChildUpstream)
         for item in out.to_client:
-            self._writer.add(item.data.replace(b"\n", b" ") + b"\n")  # one message per line (see _deliver)
+            self._writer.add(framed(item.data))
         for data in out.to_server:
             self.upstream.send_now(data)
         return wrote[0] or bool(out.to_client), wrote[1] or bool(out.to_server)
