@@ -338,6 +338,35 @@ def test_an_event_larger_than_max_bytes_is_written_whole(tmp_path: Path) -> None
     assert (tmp_path / "d.jsonl.1").stat().st_size == 601
 
 
+def test_a_log_moved_away_or_removed_is_followed_to_its_name(tmp_path: Path) -> None:
+    """The sink keeps its file open between lines, yet each line lands in the file that has the name when it
+    is written: after logrotate moves the file away, and after someone removes it."""
+    path = tmp_path / "d.jsonl"
+    sink = FileSink(path)
+    sink.write(line_of(0))
+    path.rename(tmp_path / "moved.jsonl")
+    sink.write(line_of(1))
+    assert [e["decision_id"] for e in read_events(tmp_path / "moved.jsonl")] == ["id-0000"]
+    assert [e["decision_id"] for e in read_events(path)] == ["id-0001"]
+    path.unlink()
+    sink.write(line_of(2))
+    assert [e["decision_id"] for e in read_events(path)] == ["id-0002"]
+
+
+def test_two_sinks_on_one_log_follow_each_others_rotation(tmp_path: Path) -> None:
+    """The proxy and `regoguard approvals` append to one decision log, each through its own sink; when one
+    rotates it, the other writes on into the new file, and no line is lost or split."""
+    path = tmp_path / "d.jsonl"
+    proxy, cli = FileSink(path, max_bytes=350, backups=50), FileSink(path, max_bytes=350, backups=50)
+    for i in range(30):
+        (proxy if i % 3 else cli).write(line_of(i))
+    files = log_files(path)
+    assert len(files) > 5
+    for p in files:
+        assert p.stat().st_size <= 350
+    assert [e["decision_id"] for e in read_events(path)] == [f"id-{i:04d}" for i in range(30)]
+
+
 def test_decision_log_rotation_with_concurrent_writers(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     log = new_log(FileSink(path, max_bytes=4000, backups=1000))

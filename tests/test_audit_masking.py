@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from regoguard.audit.masking import ARGS_POINTER, DEFAULT_SENSITIVE_KEYS, MASK, MaskingRules, mask_arguments
 
@@ -340,3 +342,37 @@ def test_listings_are_sorted_unique_and_prefixed() -> None:
     assert erased == [f"{P}/card/number", f"{P}/k/ssn", f"{P}/ssn"]
     assert masked == [f"{P}/a/token", f"{P}/m/0/secret", f"{P}/z"]
     assert out == {"z": "***", "a": {"token": "***"}, "m": [{"secret": "***"}], "card": {}, "k": {}}
+
+
+# -- the one-walk copy (no erase/mask entries) against the general path ----------------------------------------------
+
+_KEYS = st.sampled_from(["user", "Password", "db_password", "X-Api-Key", "note", "items", "a/b", "~t", "token",
+                         "nested", "GitHub-Token", "id", "ssn", ""])
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=5),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(args=_JSON, default_keys=st.booleans())
+def test_masking_in_one_walk_matches_the_general_path(args: Any, default_keys: bool) -> None:
+    """Without erase or mask entries the arguments are copied and masked in one walk; a mask entry that
+    matches nothing takes the general path (deep copy, then the passes). Both log the same, and neither
+    output shares a container with the caller's arguments."""
+    keys = DEFAULT_SENSITIVE_KEYS if default_keys else ()
+    before = copy.deepcopy(args)
+    fast = mask_arguments(args, MaskingRules(default_keys=keys))
+    general = mask_arguments(args, MaskingRules(mask=("/no-such-key",), default_keys=keys))
+    assert dump(fast) == dump(general)
+    assert dump(args) == dump(before)
+
+    def containers(node: Any) -> list[int]:
+        if isinstance(node, dict):
+            return [id(node), *(i for v in node.values() for i in containers(v))]
+        if isinstance(node, list):
+            return [id(node), *(i for v in node for i in containers(v))]
+        return []
+
+    assert not set(containers(fast[0])) & set(containers(args))

@@ -45,13 +45,20 @@ class StderrSink:
 
 
 class FileSink:
-    """JSON lines appended to ``path``, rotated by size: ``path`` → ``path.1`` → … ``path.<backups>``."""
+    """JSON lines appended to ``path``, rotated by size: ``path`` → ``path.1`` → … ``path.<backups>``.
+
+    The file stays open between lines; before each line the name is looked up again, so a file another
+    process rotated, moved away (logrotate) or removed is followed to whatever now has the name: every
+    line lands in the file called ``path`` when it is written, as if the file were opened for each one.
+    """
 
     def __init__(self, path: str | Path, max_bytes: int = 50 * 1024 * 1024, backups: int = 5) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.backups = backups
         self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._file_id: tuple[int, int] | None = None
 
     def _rotate(self) -> None:
         for i in range(self.backups - 1, 0, -1):
@@ -63,18 +70,49 @@ class FileSink:
         else:
             self.path.unlink()
 
+    def _open(self) -> os.stat_result:
+        self._close()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        status = os.fstat(fd)
+        self._fd, self._file_id = fd, (status.st_dev, status.st_ino)
+        return status
+
+    def _close(self) -> None:
+        fd, self._fd, self._file_id = self._fd, None, None
+        if fd is not None:
+            os.close(fd)
+
     def write(self, line: str) -> None:
         # backslashreplace: a lone surrogate (a server's cut-off emoji) becomes a valid \\udXXX escape
-        data = (line + "\n").encode("utf-8", "backslashreplace")
+        data = memoryview((line + "\n").encode("utf-8", "backslashreplace"))
         with self._lock:
             try:
-                size = self.path.stat().st_size
-            except FileNotFoundError:
-                size = 0
-            if size and size + len(data) > self.max_bytes:
-                self._rotate()
-            with open(self.path, "ab") as f:
-                f.write(data)
+                try:
+                    status = os.stat(self.path)
+                except FileNotFoundError:
+                    status = None
+                if status is None or (status.st_dev, status.st_ino) != self._file_id:
+                    status = self._open()  # first line, or the name now points at another file (or none)
+                if status.st_size and status.st_size + len(data) > self.max_bytes:
+                    self._close()
+                    self._rotate()
+                    self._open()
+                assert self._fd is not None
+                while data:
+                    data = data[os.write(self._fd, data):]
+            except OSError:
+                self._close()  # the next line starts again from the name
+                raise
+
+    def close(self) -> None:
+        """Close the file (a later line opens it again)."""
+        with self._lock:
+            self._close()
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
 
 
 class _SinkLogger:

@@ -119,6 +119,30 @@ def _mask_keys(node: Any, names: frozenset[str], at: list[str], out: list[str],
             _mask_keys(item, names, [*at, str(i)], out, words)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _copy_masking_keys(node: Any, names: frozenset[str], at: tuple[str, ...], out: list[str],
+                       words: tuple[str, ...]) -> Any:
+    """What ``_mask_keys`` leaves of a deep copy of ``node``, made in one walk: objects and arrays are new,
+    JSON scalars shared (they cannot change), anything else deep-copied."""
+    if isinstance(node, dict):
+        result = {}
+        for key, value in node.items():
+            if _sensitive(key, names, words):
+                result[key] = MASK
+                out.append(ARGS_POINTER + _pointer([*at, key]))
+            elif type(value) in _SCALARS:
+                result[key] = value
+            else:
+                result[key] = _copy_masking_keys(value, names, (*at, key), out, words)
+        return result
+    if isinstance(node, list):
+        return [item if type(item) in _SCALARS else _copy_masking_keys(item, names, (*at, str(i)), out, words)
+                for i, item in enumerate(node)]
+    return node if type(node) in _SCALARS else copy.deepcopy(node)
+
+
 def mask_arguments(arguments: Any, rules: MaskingRules) -> tuple[Any, list[str], list[str]]:
     """Return (arguments as they may be logged, erased paths, masked paths). ``arguments`` is not changed."""
     if rules.hash_arguments:
@@ -126,9 +150,13 @@ def mask_arguments(arguments: Any, rules: MaskingRules) -> tuple[Any, list[str],
         text = json.dumps(arguments, sort_keys=True, ensure_ascii=False)
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
         return {"sha256": digest}, [], [ARGS_POINTER]
+    words = SENSITIVE_WORDS if rules.default_keys else ()
+    if not rules.erase and not rules.mask:  # the usual case: copy and mask the keys in one walk
+        masked: list[str] = []
+        return _copy_masking_keys(arguments, rules._keys, (), masked, words), [], sorted(set(masked))
     tree = copy.deepcopy(arguments)
     erased: list[str] = []
-    masked: list[str] = []
+    masked = []
     for path in rules.erase:
         if path.startswith("/"):
             if _pop(tree, _parse_pointer(path)):
@@ -138,5 +166,5 @@ def mask_arguments(arguments: Any, rules: MaskingRules) -> tuple[Any, list[str],
     for path in rules.mask:
         if path.startswith("/") and _set(tree, _parse_pointer(path), MASK):
             masked.append(ARGS_POINTER + path)
-    _mask_keys(tree, rules._keys, [], masked, SENSITIVE_WORDS if rules.default_keys else ())
+    _mask_keys(tree, rules._keys, [], masked, words)
     return tree, sorted(set(erased)), sorted(set(masked))
