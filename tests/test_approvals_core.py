@@ -36,7 +36,7 @@ class Clock:
         return self.t
 
 
-def core_for(tmp_path: Path, **options: Any) -> tuple[RelayCore, Clock]:
+def core_for(tmp_path: Path, server_version: str = "2025-11-25", **options: Any) -> tuple[RelayCore, Clock]:
     path = tmp_path / "p.yaml"
     path.write_text(POLICY, encoding="utf-8")
     guard = Guard(Engine(compile_policy(load_policy(path))), Limiter(MemoryStore()),
@@ -47,7 +47,8 @@ def core_for(tmp_path: Path, **options: Any) -> tuple[RelayCore, Clock]:
             "params": {"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"form": {}}},
                        "clientInfo": {"name": "t", "version": "1"}}}
     core.client_line(json.dumps(init).encode())
-    core.server_line(b'{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{}}}')
+    core.server_line(json.dumps({"jsonrpc": "2.0", "id": 1,
+                                 "result": {"protocolVersion": server_version, "capabilities": {}}}).encode())
     return core, clock
 
 
@@ -66,7 +67,7 @@ def question(out: Outbox) -> dict[str, Any]:
 
 
 def test_a_call_in_a_batch_is_held_out_of_band_not_asked(tmp_path: Path) -> None:
-    core, _ = core_for(tmp_path)
+    core, _ = core_for(tmp_path, server_version="2025-03-26")  # the server's choice: a revision with batches
     out = core.client_line(b"[" + call(5, env="prod") + b"]")
     [answers] = to_client(out)
     assert out.to_server == [] and isinstance(answers, list)

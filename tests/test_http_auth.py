@@ -355,3 +355,51 @@ tools:
             assert (await post(admin, modern, **routing))["result"].get("isError") is not True
             assert (await post(demoted, modern, **routing))["result"]["isError"] is True
     assert spy_tools(log) == ["delete_customer", "delete_customer"]
+
+
+async def test_a_legacy_sse_session_reads_the_claims_of_each_posts_token(tmp_path: Path, keys: Keys) -> None:
+    """The legacy transport too: each POST /messages is decided with its own token's claims, not those of
+    the token that opened GET /sse (the stream can outlive a group membership and that token's expiry)."""
+    policy = """\
+version: "1"
+default: allow
+tools:
+  delete_customer:
+    rules:
+      - name: admins only
+        conditions:
+          - {path: principal.claims.groups, op: contains, value: admins}
+"""
+    log = tmp_path / "spy.jsonl"
+    with gateway(tmp_path, keys, log=log, policy_text=policy) as gw, anyio.fail_after(TIMEOUT):
+        admin = token(keys.rsa, gw.url, sub="bob", groups=["admins"])
+        demoted = token(keys.rsa, gw.url, sub="bob", groups=["eng"])
+        events: list[dict[str, Any]] = []
+        async with httpx2.AsyncClient(timeout=READ_TIMEOUT) as http, \
+                http.stream("GET", gw.url.removesuffix("/mcp") + "/sse",
+                            headers={"accept": "text/event-stream", "authorization": f"Bearer {admin}"}) as stream:
+            lines = stream.aiter_lines()
+
+            async def next_data() -> str:
+                async for line in lines:
+                    if line.startswith("data:"):
+                        return line[5:].strip()
+                raise AssertionError("the SSE stream ended")
+
+            endpoint = gw.url.removesuffix("/mcp") + await next_data()
+
+            async def send(bearer: str, body: dict[str, Any]) -> None:
+                r = await http.post(endpoint, json=body, headers={"content-type": "application/json",
+                                                                  "authorization": f"Bearer {bearer}"})
+                assert r.status_code == 202, r.text
+
+            await send(admin, {**INIT, "params": {**INIT["params"], "protocolVersion": "2024-11-05"}})
+            await next_data()
+            await send(admin, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+            for n, bearer in enumerate((admin, demoted, admin), start=1):
+                await send(bearer, {"jsonrpc": "2.0", "id": n, "method": "tools/call",
+                                    "params": {"name": "delete_customer", "arguments": {"customer_id": f"c{n}"}}})
+                events.append(json.loads(await next_data()))
+    assert [e["id"] for e in events] == [1, 2, 3]
+    assert [e["result"].get("isError") is True for e in events] == [False, True, False]
+    assert spy_tools(log) == ["delete_customer", "delete_customer"]

@@ -260,6 +260,23 @@ async def test_a_batch_is_decided_entry_by_entry(raw_gateway: tuple[Proc, Path],
     assert len(forwarded) == 2  # the allowed call and the notification; the denied call never left
 
 
+async def test_a_batch_in_a_session_without_batches_is_answered_not_hung(gateway: Proc, http: httpx2.AsyncClient,
+                                                                         spy_log: Path) -> None:
+    """2025-11-25 has no batches and the SDK's stdio server drops one unanswered: the POST waited for ever. Now
+    each request in it is answered with an error at once, nothing reaches the server, and the session goes on."""
+    session = await initialize(http, gateway.url)
+    batch = [call(1, "echo", {"text": "in a batch"}), call(2, "delete_customer", {"customer_id": "cus_001"})]
+    with anyio.fail_after(TIMEOUT):
+        r = await post(http, gateway.url, batch, session)
+        assert r.status_code == 200
+        answers = r.json()
+        assert [a["id"] for a in answers] == [1, 2]
+        assert all(a["error"]["code"] == -32600 for a in answers)
+        ok = await post(http, gateway.url, call(3, "echo", {"text": "alone"}), session)
+    assert messages(ok)[-1]["result"]["content"][0]["text"] == "alone"
+    assert spy_tools(spy_log) == ["echo"]
+
+
 async def test_a_closed_stream_cancels_a_modern_call(raw_gateway: tuple[Proc, Path], http: httpx2.AsyncClient) -> None:
     """2026-07-28: the client closing its response stream is its cancellation, and it reaches the server."""
     gateway, log = raw_gateway
@@ -335,6 +352,33 @@ async def test_a_request_id_in_flight_is_refused(gateway: Proc, http: httpx2.Asy
     answers = [messages(r)[-1] for r in results]
     assert all(a["id"] == 9 for a in answers)
     assert len(spy_tools(spy_log)) == sum(1 for a in answers if "result" in a) >= 1
+
+
+async def test_an_id_reused_while_its_call_waits_for_the_tool_list(tmp_path: Path, http: httpx2.AsyncClient) -> None:
+    """A call parked until the proxy has the server's tool list (validate: {required_args: true}), and a second
+    POST under its id meanwhile: the second is refused and the first gets the server's answer (the refusal
+    went to the first POST, whose own answer was then dropped and the second POST never answered)."""
+    policy = write_policy(tmp_path, 'version: "1"\ndefault: allow\ntools:\n  echo:\n    rules:\n'
+                                    '      - name: args\n        validate: {required_args: true}\n')
+    log = tmp_path / "raw.log"
+    with serving(policy, command=python_server("raw_echo"),
+                 env={"RAW_ECHO_LOG": str(log), "RAW_ECHO_SLOW_TOOLS_LIST": "1.5"}) as gw:
+        session = await initialize(http, gw.url)
+        answers: dict[str, Any] = {}
+
+        async def send(text: str, after: float) -> None:
+            await anyio.sleep(after)
+            r = await post(http, gw.url, call(1, "echo", {"text": text}), session)
+            answers[text] = messages(r)[-1]
+
+        with anyio.fail_after(TIMEOUT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send, "first", 0)
+                tg.start_soon(send, "second", 0.4)
+    assert answers["first"]["result"]["content"][0]["text"] == 'echo {"text": "first"}'
+    assert "already in flight" in answers["second"]["error"]["message"]
+    calls = [m for m in raw_lines(log) if isinstance(m, dict) and m.get("method") == "tools/call"]
+    assert [c["params"]["arguments"] for c in calls] == [{"text": "first"}]
 
 
 def _children(pid: int) -> list[int]:
@@ -423,6 +467,16 @@ async def test_a_dropped_stream_resumes_with_last_event_id(raw_gateway: tuple[Pr
     assert resumed.status_code == 200
     got = messages(resumed)
     assert [m.get("id") for m in got] == [5] and got[0]["result"]["content"][0]["text"] == "late"
+
+
+async def test_a_last_event_id_of_unicode_digits_is_not_ours(gateway: Proc, http: httpx2.AsyncClient) -> None:
+    """"²-¹" is digits to str.isdigit, not to int: such a Last-Event-ID names no stream of ours, so the GET
+    opens the session's stream as any GET does (it was a 500)."""
+    session = await initialize(http, gateway.url)
+    headers = {"accept": "text/event-stream", "mcp-session-id": session, "last-event-id": "\xb2-\xb9".encode("latin-1")}
+    async with http.stream("GET", gateway.url, headers=headers) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
 
 
 async def test_line_breaks_in_a_body_cannot_smuggle_a_call_to_a_stdio_server(gateway: Proc, http: httpx2.AsyncClient,

@@ -183,6 +183,24 @@ async def test_server_stdout_noise_never_reaches_the_client(tmp_path: Path) -> N
             assert "not JSON-RPC" in proxy.stderr_text()  # logged for the operator, on stderr
 
 
+async def test_server_json_that_is_not_json_rpc_is_dropped_and_answers_nothing(tmp_path: Path) -> None:
+    """A method that is not a string is no request or notification; an object with the id of a call in flight
+    but neither result nor error is no answer: neither reaches the client, and the call still gets the
+    server's real answer (the id-only object used to take its place, and the real one was dropped)."""
+    policy = write_policy(tmp_path, POLICY)
+    bogus = ['{"jsonrpc":"2.0","method":5,"params":1}', '{"jsonrpc":"2.0","id":"$LAST_HANG_ID"}',
+             '{"jsonrpc":"2.0","id":"$LAST_HANG_ID","result":{"content":[{"type":"text","text":"real"}]}}']
+    with anyio.fail_after(TIMEOUT):
+        async with RawProxy.start(policy, python_server("raw_echo")) as proxy:
+            await proxy.send(tools_call("slow", "hang"))
+            await proxy.call(request("e", "emit", {"lines": bogus}))
+            answer = await proxy.response("slow")
+            assert answer["result"]["content"][0]["text"] == "real"
+            await proxy.call(request("p", "ping"))
+            proxy.assert_all_json()
+            assert [m.get("id") for m in proxy.messages if isinstance(m, dict)] == ["slow", "e", "p"]
+
+
 async def test_server_that_cannot_start(tmp_path: Path) -> None:
     policy = write_policy(tmp_path, POLICY)
     with anyio.fail_after(TIMEOUT):
@@ -209,6 +227,28 @@ async def test_stdio_may_be_regular_files(tmp_path: Path) -> None:
     by_id = {m["id"]: m for m in map(strict_loads, answers.read_bytes().splitlines())}
     assert by_id[1]["result"]["content"][0]["text"] == 'echo {"text": "from a file"}'
     denial_of(by_id[2])
+
+
+@pytest.mark.parametrize("file", [True, False], ids=["file", "pipe"])
+async def test_calls_waiting_for_the_tool_list_at_client_eof_still_run(tmp_path: Path, file: bool) -> None:
+    """A client that sends its calls and closes its stdin (``< calls.jsonl``) while they wait for the proxy's
+    own tools/list (validate: {required_args: true}): they still reach the server and are answered. The
+    server's stdin was closed at the client's EOF, so they were answered "the MCP server exited"."""
+    policy = write_policy(tmp_path, 'default: allow\ntools:\n  echo:\n    rules:\n'
+                                    '      - name: args\n        validate: {required_args: true}\n')
+    requests = tmp_path / "requests.jsonl"
+    answers = tmp_path / "answers.jsonl"
+    requests.write_bytes(dumps(tools_call(1, "echo", {"text": "one"})) + dumps(tools_call(2, "echo", {"text": "two"})))
+    with anyio.fail_after(TIMEOUT), requests.open("rb") as source, answers.open("wb") as stdout:
+        proc = await asyncio.create_subprocess_exec(
+            *proxy_argv(policy, python_server("raw_echo")), stdin=source if file else asyncio.subprocess.PIPE,
+            stdout=stdout, stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await proc.communicate(None if file else requests.read_bytes())
+    assert proc.returncode == 0, stderr.decode()
+    by_id = {m["id"]: m for m in map(strict_loads, answers.read_bytes().splitlines())}
+    texts = [by_id[i]["result"]["content"][0]["text"] for i in (1, 2)]
+    assert texts == ['echo {"text": "one"}', 'echo {"text": "two"}']
 
 
 async def test_stdio_may_be_dev_null(tmp_path: Path) -> None:
@@ -387,6 +427,44 @@ def test_a_slow_server_with_large_answers_gets_every_request_while_its_stdin_is_
     try:
         reader.join(timeout=60)
         assert answered == set(range(n)), f"{n - len(answered)} requests never answered"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_calls_released_by_the_servers_tool_list_do_not_stall_its_answers(tmp_path: Path) -> None:
+    """Calls that waited for the proxy's own tools/list (validate: {required_args: true}) are released by the
+    server's answer, in one burst larger than its stdin holds. Reading the server goes on while that drains:
+    a server that answers one line at a time writes 100 KB answers meanwhile, and pausing its stdout for its
+    own stdin (as for a client's writes) left both waiting on each other, with only initialize answered."""
+    import subprocess
+    import threading
+
+    policy = write_policy(tmp_path, 'default: allow\ntools:\n  echo:\n    rules:\n'
+                                    '      - name: args\n        validate: {required_args: true}\n')
+    proc = subprocess.Popen(proxy_argv(policy, python_server("raw_echo"), "--state", "memory"),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdin is not None and proc.stdout is not None
+    big = "x" * 100_000
+    lines = [request(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                       "clientInfo": {"name": "t", "version": "1"}}),
+             *(tools_call(i, "echo", {"text": big}) for i in range(1, 6)), request("ping", "ping")]
+    answered: set[object] = set()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            answered.add(strict_loads(line)["id"])
+            if len(answered) == len(lines):
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        proc.stdin.write(b"".join(dumps(m) for m in lines))
+        proc.stdin.flush()
+        reader.join(timeout=30)
+        assert answered == {0, 1, 2, 3, 4, 5, "ping"}
     finally:
         proc.kill()
         proc.wait(timeout=10)

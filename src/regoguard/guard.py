@@ -334,8 +334,9 @@ class Guard:
 
 
 _OWN_RULES = frozenset({
-    "proxy/duplicate-id", "proxy/no-id", "proxy/invalid-params", "engine/input", "engine/input-too-large",
-    "engine/error", "engine/timeout", "engine/malformed", "engine/undefined", "guard/error", "limits/store-error",
+    "proxy/duplicate-id", "proxy/no-id", "proxy/batch", "proxy/invalid-params", "engine/input",
+    "engine/input-too-large", "engine/error", "engine/timeout", "engine/malformed", "engine/undefined", "guard/error",
+    "limits/store-error",
     "pin/changed", "rego/malformed", "rego/invalid-charge", "rego", "hide", "default", "approval/denied",
     "approval/declined", "approval/timeout", "approvals/store-error", "approvals/contended", "approval",
     "approval/in-use", "approval/too-large", "approval/policy-changed", "approval/cancelled", "approval/server-gone",

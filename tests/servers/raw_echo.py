@@ -10,7 +10,8 @@ Methods with special behaviour:
   initialize           an InitializeResult (so the SDK client can connect in legacy mode)
   tools/list           two tools, ``echo`` (no required args) and ``delete_customer`` (requires customer_id),
                        with ``nextCursor`` "raw-echo-page-2" (an empty last page) and an ``x-unknown`` field;
-                       never answered when ``RAW_ECHO_HANG_TOOLS_LIST=1``
+                       never answered when ``RAW_ECHO_HANG_TOOLS_LIST=1``, answered after
+                       ``RAW_ECHO_SLOW_TOOLS_LIST`` seconds when that is set (nothing else is read meanwhile)
   tools/call           ``{"content": [{"type": "text", "text": "<name> <arguments as JSON>"}]}``; tool names
                        ``hang`` (never answered) and ``die`` (exit status ``arguments.code``, default 3)
                        behave like the methods below; ``env`` answers ``os.environ.get(arguments.name)`` as
@@ -114,6 +115,7 @@ def _answer(msg: Any, line: bytes) -> dict[str, Any] | None:
     if method == "tools/list" and os.environ.get("RAW_ECHO_HANG_TOOLS_LIST") == "1":
         return None  # never answered (a server that does not list its tools)
     if method == "tools/list":
+        time.sleep(float(os.environ.get("RAW_ECHO_SLOW_TOOLS_LIST", "0")))
         # one page and a cursor that leads to an empty last page; fields no spec names, to see them kept
         if params.get("cursor") is None:
             return _result(id_, {"tools": TOOLS, "nextCursor": "raw-echo-page-2", "x-unknown": {"n": 1.5}})

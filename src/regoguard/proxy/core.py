@@ -34,7 +34,8 @@ from regoguard.decision import Decision, Reason
 from regoguard.guard import Guard, Verdict
 from regoguard.pinning import Pinning
 from regoguard.proxy import elicit, ids, jsonrpc
-from regoguard.proxy.inflight import InFlight, Pending
+from regoguard.proxy.inflight import InFlight, Kind, Pending
+from regoguard.proxy.jsonrpc import BATCHLESS_PROTOCOL
 from regoguard.proxy.replies import (
     call_doc,
     denial_reply,
@@ -70,6 +71,7 @@ class ToClient:
     data: bytes
     answers: tuple[Hashable, ...] = ()
     related: Hashable | None = None  # the client request a server notification belongs to, when it says
+    duplicate: bool = False  # the refusal of a request that reused the id of one still in flight
 
 
 @dataclass
@@ -93,6 +95,7 @@ class _Routed:
     upstream: str | None = None
     client: str | None = None
     answers: tuple[Hashable, ...] = ()
+    duplicate: bool = False  # ``client`` refuses a request under the id of one still in flight
 
 
 _PARK = _Routed()  # sentinel: the line waits for the proxy's own tools/list
@@ -134,6 +137,13 @@ class RelayCore:
         self._closed: str | None = None  # why the server is gone, once it is
         self._out = Outbox()
         self._held: dict[str, _Held] = {}  # elicitation request id -> the call it asks about
+
+    @property
+    def waiting_for_tools(self) -> bool:
+        """Client lines wait for the proxy's own tools/list (given up after ``schema_fetch_timeout`` by
+        :meth:`tick`, and answered if the server goes): a transport closing the server's stdin at the
+        client's EOF waits for them first, or they would never be sent."""
+        return bool(self._parked) or self._fetch is not None
 
     # -- entry points ------------------------------------------------------------------------------------
 
@@ -216,9 +226,10 @@ class RelayCore:
         out, self._out = self._out, Outbox()
         return out
 
-    def _to_client(self, text: str, *answers: Hashable | None, related: Hashable | None = None) -> None:
+    def _to_client(self, text: str, *answers: Hashable | None, related: Hashable | None = None,
+                   duplicate: bool = False) -> None:
         self._out.to_client.append(ToClient(text.encode("utf-8"), tuple(a for a in answers if a is not None),
-                                            related))
+                                            related, duplicate))
 
     # -- client → server ---------------------------------------------------------------------------------
 
@@ -242,13 +253,17 @@ class RelayCore:
         if routed.upstream is not None:
             self._out.to_server.append(routed.upstream.encode("utf-8"))
         if routed.client is not None:
-            self._to_client(routed.client, *routed.answers)
+            self._to_client(routed.client, *routed.answers, duplicate=routed.duplicate)
 
     def _client_batch(self, line: bytes, batch: list[Any], text: str, may_park: bool) -> None:
         if not batch:
             self._to_client(error_reply(None, jsonrpc.INVALID_REQUEST, "empty batch"))
             return
         spans = ids.element_spans(text)
+        version = self.session.protocol_version
+        if version is not None and version >= BATCHLESS_PROTOCOL:
+            self._refuse_batch(batch, text, spans, version)
+            return
         if may_park:
             for entry in batch:
                 if self._needs_fetch(entry):
@@ -267,6 +282,23 @@ class RelayCore:
                 answered.extend(routed.answers)
         if any(part is not None for part in forwarded):
             self._out.to_server.append(ids.splice(text, spans, forwarded).encode("utf-8"))
+        if answers:
+            self._to_client("[" + ",".join(answers) + "]", *answered)
+
+    def _refuse_batch(self, batch: list[Any], text: str, spans: list[tuple[int, int]], version: str) -> None:
+        """A batch in a session whose protocol has none: nothing of it is forwarded (servers of such versions
+        drop a batch unanswered, and its client would wait for ever); each request in it gets an error."""
+        why = f"JSON-RPC batches are not part of MCP {BATCHLESS_PROTOCOL} and later; this session uses {version}"
+        answers: list[str] = []
+        answered: list[Hashable] = []
+        for entry, (begin, end) in zip(batch, spans, strict=True):
+            if not (isinstance(entry, dict) and "method" in entry and "id" in entry):
+                continue
+            if entry["method"] == "tools/call":
+                self.guard.finish(self.guard.reject("proxy/batch", why, call_doc(entry)))
+            answers.append(error_reply(_raw_id_or_none(text[begin:end]), jsonrpc.INVALID_REQUEST, why))
+            answered.append(ids.id_key(entry["id"]))
+        log.warning("refused a JSON-RPC batch", protocol=version, entries=len(batch))
         if answers:
             self._to_client("[" + ",".join(answers) + "]", *answered)
 
@@ -312,7 +344,7 @@ class RelayCore:
                                                     "flight is never forwarded", call_doc(msg)))
             return _Routed(client=error_reply(raw_id, jsonrpc.INVALID_REQUEST,
                                               f"request id {raw_id[:100]} is already in flight; ids must be "
-                                              "unique within a session"), answers=(key,))
+                                              "unique within a session"), answers=(key,), duplicate=True)
         if self._closed is not None:
             return _Routed(client=error_reply(raw_id, jsonrpc.INTERNAL_ERROR, self._closed), answers=(key,))
         if self.inflight.full or len(self.inflight) + len(self._held) >= self.inflight.max_pending:
@@ -324,7 +356,8 @@ class RelayCore:
             return self._tools_call(msg, text, raw_id, key, size, may_park)
         if method == "initialize":
             self.session.note_initialize(msg)
-        upstream = self.inflight.add(Pending("list" if method == "tools/list" else "request", raw_id, key))
+        kind: Kind = "list" if method == "tools/list" else "initialize" if method == "initialize" else "request"
+        upstream = self.inflight.add(Pending(kind, raw_id, key))
         return _Routed(upstream=ids.with_id(text, str(upstream)))
 
     def _notification(self, msg: dict[str, Any], text: str, method: Any) -> _Routed:
@@ -601,10 +634,14 @@ class RelayCore:
             log.warning("dropped a server message that is not a JSON-RPC object", line=text[:200])
             return None
         if "method" in msg:
-            if msg.get("method") == "notifications/tools/list_changed":
+            if not isinstance(msg["method"], str):
+                log.warning("dropped a server message whose method is not a string", line=text[:200])
+                return None
+            if msg["method"] == "notifications/tools/list_changed":
                 self.session.forget_tools()
             return text, ()  # a server request or notification: the server's own ids, passed through
-        if "id" not in msg:
+        if "id" not in msg or ("result" not in msg and "error" not in msg):
+            # not an answer: the request it names stays in flight, for the server's real answer
             log.warning("dropped a server message that is not JSON-RPC", line=text[:200])
             return None
         upstream = msg["id"]
@@ -627,6 +664,8 @@ class RelayCore:
             else:
                 refund = "error" in msg or (error is not None and self.options.refund_on_tool_error)
                 self.guard.finish(pending.verdict, error, refund, answered=True)
+        if pending.kind == "initialize":
+            self.session.note_negotiated(msg)
         if pending.kind == "list":
             filtered = self._filter_tools_list(msg)
             if filtered is not None:

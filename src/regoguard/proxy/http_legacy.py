@@ -79,6 +79,7 @@ class LegacySse:
             session = None  # bound to whoever opened it
         if session is None or session.get_stream is None or not session.get_stream.open:
             raise Refusal(404, "Not Found: unknown or ended session")
+        session.refresh(request.state.principal)  # this POST's token: its claims decide, not the stream's
         kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if kind != "application/json":
             raise Refusal(415, "Unsupported Media Type: Content-Type must be application/json")

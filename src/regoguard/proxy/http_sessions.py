@@ -135,6 +135,9 @@ class FrontSession:
     stateless: bool = False
     last_active: float = field(default_factory=time.monotonic)
     waiters: dict[Hashable, Exchange] = field(default_factory=dict)
+    # POSTs that reused the id of a request another exchange is still waiting on, oldest first: the core
+    # refuses each (later, if it parked them behind a tools/list fetch), and the refusal is theirs
+    duplicates: dict[Hashable, list[Exchange]] = field(default_factory=dict)
     progress: dict[Hashable, Exchange] = field(default_factory=dict)
     exchanges: dict[int, Exchange] = field(default_factory=dict)
     get_stream: StreamExchange | None = None
@@ -177,7 +180,8 @@ class FrontSession:
         elif exchange.open:
             self.exchanges[exchange.serial] = exchange  # a stream is there already: the same entry
             for key in exchange.waiting:
-                self.waiters.setdefault(key, exchange)
+                if self.waiters.setdefault(key, exchange) is not exchange:
+                    self.duplicates.setdefault(key, []).append(exchange)
             for token in exchange.progress:
                 self.progress[token] = exchange
         await self.deliver(out, exchange)
@@ -201,8 +205,8 @@ class FrontSession:
         """The abandoned stream ``last_event_id`` belongs to, ready to send what followed it; None if it
         names no stream this session kept."""
         serial, sep, seen = last_event_id.partition("-")
-        if not (sep and serial.isdigit() and seen.isdigit()):
-            return None
+        if not (sep and _digits(serial) and _digits(seen)):
+            return None  # not one of ours: "²-¹" is digits to isdigit(), not to int()
         exchange = self.orphans.pop(int(serial), None)
         if exchange is None:
             return None
@@ -215,6 +219,11 @@ class FrontSession:
         for key in list(exchange.waiting):
             if self.waiters.get(key) is exchange:
                 del self.waiters[key]
+            queued = self.duplicates.get(key)
+            if queued is not None and exchange in queued:
+                queued.remove(exchange)
+                if not queued:
+                    del self.duplicates[key]
         for token in exchange.progress:
             if self.progress.get(token) is exchange:
                 del self.progress[token]
@@ -224,6 +233,12 @@ class FrontSession:
     async def deliver(self, out: Outbox, context: object = None) -> None:
         """Send what the core produced: answers to their exchanges, the rest to the best open stream."""
         for item in out.to_client:
+            if item.duplicate and item.answers and (queued := self.duplicates.get(item.answers[0])):
+                # not the request in flight under that id: it is still waiting for its answer
+                queued.pop(0).push(item.data, item.answers)
+                if not queued:
+                    del self.duplicates[item.answers[0]]
+                continue
             if item.answers:
                 target = self.waiters.get(item.answers[0])
                 for key in item.answers:
@@ -408,6 +423,10 @@ class SessionTable:
             await self.remove(session, "the proxy is shutting down")
         for session in list(self._stateless.values()):
             await session.end("the proxy is shutting down")
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 def request_keys(msg: Any) -> list[Hashable]:

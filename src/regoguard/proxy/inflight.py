@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from regoguard.guard import Verdict
 
-Kind = Literal["request", "call", "list", "internal"]
+Kind = Literal["request", "call", "list", "internal", "initialize"]
 LATE_IDS_KEPT = 4096
 """How many answered-elsewhere ids (cancelled, failed) are remembered, so a late answer is dropped quietly."""
 

@@ -21,6 +21,8 @@ META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
 META_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
 STATELESS_PROTOCOL = "2026-07-28"
+BATCHLESS_PROTOCOL = "2025-06-18"
+"""The first MCP revision without JSON-RPC batches (dates compare as text)."""
 
 
 MAX_DEPTH = 100

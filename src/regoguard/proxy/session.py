@@ -38,6 +38,13 @@ class Session:
         self.elicit_form = isinstance(elicitation, dict) and (not elicitation or isinstance(elicitation.get("form"),
                                                                                               dict))
 
+    def note_negotiated(self, msg: dict[str, Any]) -> None:
+        """The server's answer to ``initialize``: the version it chose is the session's from now on."""
+        result = msg.get("result")
+        version = result.get("protocolVersion") if isinstance(result, dict) else None
+        if isinstance(version, str):
+            self.protocol_version = version
+
     def note_meta(self, msg: dict[str, Any]) -> None:
         """2026-07-28 requests carry the client's identity in ``_meta`` instead of ``initialize``."""
         self._note_client(request_meta(msg).get(META_CLIENT_INFO))

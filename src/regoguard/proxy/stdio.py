@@ -214,7 +214,10 @@ class StdioProxy:
         self._flush_direct()
         child = self.upstream
         assert isinstance(child, ChildUpstream)
-        self._hold("server", child.pause_reading, child.resume_reading, *wrote)
+        # Only the client's stdout can hold the server up. What a server's read sends the server itself (the
+        # calls its tools/list released, the next page's request) must never stop its answers being read: it
+        # may be writing them before it reads its stdin again. That writer still holds the client up.
+        self._hold("server", child.pause_reading, child.resume_reading, wrote[0], False)
 
     def _emit(self, out: Outbox, wrote: tuple[bool, bool]) -> tuple[bool, bool]:
         """Gather ``out``; whether anything so far went to the client, and to the server."""
@@ -262,7 +265,13 @@ class StdioProxy:
 
     async def _client_done(self, client: LineProtocol) -> None:
         await client.done
+        await self._parked_sent()
         await self.upstream.close()
+
+    async def _parked_sent(self) -> None:
+        """At the client's EOF: the lines waiting for the proxy's tools/list are sent (or refused) first."""
+        while self.core.waiting_for_tools:
+            await asyncio.sleep(0.01)
 
     # -- the awaited relay (a remote server) -------------------------------------------------------------
 
@@ -275,6 +284,7 @@ class StdioProxy:
                 await self._deliver(self.core.client_oversize(line.size, self.options.max_message_bytes))
                 continue
             await self._deliver(self.core.client_line(line))
+        await self._parked_sent()
         await self.upstream.close()
 
 
