@@ -258,7 +258,7 @@ def test_random_globs_agree_where_regoguard_lets_them_through(glob: str, subject
 # Raw token soup: whatever portable_regex accepts must parse in both engines and agree with them.
 SOUP = ["a", "b", "é", "日", "😀", ".", "\\", "[", "]", "^", "$", "(", ")", "|", "*", "+", "?", "{", "}", ",",
         "1", "2", "-", ":", "s", "S", "d", "w", "b", "W", "D", "n", "t", "v", "(?:", "[:alpha:]", " ", "/", "K",
-        "[^", "{2}", "\\s", "\\S", "\\b", "\\]", "ſ"]
+        "[^", "{2}", "\\s", "\\S", "\\b", "\\B", "\\]", "ſ", "[0-Z]", "[Z-a]"]
 SOUP_SUBJECTS = ["", "a", "é", "ab", "aé", "日本", "\r", "\v", "a\nb", "😀", "-", "\\", "[", "]", "{", "a1", "ſ",
                  "K", "k", "s", "/é/", "\u2028", "é é"]
 
@@ -292,6 +292,23 @@ def test_brackets_std_regex_reads_otherwise_are_escaped(pattern: str, emitted: s
         raw = None  # rego-cpp gave no result: the pattern is an error there
     assert raw != [[True]]
     assert regopy_matrix([emitted], [subject]) == opa_matrix([emitted], [subject]) == [[True]]
+
+
+@pytest.mark.parametrize("pattern", ["(?i)[0-Z]", "(?i)[Z-a]", "(?i)^[@-Z]+$", "(?i)[_-z]+", "(?i)[a-z]"])
+def test_case_insensitive_ranges_fold_every_letter_they_cover(pattern: str):
+    # A range whose ends are not two letters of one case still covers letters: (?i)[0-Z] holds a-z too.
+    # The lowered pattern must match what OPA's RE2 matches with the pattern as written.
+    subjects = ["abc", "ABC", "z", "Z", "a", "A", "@", "`", "_", "0", "{"]
+    assert regopy_matrix([portable_regex(pattern)], subjects) == opa_matrix([pattern], subjects)
+
+
+def test_a_non_boundary_makes_any_non_ascii_subject_unportable():
+    # std::regex finds \B inside a character (between two of its bytes, both non-word); RE2 has no such
+    # position: "aéb" matches \B in the one, not in the other. Such a subject is denied, not guessed.
+    emitted = portable_regex("\\B")
+    assert regopy_matrix([emitted], ["aéb"]) != opa_matrix([emitted], ["aéb"])
+    assert not subject_is_portable(emitted, "aéb") and not subject_is_portable(emitted, "x日y")
+    assert subject_is_portable(emitted, "ab") and subject_is_portable("\\b", "aéb")
 
 
 # --- refusals reach the policy author -----------------------------------------------------------------

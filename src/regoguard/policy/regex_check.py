@@ -103,8 +103,7 @@ def _fold_case(pattern: str) -> str:
             elif i + 2 < len(pattern) and pattern[i + 1] == "-" and pattern[i + 2] != "]":
                 lo, hi = ch, pattern[i + 2]
                 out.append(f"{lo}-{hi}")
-                if lo.isalpha() and hi.isalpha() and lo.islower() == hi.islower():
-                    out.append(f"{lo.swapcase()}-{hi.swapcase()}")
+                out.extend(_other_case(lo, hi))
                 i += 3
                 continue
             else:
@@ -126,6 +125,17 @@ def _fold_case(pattern: str) -> str:
             out.append(ch)
         i += 1
     return "".join(out)
+
+
+def _other_case(lo: str, hi: str) -> list[str]:
+    """The ASCII letters of the range ``lo-hi`` in their other case, as ranges: ``[0-Z]`` covers A-Z, so
+    ``a-z``; ``[Z-a]`` covers Z and a, so ``z-z`` and ``A-A`` (non-ASCII letters under (?i) are refused)."""
+    extra = []
+    for first, last in (("A", "Z"), ("a", "z")):
+        a, b = max(lo, first), min(hi, last)
+        if a <= b:
+            extra.append(f"{a.swapcase()}-{b.swapcase()}")
+    return extra
 
 
 def _in_quantifier_braces(pattern: str, i: int) -> bool:
@@ -434,7 +444,11 @@ def _item_shape(op: Any, av: Any) -> _Shape:
         return (any(s[0] for s in shapes), any(s[1] for s in shapes), any(s[2] for s in shapes),
                 any(s[3] for s in shapes))
     if op == sre_c.AT:
-        if av in (sre_c.AT_BOUNDARY, sre_c.AT_NON_BOUNDARY):
+        if av == sre_c.AT_NON_BOUNDARY:
+            # \B holds inside any non-ASCII character for std::regex (two high bytes, both non-word), where
+            # RE2 has no position at all: unsafe on any non-ASCII text
+            return True, False, False, True
+        if av == sre_c.AT_BOUNDARY:
             return True, True, True, False  # must not touch a unit (it would test inside a character)
         return True, False, False, False
     return False, False, False, False  # a literal or an ASCII-only class: whole characters only
