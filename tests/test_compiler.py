@@ -299,6 +299,28 @@ def test_module_decides_like_the_engine_for_operator_edge_cases():
         assert module_decision(compiled, doc) == engine_decision(yaml_text, doc), args
 
 
+@pytest.mark.parametrize("segment", ["\u00b2", "\u0661"])
+def test_a_path_segment_of_non_ascii_digits_is_a_key_not_an_index(segment: str):
+    """"²" and U+0661 (Arabic-Indic one) are digits to str.isdigit (the first crashed the compiler in int(),
+    the second indexed a list): as written in a path they name an object key, as other non-ASCII text does."""
+    yaml_text = dedent(
+        f"""
+        tools:
+          t:
+            rules:
+              - name: n
+                conditions:
+                  - {{path: args.a.{segment}, op: eq, value: x}}
+        """
+    )
+    compiled = compiled_for(yaml_text)
+    for args, allowed in (({"a": {segment: "x"}}, True), ({"a": ["y", "x"]}, False), ({"a": {segment: "y"}}, False)):
+        doc = call_doc("t", args)
+        decision = engine_decision(yaml_text, doc)
+        assert decision["allow"] is allowed, (args, decision)
+        assert module_decision(compiled, doc) == decision, args
+
+
 def test_module_and_engine_agree_on_non_ascii_text():
     yaml_text = dedent(
         """

@@ -690,6 +690,9 @@ def test_anchors_aliases_and_merge_keys_load_as_written_out():
         ("tools:\n  5:\n    rules: []\n", "5:", "mapping key '5' must be a string; quote it"),
         ("tools:\n  ? [a, b]\n  : {rules: []}\n", "[a", "mapping keys must be plain strings"),
         ("---\ntools: {}\n---\ntools: {}\n", "---@2", "YAML syntax error"),
+        (wrap_condition("{path: args.a, op: eq, value: !custom 5}"), "!custom",
+         "unsupported YAML value '5' (!custom): could not determine a constructor"),
+        ("tools:\n  !custom t:\n    rules: []\n", "!custom", "unsupported YAML value 't' (!custom)"),
     ],
 )
 def test_yaml_problems(text, where, message):

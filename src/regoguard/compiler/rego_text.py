@@ -76,7 +76,7 @@ def refs(segs: list[str], base: str = "args") -> list[str]:
             step.append(f".{seg}")
         else:
             step.append(f"[{string(seg)}]")
-        if seg.isdigit() and len(seg) < 16:
+        if seg.isascii() and seg.isdigit() and len(seg) < 16:  # "²", U+0661 are keys, not indexes
             step.append(f"[{int(seg)}]")
         out = [r + s for r in out for s in step]
     return out

@@ -344,7 +344,7 @@ def _direct(c: dict[str, Any]) -> str | None:
     (no digit segment: those may index a list or name a key, and go through a value rule)."""
     segs = [str(s) for s in c.get("key_path", c["path"])]
     positive = c["op"] in rt.POSITIVE or (c["op"] == "exists" and c["value"] is True)
-    if not positive or "key_path" in c or any(s.isdigit() for s in segs):
+    if not positive or "key_path" in c or any(s.isascii() and s.isdigit() for s in segs):
         return None
     root = c.get("root", "args")
     return rt.refs(segs, _ARGS_AT if root == "args" else _BASES[root])[0]

@@ -135,7 +135,7 @@ def _rule(r: Rule) -> dict[str, Any]:
 def _path(segs: tuple[str, ...]) -> dict[str, list[str | int]]:
     """``path`` for ``object.get``, digit segments as list indexes; ``key_path`` (all strings) when those
     digits may also be object keys."""
-    path: list[str | int] = [int(s) if s.isdigit() and len(s) < 16 else s for s in segs]
+    path: list[str | int] = [int(s) if s.isascii() and s.isdigit() and len(s) < 16 else s for s in segs]
     if all(isinstance(p, str) for p in path):
         return {"path": path}
     return {"path": path, "key_path": list(segs)}

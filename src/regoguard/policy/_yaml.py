@@ -71,7 +71,11 @@ def _pos(node: yaml.Node) -> Pos:
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:
-    value = _constructor.construct_object(node, deep=True)
+    try:
+        value = _constructor.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:  # an unknown tag (!custom 5), a bad !!binary, ...
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise YamlProblem(f"unsupported YAML value {node.value!r} ({node.tag}): {problem}", _pos(node)) from exc
     if isinstance(value, float) and not math.isfinite(value):
         raise YamlProblem(f"number {node.value!r} is not finite", _pos(node))
     if isinstance(value, float) and float(format(value, ".16g")) != value:
