@@ -205,6 +205,11 @@ def test_unknown_keys_with_did_you_mean(yaml_text, expected):
             ("''", "hide[2]", "a hidden tool name must not be empty", None),
             ("a]", "hide[3]", "duplicate entry 'a' in hide", None),
         ]),
+        ("hide: ['*', 'delete_*', 'get?']\ntools: {}\n", [
+            ("'delete_*'", "hide[1]", "hide entries are exact tool names (only \"*\" alone means every tool), so "
+             "'delete_*' would hide none", "list the names to hide"),
+            ("'get?'", "hide[2]", "so 'get?' would hide none", "list the names to hide"),
+        ]),
         ("tools: [a, b]\n", [("[a", "tools", "tools must be a mapping, not a list", None)]),
         ("description: nothing\n", [("description", "tools", "policy has no `tools:` (and hides nothing)", None)]),
         ("tools:\n  '':\n    rules: []\n", [("''", 'tools[""]', "tool name must not be empty", None)]),

@@ -233,6 +233,12 @@ def _read_hide(r: Reader, node: Node) -> tuple[str, ...]:
         if name in out:
             r.error(item.pos, f"hide[{i}]", f"duplicate entry {name!r} in hide")
             continue
+        if name != "*" and any(ch in name for ch in "*?["):
+            # read as written it would hide only a tool of that very name, and leave the ones meant visible
+            r.error(item.pos, f"hide[{i}]", f"hide entries are exact tool names (only \"*\" alone means every tool), "
+                    f"so {name!r} would hide none of the tools it looks like it names",
+                    "list the names to hide (`regoguard scan` lists a server's tools)")
+            continue
         out.append(name)
     return tuple(out)
 
