@@ -19,6 +19,7 @@ import math
 from typing import Any
 
 from regoguard.decision import Charge, Decision, Reason
+from regoguard.json_numbers import InexactFloat
 from regoguard.policy.regex_check import argument_at
 
 _INT64 = (-(2**63), 2**63 - 1)
@@ -64,6 +65,9 @@ def value_problem(value: Any) -> str | None:
             if not _INT64[0] <= v <= _INT64[1]:
                 return f"the call holds the integer {v}, beyond the 64 bits the embedded engine compares exactly"
         elif isinstance(v, float):
+            if type(v) is InexactFloat:  # the server reads the text, the rules would read the double
+                return (f"the call holds the number {v.text[:40]}, which no double holds "
+                        f"(it would be decided as {float.__repr__(v)})")
             if not math.isfinite(v):
                 return f"the call holds the number {v}, which is not a finite JSON number"
             if abs(v) >= 2**63:  # rego-cpp compares it with an integer through a double: 2**63 == 2**63 - 1

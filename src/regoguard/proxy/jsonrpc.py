@@ -11,6 +11,8 @@ import math
 import re
 from typing import Any
 
+from regoguard.json_numbers import read_float
+
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -64,14 +66,20 @@ def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise ParseError(f"number {text[:40]} does not fit a double")
-    return value
+    return read_float(text, value)  # an InexactFloat when the text says more than the double holds
 
 
 # Numbers are converted by Python hooks only when one could be a problem: a run of 200+ digits (too long,
 # or a mantissa that a 2-digit exponent could overflow: 10^199 * 10^99 < 1.8e308) or a 3-digit exponent.
 # Digits inside strings can trigger the checked path too; it reaches the same answer, just slower.
 _NUMBER_RISK = re.compile(rb"[0-9]{200}|[eE][+-]?[0-9]{3}")
+# Floats are read by a Python hook (json_numbers.read_float: does the double hold the number the text
+# names?) only where one could fail that: more than 15 significant digits need a run of 8 before a `.`
+# or `e`, or after a `.`; a float from 2**53 on needs 16 digits before its `.`, or an exponent (taken
+# whenever it is positive). Text inside strings can take this path too; it only costs time.
+_FLOAT_RISK = re.compile(rb"[0-9]{8}[.eE]|\.[0-9]{8}|[eE]\+?[0-9]")
 _FAST = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+_FLOATS = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_float=_finite)
 _CHECKED = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_float=_finite,
                             parse_int=_bounded_int)
 
@@ -95,7 +103,8 @@ def loads(line: bytes) -> Any:
         raise ParseError(f"message is not UTF-8: {exc}") from exc
     try:
         # no number here can be over-long or overflow a double: skip the Python number hooks
-        value = (_FAST if _NUMBER_RISK.search(line) is None else _CHECKED).decode(text)
+        decoder = _CHECKED if _NUMBER_RISK.search(line) else _FLOATS if _FLOAT_RISK.search(line) else _FAST
+        value = decoder.decode(text)
     except ParseError:
         raise
     except RecursionError as exc:
