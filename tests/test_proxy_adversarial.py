@@ -369,19 +369,28 @@ async def test_oversize_lines_get_an_error_and_the_session_goes_on(tmp_path: Pat
             ]
             for i, line in enumerate(cases):
                 await proxy.send_raw(line)
-                err = error_of(await proxy.null_id_error(INVALID_REQUEST), INVALID_REQUEST)
+                # answered under its own id (read from the line's start), so the client is not left waiting
+                err = error_of(await proxy.response(f"over-{i + 1}"), INVALID_REQUEST)
                 assert str(limit) in err["message"] and "exceeds" in err["message"], err
                 r = await proxy.call(tools_call(f"next-{i}", "echo", {"text": f"next {i}"}))
                 assert r["result"]["content"][0]["text"] == f"next {i}"
 
             # an oversize line and a normal request in one write: only the oversize one is dropped
             await proxy.send_raw(echo_line("over-4", 50_000) + dumps(tools_call("glued", "echo", {"text": "glued"})))
-            error_of(await proxy.null_id_error(INVALID_REQUEST), INVALID_REQUEST)
+            error_of(await proxy.response("over-4"), INVALID_REQUEST)
             r = await proxy.response("glued")
             assert r["result"]["content"][0]["text"] == "glued"
-            # nothing answered the oversize requests themselves (the proxy never read their ids)
+            # an id after the line's first 4 KB, or running into their end, is not read: the error is under null
+            late = {"jsonrpc": "2.0", "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"t": "x" * 9000}}, "id": "late"}
+            await proxy.send_raw(dumps(late))
+            error_of(await proxy.null_id_error(INVALID_REQUEST), INVALID_REQUEST)
+            cut = b'{"jsonrpc":"2.0","method":"x","params":"' + b"p" * (4096 - 49) + b'","id":123456789}\n'
+            assert cut.index(b"123456789") < 4096 < cut.index(b"}\n")
+            await proxy.send_raw(cut)
+            error_of(await proxy.null_id_error(INVALID_REQUEST), INVALID_REQUEST)
             ids = {m.get("id") for m in proxy.messages if isinstance(m, dict)}
-            assert not ids & {"over-1", "over-2", "over-3", "over-4"}
+            assert not ids & {"late", 1234, 123456789}
             proxy.assert_all_json()
     assert spy_tools(log) == ["echo"] * 5
     assert [args["text"] for _, args in spy_calls(log)][1:] == ["next 0", "next 1", "next 2", "glued"]

@@ -108,7 +108,7 @@ def test_a_denial_names_its_rule_once() -> None:
 
 
 def _items(items: list[Any]) -> list[Any]:
-    return [("oversize", item.size) if isinstance(item, OVERSIZE) else item for item in items]
+    return [("oversize", item.size, item.head) if isinstance(item, OVERSIZE) else item for item in items]
 
 
 async def _by_read_line(chunks: list[bytes], limit: int) -> list[Any]:

@@ -163,11 +163,17 @@ class RelayCore:
                                         f"regoguard could not handle this message: {exc}"))
         return self._flush()
 
-    def client_oversize(self, size: int, limit: int) -> Outbox:
-        """The transport skipped a client message larger than it accepts."""
+    def client_oversize(self, size: int, limit: int, head: bytes = b"") -> Outbox:
+        """The transport skipped a client message larger than it accepts; ``head`` is its start, where the
+        id of a request usually is: the error is under that id when it can be read, so the client's request
+        is answered rather than left waiting (else under ``null``)."""
         log.warning("oversize message from client", size=size, limit=limit)
-        self._to_client(error_reply(None, jsonrpc.INVALID_REQUEST,
-                                    f"message of {size} bytes exceeds the proxy's limit of {limit}"))
+        raw = ids.salvage_id(head, head=True) if head else None
+        key = _key_of(raw)
+        if key is not None and (self.inflight.client_busy(key) or any(h.key == key for h in self._held.values())):
+            raw = key = None  # the id of a request in flight: its error must not look like that request's answer
+        self._to_client(error_reply(raw, jsonrpc.INVALID_REQUEST,
+                                    f"message of {size} bytes exceeds the proxy's limit of {limit}"), key)
         return self._flush()
 
     def server_line(self, line: bytes) -> Outbox:
@@ -753,6 +759,16 @@ def _arguments_text(text: str) -> str:
 def _cancelled(request_id: str, reason: str) -> bytes:
     return jsonrpc.encode({"jsonrpc": "2.0", "method": "notifications/cancelled",
                            "params": {"requestId": request_id, "reason": reason}})
+
+
+def _key_of(raw: str | None) -> Hashable | None:
+    """The id key of a request id's JSON text (None: no id)."""
+    if raw is None:
+        return None
+    try:
+        return ids.id_key(jsonrpc.loads(raw.encode("utf-8")))
+    except (jsonrpc.ParseError, TypeError, ValueError):
+        return None
 
 
 def _raw_id_or_none(text: str) -> str | None:

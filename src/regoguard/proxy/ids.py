@@ -174,15 +174,28 @@ def with_id(text: str, new_id: str) -> str:
     return text[:span[0]] + new_id + text[span[1]:]
 
 
-def salvage_id(line: bytes) -> str | None:
+def _decoded(line: bytes, head: bool) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if head and exc.reason == "unexpected end of data":  # the cut fell inside a character
+            return line[:exc.start].decode("utf-8")
+        raise
+
+
+def salvage_id(line: bytes, head: bool = False) -> str | None:
     """The id of a message that could not be accepted (too deep, too long a number, a duplicate key
-    elsewhere), read leniently so its error can name it; None when it cannot be read unambiguously."""
+    elsewhere), read leniently so its error can name it; None when it cannot be read unambiguously.
+    ``head``: ``line`` is only the start of the message (an oversize one), so an id running into its end
+    may be cut short (``12`` of ``123``) and is not taken."""
     found: str | None = None
     try:
-        text = line.decode("utf-8")
+        text = _decoded(line, head)
         for name, begin, end in members(text):
             if name == "id":
                 if found is not None:  # two ids: which one would a server read?
+                    return None
+                if head and end >= len(text):
                     return None
                 found = text[begin:end]
     except (NoSpan, UnicodeDecodeError):

@@ -10,10 +10,25 @@ import asyncio
 from collections.abc import Callable
 from typing import Final
 
+HEAD_BYTES = 4096
+"""How much of an oversize line is kept (``_Oversize.head``): enough to read the id of its request."""
+
 
 class _Oversize:
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, head: bytes = b"") -> None:
         self.size = size
+        self.head = head  # its first HEAD_BYTES bytes, at most
+
+
+def _head_of(parts: list[bytes]) -> bytes:
+    out: list[bytes] = []
+    size = 0
+    for part in parts:
+        out.append(part[:HEAD_BYTES - size])
+        size += len(out[-1])
+        if size >= HEAD_BYTES:
+            break
+    return b"".join(out)
 
 
 OVERSIZE: Final = _Oversize
@@ -27,16 +42,20 @@ async def read_line(reader: asyncio.StreamReader) -> bytes | _Oversize | None:
         return exc.partial or None
     except asyncio.LimitOverrunError as exc:
         skipped = 0
+        head: list[bytes] = []
         consumed = exc.consumed
         while True:
-            skipped += len(await reader.readexactly(consumed)) if consumed else 0
+            chunk = await reader.readexactly(consumed) if consumed else b""
+            skipped += len(chunk)
+            head.append(chunk)
             try:
-                skipped += len(await reader.readuntil(b"\n"))
-                return _Oversize(skipped)
+                rest = await reader.readuntil(b"\n")
             except asyncio.IncompleteReadError as inner:
-                return _Oversize(skipped + len(inner.partial))
+                rest = inner.partial
             except asyncio.LimitOverrunError as again:
                 consumed = again.consumed
+                continue
+            return _Oversize(skipped + len(rest), _head_of([*head, rest]))
 
 
 def framed(data: bytes) -> bytes:
@@ -59,6 +78,7 @@ class LineSplitter:
         self._parts: list[bytes] = []  # the start of the line still arriving
         self._size = 0  # its length so far
         self._skipping = False  # it is already over the limit: dropped as it comes
+        self._head = b""  # the start of the line being skipped
 
     def feed(self, data: bytes) -> list[Item]:
         items: list[Item] = []
@@ -67,18 +87,21 @@ class LineSplitter:
         while end >= 0:
             size = self._size + end + 1 - start
             if self._skipping or size - 1 > self.limit:
-                items.append(_Oversize(size))
+                piece = data[start:min(end + 1, start + HEAD_BYTES)]
+                items.append(_Oversize(size, _head_of([self._head, *self._parts, piece])))
             elif self._parts:
                 self._parts.append(data[start:end + 1])
                 items.append(b"".join(self._parts))
             else:
                 items.append(data[start:end + 1])
-            self._parts, self._size, self._skipping = [], 0, False
+            self._parts, self._size, self._skipping, self._head = [], 0, False, b""
             start = end + 1
             end = data.find(b"\n", start)
         if start < len(data):
             self._size += len(data) - start
             if self._skipping or self._size > self.limit:
+                if len(self._head) < HEAD_BYTES:  # _head or _parts is empty
+                    self._head = _head_of([self._head, *self._parts, data[start:start + HEAD_BYTES]])
                 self._parts, self._skipping = [], True
             else:
                 self._parts.append(data[start:] if start else data)
@@ -88,8 +111,8 @@ class LineSplitter:
         """What is left at end of input: the last line without its newline, or its oversize marker."""
         if not self._size:
             return []
-        item: Item = _Oversize(self._size) if self._skipping else b"".join(self._parts)
-        self._parts, self._size, self._skipping = [], 0, False
+        item: Item = _Oversize(self._size, self._head) if self._skipping else b"".join(self._parts)
+        self._parts, self._size, self._skipping, self._head = [], 0, False, b""
         return [item]
 
 

@@ -190,7 +190,8 @@ class StdioProxy:
         try:
             for item in items:
                 if isinstance(item, OVERSIZE):
-                    wrote = self._emit(self.core.client_oversize(item.size, self.options.max_message_bytes), wrote)
+                    wrote = self._emit(self.core.client_oversize(item.size, self.options.max_message_bytes, item.head),
+                                       wrote)
                 else:
                     wrote = self._emit(self.core.client_line(item), wrote)
             self._flush_direct()
@@ -281,7 +282,7 @@ class StdioProxy:
             if line is None:
                 break
             if isinstance(line, OVERSIZE):
-                await self._deliver(self.core.client_oversize(line.size, self.options.max_message_bytes))
+                await self._deliver(self.core.client_oversize(line.size, self.options.max_message_bytes, line.head))
                 continue
             await self._deliver(self.core.client_line(line))
         await self._parked_sent()
