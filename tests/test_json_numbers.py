@@ -19,7 +19,7 @@ from regoguard.proxy import jsonrpc
 
 
 def parsed(text: str) -> object:
-    return jsonrpc.loads(b'{"n":' + text.encode() + b"}")["n"]
+    return jsonrpc.loads(b'{"n":' + text.encode() + b"}", exact_floats=True)["n"]
 
 
 @pytest.mark.parametrize("text", ["100.00000000000000001", "-1e-400", "9007199254740993.0", "9007199254740993e0",
@@ -38,6 +38,11 @@ def test_a_number_its_double_holds_is_a_plain_float(text: str) -> None:
     assert type(value) is float and value == float(text)
 
 
+def test_only_a_clients_floats_are_read_by_the_hook() -> None:
+    # a server's answer is relayed as its text: its numbers decide nothing, so they cost no Python call
+    assert type(jsonrpc.loads(b'{"n":100.00000000000000001}')["n"]) is float
+
+
 _DIGITS = st.text("0123456789", min_size=1, max_size=21)
 
 
@@ -46,8 +51,8 @@ _DIGITS = st.text("0123456789", min_size=1, max_size=21)
 def test_every_float_text_is_read_as_the_number_it_names_or_marked(whole: str, fraction: str | None,
                                                                   exponent: int | None) -> None:
     """Whatever its digits: a float below 2**53 is plain when its shortest spelling has the text's value,
-    one from 2**53 on when it is exactly the text's integer; else it is marked (the regex gate in
-    jsonrpc must send every such text through the hook)."""
+    one from 2**53 on when it is exactly the text's integer; else it is marked (by whichever decoder
+    jsonrpc picks for the text)."""
     text = whole.lstrip("0").rjust(1, "0") + (f".{fraction}" if fraction is not None else "") \
         + (f"e{exponent}" if exponent is not None else "")
     if fraction is None and exponent is None:
@@ -81,3 +86,18 @@ async def test_a_call_whose_amount_no_double_holds_never_reaches_the_server(tmp_
             await proxy.send_raw(call % (2, b"100.0"))
             assert "result" in await proxy.response(2)
     assert b"100.00000000000000001" not in log.read_bytes() and b'"amount":100.0' in log.read_bytes()
+
+
+_SEGMENTS = st.lists(st.one_of(st.integers(150, 250).map(lambda n: b"7" * n),
+                               st.binary(max_size=6).map(lambda b: bytes(b"0123456789eE+-x. "[x % 17] for x in b))),
+                     max_size=8).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_SEGMENTS)
+def test_the_number_risk_check_finds_what_its_regex_would(line: bytes) -> None:
+    """A run of 200 digits or a 3-digit exponent sends a line to the checked decoder; the check is made on a
+    translated copy (faster than a regex); it must find exactly what the regex finds."""
+    import re
+
+    assert jsonrpc._number_risk(line) == bool(re.search(rb"[0-9]{200}|[eE][+-]?[0-9]{3}", line))

@@ -244,7 +244,7 @@ class RelayCore:
         if not body.strip():
             return
         try:
-            msg = jsonrpc.loads(body)
+            msg = jsonrpc.loads(body, exact_floats=True)  # the rules decide on the numbers the server reads
             text = body.decode("utf-8")
         except jsonrpc.ParseError as exc:
             self._to_client(error_reply(ids.salvage_id(body), jsonrpc.PARSE_ERROR, f"Parse error: {exc}"))
