@@ -314,10 +314,7 @@ async def test_the_callers_token_never_goes_upstream(tmp_path: Path, keys: Keys)
     assert not any(bearer in (s or "") for s in seen)
 
 
-async def test_a_session_reads_the_claims_of_the_latest_token(tmp_path: Path, keys: Keys) -> None:
-    """A user who lost the admins group loses what it allowed on the next request, in the session opened
-    while they had it and in the relay their 2026-07-28 requests share."""
-    policy = """\
+ADMINS_ONLY = """\
 version: "1"
 default: allow
 tools:
@@ -327,8 +324,13 @@ tools:
         conditions:
           - {path: principal.claims.groups, op: contains, value: admins}
 """
+
+
+async def test_a_session_reads_the_claims_of_the_latest_token(tmp_path: Path, keys: Keys) -> None:
+    """A user who lost the admins group loses what it allowed on the next request, in the session opened
+    while they had it and in the relay their 2026-07-28 requests share."""
     log = tmp_path / "spy.jsonl"
-    with gateway(tmp_path, keys, log=log, policy_text=policy) as gw, anyio.fail_after(TIMEOUT):
+    with gateway(tmp_path, keys, log=log, policy_text=ADMINS_ONLY) as gw, anyio.fail_after(TIMEOUT):
         admin = token(keys.rsa, gw.url, sub="bob", groups=["admins"])
         demoted = token(keys.rsa, gw.url, sub="bob", groups=["eng"])
         call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -360,18 +362,8 @@ tools:
 async def test_a_legacy_sse_session_reads_the_claims_of_each_posts_token(tmp_path: Path, keys: Keys) -> None:
     """The legacy transport too: each POST /messages is decided with its own token's claims, not those of
     the token that opened GET /sse (the stream can outlive a group membership and that token's expiry)."""
-    policy = """\
-version: "1"
-default: allow
-tools:
-  delete_customer:
-    rules:
-      - name: admins only
-        conditions:
-          - {path: principal.claims.groups, op: contains, value: admins}
-"""
     log = tmp_path / "spy.jsonl"
-    with gateway(tmp_path, keys, log=log, policy_text=policy) as gw, anyio.fail_after(TIMEOUT):
+    with gateway(tmp_path, keys, log=log, policy_text=ADMINS_ONLY) as gw, anyio.fail_after(TIMEOUT):
         admin = token(keys.rsa, gw.url, sub="bob", groups=["admins"])
         demoted = token(keys.rsa, gw.url, sub="bob", groups=["eng"])
         events: list[dict[str, Any]] = []
