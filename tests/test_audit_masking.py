@@ -376,3 +376,9 @@ def test_masking_in_one_walk_matches_the_general_path(args: Any, default_keys: b
         return []
 
     assert not set(containers(fast[0])) & set(containers(args))
+
+
+def test_a_pointer_index_of_non_ascii_digits_names_nothing() -> None:
+    # "²" is a digit to str.isdigit, not to int(): it raised ValueError; it names no list element
+    out, _, masked = mask_arguments({"items": [1, 2]}, MaskingRules(mask=("/items/\u00b2",), default_keys=()))
+    assert out == {"items": [1, 2]} and masked == []

@@ -4,6 +4,7 @@ nearest double (``100.00000000000000001`` passed ``lte: 100`` as ``100.0``)."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -38,9 +39,31 @@ def test_a_number_its_double_holds_is_a_plain_float(text: str) -> None:
     assert type(value) is float and value == float(text)
 
 
-def test_only_a_clients_floats_are_read_by_the_hook() -> None:
-    # a server's answer is relayed as its text: its numbers decide nothing, so they cost no Python call
-    assert type(jsonrpc.loads(b'{"n":100.00000000000000001}')["n"]) is float
+def test_only_a_clients_floats_are_marked() -> None:
+    # a server's answer is relayed as its text: its numbers decide nothing (a schema's 1e100 must not deny
+    # every call with team Rego), whichever decoder reads the line
+    for line in (b'{"n":100.00000000000000001}', b'{"n":100.00000000000000001,"m":1e100}'):
+        assert {type(v) for v in jsonrpc.loads(line).values()} == {float}
+    assert {type(v) for v in jsonrpc.loads(b'{"n":100.00000000000000001,"m":1e100}', True).values()} == {InexactFloat}
+
+
+@pytest.mark.parametrize(("text", "marked"), [("0e99999999999999999999999", False),
+                                              ("-0.0e-99999999999999999999", False),
+                                              ("1e-9999999999999999999999", True)])
+def test_an_exponent_beyond_decimals_reach_is_read_not_raised(text: str, marked: bool) -> None:
+    # Decimal refuses such exponents (InvalidOperation, not a ValueError): it ended the stdio session
+    assert (type(parsed(text)) is InexactFloat) is marked
+    assert type(jsonrpc.loads(b'{"n":' + text.encode() + b"}")["n"]) is float
+
+
+def test_a_marked_number_copies_with_its_text() -> None:
+    # the decision log deep-copies a call's arguments to mask them
+    import copy
+    import pickle
+
+    value = parsed("100.00000000000000001")
+    for twin in (copy.deepcopy(value), pickle.loads(pickle.dumps(value))):
+        assert type(twin) is InexactFloat and twin.text == value.text and twin == 100.0
 
 
 _DIGITS = st.text("0123456789", min_size=1, max_size=21)
@@ -77,15 +100,25 @@ tools:
 
 async def test_a_call_whose_amount_no_double_holds_never_reaches_the_server(tmp_path: Path) -> None:
     log = tmp_path / "raw.log"
+    decisions = tmp_path / "decisions.jsonl"
     policy = write_policy(tmp_path, POLICY)
     call = b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"pay","arguments":{"amount":%s}}}\n'
     with anyio.fail_after(TIMEOUT):
-        async with RawProxy.start(policy, python_server("raw_echo"), env={"RAW_ECHO_LOG": str(log)}) as proxy:
+        async with RawProxy.start(policy, python_server("raw_echo"), env={"RAW_ECHO_LOG": str(log)},
+                                  options=["--decision-log", str(decisions)]) as proxy:
             await proxy.send_raw(call % (1, b"100.00000000000000001"))
             assert denial_of(await proxy.response(1))["rule"] == "engine/input"
             await proxy.send_raw(call % (2, b"100.0"))
             assert "result" in await proxy.response(2)
+            # a number beyond Decimal's exponents, as an id: answered, and the session goes on
+            await proxy.send_raw(b'{"jsonrpc":"2.0","id":0e99999999999999999999999,"method":"ping"}\n')
+            await proxy.expect(lambda m: isinstance(m, dict) and m.get("result", {}).get("method") == "ping")
+            await proxy.send_raw(call % (3, b"1"))
+            assert "result" in await proxy.response(3)
     assert b"100.00000000000000001" not in log.read_bytes() and b'"amount":100.0' in log.read_bytes()
+    events = [json.loads(line) for line in decisions.read_text().splitlines()]
+    assert [(e["outcome"], e.get("rule")) for e in events] == [("denied", "engine/input"), ("allowed", None),
+                                                               ("allowed", None)]
 
 
 _SEGMENTS = st.lists(st.one_of(st.integers(150, 250).map(lambda n: b"7" * n),

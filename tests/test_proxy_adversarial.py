@@ -389,8 +389,11 @@ async def test_oversize_lines_get_an_error_and_the_session_goes_on(tmp_path: Pat
             assert cut.index(b"123456789") < 4096 < cut.index(b"}\n")
             await proxy.send_raw(cut)
             error_of(await proxy.null_id_error(INVALID_REQUEST), INVALID_REQUEST)
+            # a client's oversize *response* names the server's id space: its error is under null too
+            await proxy.send_raw(dumps({"jsonrpc": "2.0", "id": "resp", "result": {"t": "x" * 9000}}))
+            error_of(await proxy.null_id_error(INVALID_REQUEST), INVALID_REQUEST)
             ids = {m.get("id") for m in proxy.messages if isinstance(m, dict)}
-            assert not ids & {"late", 1234, 123456789}
+            assert not ids & {"late", 1234, 123456789, "resp"}
             proxy.assert_all_json()
     assert spy_tools(log) == ["echo"] * 5
     assert [args["text"] for _, args in spy_calls(log)][1:] == ["next 0", "next 1", "next 2", "glued"]

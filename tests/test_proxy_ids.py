@@ -194,3 +194,14 @@ async def test_no_server_line_crashes_the_proxy_or_reaches_the_client(tmp_path: 
             assert all(isinstance(m, dict) and m.get("jsonrpc") == "2.0" for m in proxy.messages)
             assert [m["id"] for m in proxy.messages] == ["e", "after"]
         assert "Traceback" not in proxy.stderr_text()
+
+
+@pytest.mark.parametrize(("head", "expected"), [(b'{"id":12,"method":"x","params":"', "12"),
+                                                (b'{"id":"abc" ,"method', '"abc"'),
+                                                (b'{"id":12', None), (b'{"id":1.', None), (b'{"id":1e', None),
+                                                (b'{"id":12.5E-', None), (b'{"method":"x","id":"a\xc3', None)])
+def test_an_id_read_from_the_start_of_a_message_is_never_a_cut_one(head: bytes, expected: str | None) -> None:
+    # an oversize line's first 4 KB: an id running into their end may be longer (12 of 123, 1 of 1.5)
+    from regoguard.proxy import ids
+
+    assert ids.salvage_id(head, head=True) == expected

@@ -135,3 +135,34 @@ def test_the_direct_relay_splits_lines_as_the_stream_reader_does(data: bytes, li
     for chunk in chunks:
         got += splitter.feed(chunk)
     assert _items(got + splitter.end()) == asyncio.run(_by_read_line(chunks, limit))
+
+
+def test_read_line_keeps_only_the_start_of_a_line_it_skips() -> None:
+    """A server printing one endless line must cost the limit, not the line: only its first HEAD_BYTES are
+    kept (they were all kept until the newline, 446 MB for a 400 MB line)."""
+    import tracemalloc
+
+    from regoguard.proxy.lines import HEAD_BYTES
+
+    async def run() -> tuple[Any, int]:
+        reader = asyncio.StreamReader(limit=64 * 1024)
+        chunk = b"x" * 65536
+
+        async def produce() -> None:
+            for _ in range(512):  # 32 MiB, fed as the reader drains
+                reader.feed_data(chunk)
+                await asyncio.sleep(0)
+            reader.feed_data(b"\n")
+            reader.feed_eof()
+
+        tracemalloc.start()
+        task = asyncio.ensure_future(produce())
+        item = await read_line(reader)
+        await task
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return item, peak
+
+    item, peak = asyncio.run(run())
+    assert isinstance(item, OVERSIZE) and item.size == 512 * 65536 + 1 and item.head == b"x" * HEAD_BYTES
+    assert peak < 8 * 1024 * 1024, peak

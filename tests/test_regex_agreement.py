@@ -294,7 +294,8 @@ def test_brackets_std_regex_reads_otherwise_are_escaped(pattern: str, emitted: s
     assert regopy_matrix([emitted], [subject]) == opa_matrix([emitted], [subject]) == [[True]]
 
 
-@pytest.mark.parametrize("pattern", ["(?i)[0-Z]", "(?i)[Z-a]", "(?i)^[@-Z]+$", "(?i)[_-z]+", "(?i)[a-z]"])
+@pytest.mark.parametrize("pattern", ["(?i)[0-Z]", "(?i)[Z-a]", "(?i)^[@-Z]+$", "(?i)[_-z]+", "(?i)[a-z]",
+                                     "(?i)^[ -\\~]+$", "(?i)^[!-\\]]+$", "(?i)[\\[-a]"])
 def test_case_insensitive_ranges_fold_every_letter_they_cover(pattern: str):
     # A range whose ends are not two letters of one case still covers letters: (?i)[0-Z] holds a-z too.
     # The lowered pattern must match what OPA's RE2 matches with the pattern as written.

@@ -9,7 +9,7 @@ Imports nothing of ours.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 _NORMAL_MIN = 2.2250738585072014e-308
 """Below this a double has fewer than 15 significant digits (subnormal), down to 0 (underflow)."""
@@ -26,6 +26,9 @@ class InexactFloat(float):
         self.text = text
         return self
 
+    def __reduce__(self) -> tuple[type[InexactFloat], tuple[float, str]]:  # copy, deepcopy and pickle
+        return InexactFloat, (float(self), self.text)
+
 
 def read_float(text: str, value: float) -> float:
     """``value`` (``float(text)``, finite) when it is the number ``text`` names, else an :class:`InexactFloat`.
@@ -37,10 +40,10 @@ def read_float(text: str, value: float) -> float:
     name exactly that integer: ``9.223372036854775e18`` is 9223372036854775000 to a reader of decimals and
     9223372036854774784 to a reader of doubles (and to the engine), which a limit between them would tell
     apart."""
-    if abs(value) >= _BIG:
-        return value if Decimal(text) == Decimal(value) else InexactFloat(value, text)
-    if len(text) <= 16 and abs(value) >= _NORMAL_MIN:
+    if abs(value) < _BIG and (text == repr(value) or (len(text) <= 16 and abs(value) >= _NORMAL_MIN)):
         return value
-    if Decimal(text) == Decimal(repr(value)):
-        return value
-    return InexactFloat(value, text)
+    try:
+        exact = Decimal(text) == (Decimal(value) if abs(value) >= _BIG else Decimal(repr(value)))
+    except InvalidOperation:  # an exponent beyond Decimal's (1e-9999999999999999999999): only zero is exact
+        exact = value == 0.0 and not text.lower().partition("e")[0].strip("+-0.")
+    return value if exact else InexactFloat(value, text)

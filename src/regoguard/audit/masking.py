@@ -56,14 +56,14 @@ def _parent(tree: Any, parts: list[str]) -> tuple[Any, str | int] | None:
     for part in parts[:-1]:
         if isinstance(node, dict) and part in node:
             node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        elif isinstance(node, list) and part.isascii() and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
             return None
     last = parts[-1]
     if isinstance(node, dict) and last in node:
         return node, last
-    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+    if isinstance(node, list) and last.isascii() and last.isdigit() and int(last) < len(node):
         return node, int(last)
     return None
 

@@ -101,10 +101,17 @@ def _fold_case(pattern: str) -> str:
                 in_class = False
                 out.append(ch)
             elif i + 2 < len(pattern) and pattern[i + 1] == "-" and pattern[i + 2] != "]":
-                lo, hi = ch, pattern[i + 2]
-                out.append(f"{lo}-{hi}")
+                lo, hi, end = ch, pattern[i + 2], pattern[i + 2]
+                if hi == "\\":  # an escaped end: [ -\~] is printable ASCII
+                    hi = pattern[i + 3: i + 4]
+                    end = "\\" + hi
+                    if not hi or hi.isalnum():  # a class escape (\d) or an unknown one: left as written
+                        out.append(ch)
+                        i += 1
+                        continue
+                out.append(f"{lo}-{end}")
                 out.extend(_other_case(lo, hi))
-                i += 3
+                i += 1 + len(end) + 1
                 continue
             else:
                 out.append(ch + (ch.swapcase() if ch.isalpha() and ch.swapcase() != ch else ""))

@@ -168,7 +168,8 @@ class RelayCore:
         id of a request usually is: the error is under that id when it can be read, so the client's request
         is answered rather than left waiting (else under ``null``)."""
         log.warning("oversize message from client", size=size, limit=limit)
-        raw = ids.salvage_id(head, head=True) if head else None
+        # only a request's id, and none while lines are parked (their ids are not known yet)
+        raw = ids.salvage_id(head, head=True) if head and not self._parked and _names_method(head) else None
         key = _key_of(raw)
         if key is not None and (self.inflight.client_busy(key) or any(h.key == key for h in self._held.values())):
             raw = key = None  # the id of a request in flight: its error must not look like that request's answer
@@ -759,6 +760,17 @@ def _arguments_text(text: str) -> str:
 def _cancelled(request_id: str, reason: str) -> bytes:
     return jsonrpc.encode({"jsonrpc": "2.0", "method": "notifications/cancelled",
                            "params": {"requestId": request_id, "reason": reason}})
+
+
+def _names_method(head: bytes) -> bool:
+    """Whether the start of a message has a top-level ``method`` member (a request, not a response)."""
+    try:
+        for name, _, _ in ids.members(head.decode("utf-8", "replace")):
+            if name == "method":
+                return True
+    except ids.NoSpan:
+        pass
+    return False
 
 
 def _key_of(raw: str | None) -> Hashable | None:

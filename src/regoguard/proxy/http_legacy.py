@@ -79,11 +79,11 @@ class LegacySse:
             session = None  # bound to whoever opened it
         if session is None or session.get_stream is None or not session.get_stream.open:
             raise Refusal(404, "Not Found: unknown or ended session")
-        session.refresh(request.state.principal)  # this POST's token: its claims decide, not the stream's
         kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if kind != "application/json":
             raise Refusal(415, "Unsupported Media Type: Content-Type must be application/json")
         body = await read_body(request, self.options.max_body_bytes, self.options.body_timeout)
+        session.refresh(request.state.principal)  # this POST's token decides (after the body: no await between)
         stream = session.get_stream
         try:
             msg = jsonrpc.loads(body)

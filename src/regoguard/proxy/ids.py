@@ -195,8 +195,8 @@ def salvage_id(line: bytes, head: bool = False) -> str | None:
             if name == "id":
                 if found is not None:  # two ids: which one would a server read?
                     return None
-                if head and end >= len(text):
-                    return None
+                if head and text[_skip_ws(text, end):][:1] not in (",", "}"):
+                    return None  # cut short, or followed by what would make it another number (1. of 1.5)
                 found = text[begin:end]
     except (NoSpan, UnicodeDecodeError):
         if found is None:

@@ -66,7 +66,12 @@ def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise ParseError(f"number {text[:40]} does not fit a double")
-    return read_float(text, value)  # an InexactFloat when the text says more than the double holds
+    return value
+
+
+def _finite_exact(text: str) -> float:
+    """A client's float: an InexactFloat when the text says more than the double holds."""
+    return read_float(text, _finite(text))
 
 
 # Numbers are converted by Python hooks only when one could be a problem: a run of 200+ digits (too long,
@@ -87,9 +92,12 @@ def _number_risk(line: bytes) -> bool:
 _FAST = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
 # A client's floats are read by a hook (json_numbers.read_float): the rules must decide on the number its
 # text names, which the server reads, and a double may not hold it.
-_FLOATS = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_float=_finite)
+_FLOATS = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+                           parse_float=_finite_exact)
 _CHECKED = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_float=_finite,
                             parse_int=_bounded_int)
+_CHECKED_EXACT = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+                                  parse_float=_finite_exact, parse_int=_bounded_int)
 
 
 def loads(line: bytes, exact_floats: bool = False) -> Any:
@@ -111,14 +119,17 @@ def loads(line: bytes, exact_floats: bool = False) -> Any:
     except UnicodeDecodeError as exc:
         raise ParseError(f"message is not UTF-8: {exc}") from exc
     try:
-        # no number here can be over-long or overflow a double: skip the Python number hooks
-        decoder = _CHECKED if _number_risk(line) else _FLOATS if exact_floats else _FAST
+        # a 200-digit run or a 3-digit exponent goes through the Python number hooks; else only floats (a client's)
+        if _number_risk(line):
+            decoder = _CHECKED_EXACT if exact_floats else _CHECKED
+        else:
+            decoder = _FLOATS if exact_floats else _FAST
         value = decoder.decode(text)
     except ParseError:
         raise
     except RecursionError as exc:
         raise ParseError(f"nesting deeper than {MAX_DEPTH}") from exc
-    except ValueError as exc:  # JSONDecodeError, and whatever a number conversion raises
+    except (ValueError, ArithmeticError) as exc:  # JSONDecodeError, and whatever a number conversion raises
         raise ParseError(f"invalid JSON: {exc}") from exc
     # Fast path: fewer brackets in all than the limit cannot nest deeper than it.
     if line.count(b"[") + line.count(b"{") > MAX_DEPTH and depth_exceeds(value, MAX_DEPTH):

@@ -47,7 +47,8 @@ async def read_line(reader: asyncio.StreamReader) -> bytes | _Oversize | None:
         while True:
             chunk = await reader.readexactly(consumed) if consumed else b""
             skipped += len(chunk)
-            head.append(chunk)
+            if skipped - len(chunk) < HEAD_BYTES:  # keep the start only: the line may be any size
+                head.append(chunk[:HEAD_BYTES])
             try:
                 rest = await reader.readuntil(b"\n")
             except asyncio.IncompleteReadError as inner:
@@ -55,7 +56,7 @@ async def read_line(reader: asyncio.StreamReader) -> bytes | _Oversize | None:
             except asyncio.LimitOverrunError as again:
                 consumed = again.consumed
                 continue
-            return _Oversize(skipped + len(rest), _head_of([*head, rest]))
+            return _Oversize(skipped + len(rest), _head_of([*head, rest[:HEAD_BYTES]]))
 
 
 def framed(data: bytes) -> bytes:
