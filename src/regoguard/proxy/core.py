@@ -145,6 +145,10 @@ class RelayCore:
         client's EOF waits for them first, or they would never be sent."""
         return bool(self._parked) or self._fetch is not None
 
+    def _busy(self, key: Hashable) -> bool:
+        """A client request under ``key`` is still waiting: upstream, or held for the user's approval."""
+        return self.inflight.client_busy(key) or any(h.key == key for h in self._held.values())
+
     # -- entry points ------------------------------------------------------------------------------------
 
     def client_line(self, line: bytes, can_ask: bool = True) -> Outbox:
@@ -171,7 +175,7 @@ class RelayCore:
         # only a request's id, and none while lines are parked (their ids are not known yet)
         raw = ids.salvage_id(head, head=True) if head and not self._parked and _names_method(head) else None
         key = _key_of(raw)
-        if key is not None and (self.inflight.client_busy(key) or any(h.key == key for h in self._held.values())):
+        if key is not None and self._busy(key):
             raw = key = None  # the id of a request in flight: its error must not look like that request's answer
         self._to_client(error_reply(raw, jsonrpc.INVALID_REQUEST,
                                     f"message of {size} bytes exceeds the proxy's limit of {limit}"), key)
@@ -345,7 +349,7 @@ class RelayCore:
         if not isinstance(method, str):
             return _Routed(client=error_reply(raw_id, jsonrpc.INVALID_REQUEST, "method must be a string"),
                            answers=(key,))
-        if self.inflight.client_busy(key) or any(h.key == key for h in self._held.values()):
+        if self._busy(key):
             if method == "tools/call":
                 self.guard.finish(self.guard.reject("proxy/duplicate-id", "a request under an id already in "
                                                     "flight is never forwarded", call_doc(msg)))
